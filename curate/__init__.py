@@ -1,0 +1,1 @@
+"""Curation: labels, integrity, duplicates, quality, review, snapshots and export."""

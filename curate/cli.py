@@ -1,0 +1,183 @@
+"""`curate`: labels, integrity checks and (later) dedupe, review and export. Thin commands over the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from curate.fsck import fsck
+from storage.catalog import (
+    add_label,
+    default_actor,
+    label_counts,
+    label_history,
+    merge_labels,
+    rename_label,
+    resolve_sha,
+    set_label,
+)
+from storage.clikit import JsonOption, WorkspaceOption, emit_json, make_progress, out_console, user_errors
+from storage.errors import GleanerError
+from storage.workspace import open_workspace
+
+app = typer.Typer(help="Curate a Gleaner dataset: labels, integrity, duplicates.", no_args_is_help=True,
+                  add_completion=False)
+label_app = typer.Typer(help="Manage labels; every change is kept in the label history.", no_args_is_help=True)
+app.add_typer(label_app, name="label")
+
+
+@app.command("labels")
+@user_errors
+def labels_command(workspace: Path = WorkspaceOption, json_output: bool = JsonOption) -> None:
+    """Current labels with their image counts (rejected, duplicate and missing images not counted)."""
+    ws = open_workspace(workspace)
+    with ws.catalog.read() as conn:
+        counts = label_counts(conn)
+    if json_output:
+        emit_json({"labels": counts})
+        return
+    table = Table(title="Labels")
+    table.add_column("label")
+    table.add_column("images", justify="right")
+    for name, count in counts.items():
+        table.add_row(name, f"{count:,}")
+    table.add_section()
+    table.add_row("[bold]total", f"[bold]{sum(counts.values()):,}")
+    out_console.print(table)
+
+
+@label_app.command("add")
+@user_errors
+def label_add(names: list[str] = typer.Argument(..., help="New label names."), workspace: Path = WorkspaceOption,
+              json_output: bool = JsonOption) -> None:
+    """Create labels (existing ones are left as they are)."""
+    ws = open_workspace(workspace)
+    with ws.catalog.write() as conn:
+        created = [name for name in names if add_label(conn, name, actor=default_actor())]
+    _report(json_output, {"created": created}, f"created {len(created)} label(s): {', '.join(created) or '-'}")
+
+
+@label_app.command("rename")
+@user_errors
+def label_rename(old: str, new: str, workspace: Path = WorkspaceOption, json_output: bool = JsonOption) -> None:
+    """Rename a label; its images keep it under the new name."""
+    ws = open_workspace(workspace)
+    with ws.catalog.write() as conn:
+        count = rename_label(conn, old, new, actor=default_actor())
+    _report(json_output, {"renamed": old, "to": new, "images": count}, f"renamed {old} → {new} ({count} images)")
+
+
+@label_app.command("merge")
+@user_errors
+def label_merge(
+    sources: list[str] = typer.Argument(..., help="Labels to merge away."),
+    into: str = typer.Option(..., "--into", help="The label that receives their images."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Move every image of SOURCES to --into and remove the SOURCES labels."""
+    ws = open_workspace(workspace)
+    with ws.catalog.write() as conn:
+        moved = merge_labels(conn, sources, into, actor=default_actor())
+    _report(json_output, {"merged": sources, "into": into, "images": moved}, f"merged {', '.join(sources)} → {into} ({moved} images)")
+
+
+@label_app.command("set")
+@user_errors
+def label_set(
+    label: str = typer.Argument(..., help="The label to give (created if new)."),
+    shas: list[str] = typer.Argument(None, help="Image sha256 digests or unique prefixes (6+ hex digits)."),
+    from_file: Path = typer.Option(None, "--from-file", help="Read digests from a file, one per line."),
+    clear: bool = typer.Option(False, "--clear", help="Remove the images' label instead (LABEL is ignored: use '-')."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Set the label of images by sha256 (a human decision: it overrides labels from collectors)."""
+    wanted = list(shas or [])
+    if from_file:
+        try:
+            wanted += [line.strip() for line in from_file.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise GleanerError(f"cannot read {from_file}: {exc.strerror}") from None
+    if not wanted:
+        raise GleanerError("name at least one image (sha256 arguments or --from-file)")
+    ws = open_workspace(workspace)
+    with ws.catalog.write() as conn:
+        full = [resolve_sha(conn, sha) for sha in wanted]
+        changed = set_label(conn, full, None if clear else label, actor=default_actor(), origin="human")
+    target = "no label" if clear else label
+    _report(json_output, {"label": None if clear else label, "changed": changed, "images": len(full)},
+            f"{changed} of {len(full)} image(s) now have {target}")
+
+
+@label_app.command("history")
+@user_errors
+def label_history_command(
+    sha: str = typer.Argument(None, help="An image's sha256 (or prefix); all images when omitted."),
+    limit: int = typer.Option(50, "--limit", help="How many events, newest first."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Who changed which label, when, from what to what."""
+    ws = open_workspace(workspace)
+    with ws.catalog.read() as conn:
+        events = label_history(conn, resolve_sha(conn, sha) if sha else None, limit=limit)
+    if json_output:
+        emit_json({"events": events})
+        return
+    table = Table(title="Label history")
+    for column in ("when", "image", "action", "before", "after", "origin", "who"):
+        table.add_column(column)
+    for event in events:
+        table.add_row(f"{event['at']:%Y-%m-%d %H:%M:%S}", (event["sha256"] or "")[:12], event["action"],
+                      event["before"] or "", event["after"] or "", event["origin"], event["actor"])
+    out_console.print(table)
+
+
+@app.command("fsck")
+@user_errors
+def fsck_command(
+    fix: bool = typer.Option(False, "--fix", help="Delete orphan objects; mark missing and corrupt images."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Check that every catalog image has an object whose bytes hash to its sha256, and find orphans."""
+    ws = open_workspace(workspace)
+    with make_progress(transient=True) as progress:
+        task = progress.add_task("checking", total=None, rate="")
+        report = fsck(
+            ws,
+            fix=fix,
+            on_start=lambda total: progress.update(task, total=total),
+            on_checked=lambda: progress.advance(task),
+        )
+    if json_output:
+        emit_json(report.to_json())
+    else:
+        verdict = "[green]ok[/]" if report.ok else "[red]problems found[/]"
+        out_console.print(f"checked {report.checked:,} images: {verdict}")
+        for name in ("missing", "corrupt", "orphans"):
+            items = getattr(report, name)
+            if items:
+                out_console.print(f"[bold]{name}[/] ({len(items)}):")
+                for item in items[:50]:
+                    out_console.print(f"  {item}", highlight=False)
+                if len(items) > 50:
+                    out_console.print(f"  … and {len(items) - 50} more (use --json for all)")
+        if report.fixed:
+            out_console.print("fixed: " + ", ".join(f"{k} {v}" for k, v in report.fixed.items()))
+    if not report.ok and not fix:
+        raise typer.Exit(1)
+
+
+def _report(json_output: bool, document: dict[str, object], message: str) -> None:
+    if json_output:
+        emit_json(document)
+    else:
+        out_console.print(message, highlight=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,1 @@
+"""Collectors: folders, web pages, URL lists, watchers and scheduled jobs."""

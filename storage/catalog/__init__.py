@@ -1,0 +1,41 @@
+"""The catalog: SQLite by default, PostgreSQL by URL; provenance, labels, history, targets, runs, frontier."""
+
+from storage.catalog.core import Catalog
+from storage.catalog.images import count_images, get_image, image_sources, iter_images, mark_status, record_image
+from storage.catalog.lookup import resolve_sha
+from storage.catalog.labels import (
+    add_label,
+    ensure_label,
+    label_counts,
+    label_history,
+    merge_labels,
+    rename_label,
+    set_label,
+)
+from storage.catalog.records import ImageFacts, SourceInfo, default_actor
+from storage.catalog.runs import finish_run, start_run
+from storage.catalog.schema import SCHEMA_VERSION
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Catalog",
+    "ImageFacts",
+    "SourceInfo",
+    "add_label",
+    "count_images",
+    "default_actor",
+    "ensure_label",
+    "finish_run",
+    "get_image",
+    "image_sources",
+    "iter_images",
+    "label_counts",
+    "label_history",
+    "mark_status",
+    "merge_labels",
+    "record_image",
+    "rename_label",
+    "resolve_sha",
+    "set_label",
+    "start_run",
+]

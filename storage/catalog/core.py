@@ -1,0 +1,69 @@
+"""The Catalog: one engine, migrated on open, with explicit read and write transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, text
+
+from storage.catalog.engine import make_engine
+from storage.catalog.migrations import upgrade
+from storage.errors import GleanerError
+
+__all__ = ["Catalog"]
+
+_MIGRATION_LOCK = 0x676C65616E6572  # "gleaner": serialises migrations of PostgreSQL catalogs
+
+
+class Catalog:
+    """Thread-safe handle on the catalog database. Use `write()` for every change."""
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        if migrate:
+            try:
+                with self.write() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+                    upgrade(conn)
+            except GleanerError:
+                raise
+            except Exception as exc:
+                raise GleanerError(f"cannot open catalog {_redact(url)}: {exc}") from exc
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it takes the write lock at BEGIN (waits, never fails fast)."""
+        with self.engine.connect().execution_options(gleaner_write=True) as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (a consistent snapshot on both SQLite WAL and PostgreSQL)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before it reaches a message."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<catalog>"

@@ -1,0 +1,121 @@
+"""Recording ingested images and reading them back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from storage.catalog.labels import ensure_label, set_label
+from storage.catalog.records import ImageFacts, SourceInfo
+from storage.catalog.schema import images, labels, sources
+from storage.catalog.sql import insert_ignore, now, signed64, unsigned64
+
+__all__ = ["count_images", "get_image", "image_sources", "iter_images", "mark_status", "record_image"]
+
+
+def record_image(
+    conn: Connection,
+    facts: ImageFacts,
+    object_key: str,
+    source: SourceInfo,
+    *,
+    label: str | None,
+    origin: str,
+    actor: str,
+    run_id: int | None = None,
+) -> bool:
+    """Insert the image (if new), its source and label in the caller's transaction; True when the image is new.
+
+    A second sighting of the same bytes adds a source row (once per kind+uri). Its label becomes the
+    image's label only when the image has none: an existing label is never overwritten by a collector.
+    """
+    stamp = now()
+    added = insert_ignore(
+        conn,
+        images,
+        {
+            "sha256": facts.sha256,
+            "object_key": object_key,
+            "ext": facts.ext,
+            "format": facts.format,
+            "size_bytes": facts.size_bytes,
+            "width": facts.width,
+            "height": facts.height,
+            "mode": facts.mode,
+            "phash": signed64(facts.phash),
+            "status": "ok",
+            "review": "unreviewed",
+            "added_at": stamp,
+            "updated_at": stamp,
+        },
+        ["sha256"],
+    )
+    if not added:
+        # The object was written again before this call, so an image marked missing is whole again.
+        restored = conn.execute(
+            images.update()
+            .where((images.c.sha256 == facts.sha256) & (images.c.status != "ok"))
+            .values(status="ok", object_key=object_key, updated_at=stamp)
+        ).rowcount
+        added = restored == 1
+    insert_ignore(
+        conn,
+        sources,
+        {
+            "sha256": facts.sha256,
+            "kind": source.kind,
+            "uri": source.uri,
+            "page_url": source.page_url,
+            "alt_text": source.alt_text,
+            "label": label,
+            "http_status": source.http_status,
+            "run_id": run_id,
+            "extra": source.extra or None,
+            "fetched_at": source.fetched_at or stamp,
+        },
+        ["sha256", "kind", "uri"],
+    )
+    if label:
+        ensure_label(conn, label)
+        set_label(conn, [facts.sha256], label, actor=actor, origin=origin, only_if_unlabelled=True)
+    return added
+
+
+def _image_row(row: Any) -> dict[str, Any]:
+    data = dict(row._mapping)
+    data["phash"] = unsigned64(data["phash"])
+    return data
+
+
+def _image_query() -> Any:
+    return select(images, labels.c.name.label("label")).select_from(
+        images.outerjoin(labels, images.c.label_id == labels.c.id)
+    )
+
+
+def get_image(conn: Connection, sha256: str) -> dict[str, Any] | None:
+    row = conn.execute(_image_query().where(images.c.sha256 == sha256)).first()
+    return _image_row(row) if row else None
+
+
+def iter_images(conn: Connection, *, status: str | None = None) -> Iterator[dict[str, Any]]:
+    query = _image_query().order_by(images.c.sha256)
+    if status:
+        query = query.where(images.c.status == status)
+    for row in conn.execute(query):
+        yield _image_row(row)
+
+
+def count_images(conn: Connection) -> int:
+    return int(conn.execute(select(func.count()).select_from(images)).scalar_one())
+
+
+def image_sources(conn: Connection, sha256: str) -> list[dict[str, Any]]:
+    query = select(sources).where(sources.c.sha256 == sha256).order_by(sources.c.id)
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def mark_status(conn: Connection, sha256: str, status: str) -> None:
+    conn.execute(images.update().where(images.c.sha256 == sha256).values(status=status, updated_at=now()))

@@ -1,0 +1,56 @@
+"""Schema versions. A fresh catalog is created at the newest version; an older one is migrated step by step.
+
+Each step is `(version, description, function(conn))` and runs inside the same write transaction that
+updates `meta.schema_version`, so a crash mid-migration leaves the previous version intact (SQLite and
+PostgreSQL both have transactional DDL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, inspect, select
+
+from storage.catalog import schema
+from storage.errors import GleanerError
+
+__all__ = ["MIGRATIONS", "current_version", "upgrade"]
+
+Migration = tuple[int, str, Callable[[Connection], None]]
+
+# Steps from version N-1 to N. Version 1 is the initial schema and has no step.
+MIGRATIONS: list[Migration] = []
+
+
+def current_version(conn: Connection) -> int | None:
+    """The stored schema version, or None for an empty database."""
+    if not inspect(conn).has_table("meta"):
+        return None
+    row = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")).first()
+    return int(row[0]) if row else None
+
+
+def upgrade(conn: Connection) -> int:
+    """Bring the catalog to SCHEMA_VERSION; returns the version it had before (0 when new)."""
+    version = current_version(conn)
+    if version is None:
+        schema.metadata.create_all(conn)
+        _stamp(conn, schema.SCHEMA_VERSION, insert=True)
+        return 0
+    if version > schema.SCHEMA_VERSION:
+        raise GleanerError(
+            f"the catalog has schema version {version}, newer than this Gleaner ({schema.SCHEMA_VERSION}); upgrade Gleaner"
+        )
+    for step_version, _description, step in MIGRATIONS:
+        if step_version > version:
+            step(conn)
+            _stamp(conn, step_version, insert=False)
+    return version
+
+
+def _stamp(conn: Connection, version: int, *, insert: bool) -> None:
+    table = schema.meta
+    if insert:
+        conn.execute(table.insert().values(key="schema_version", value=str(version)))
+    else:
+        conn.execute(table.update().where(table.c.key == "schema_version").values(value=str(version)))

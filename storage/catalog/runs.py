@@ -1,0 +1,21 @@
+"""Run records: every collection or training run leaves a row with its config and summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection
+
+from storage.catalog.schema import runs
+from storage.catalog.sql import now
+
+__all__ = ["finish_run", "start_run"]
+
+
+def start_run(conn: Connection, kind: str, config: dict[str, Any]) -> int:
+    result = conn.execute(runs.insert().values(kind=kind, status="running", config=config, started_at=now()))
+    return int(result.inserted_primary_key[0])
+
+
+def finish_run(conn: Connection, run_id: int, status: str, summary: dict[str, Any]) -> None:
+    conn.execute(runs.update().where(runs.c.id == run_id).values(status=status, summary=summary, finished_at=now()))

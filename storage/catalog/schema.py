@@ -1,0 +1,179 @@
+"""The catalog's tables at the newest schema version (SQLAlchemy Core).
+
+Fresh catalogs are created from these definitions and stamped with SCHEMA_VERSION; older catalogs
+are brought forward by the steps in `migrations.py`. Change both together.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "frontier",
+    "images",
+    "jobs",
+    "label_events",
+    "labels",
+    "meta",
+    "metadata",
+    "runs",
+    "snapshots",
+    "sources",
+    "targets",
+]
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+labels = Table(
+    "labels",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+images = Table(
+    "images",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("object_key", String(200), nullable=False),
+    Column("ext", String(8), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("mode", String(16), nullable=False),
+    Column("phash", BigInteger, nullable=False),  # 64-bit pHash stored as a signed int64
+    Column("label_id", Integer, ForeignKey("labels.id"), nullable=True),  # the current label
+    Column("status", String(16), nullable=False, default="ok"),  # ok | missing | corrupt
+    Column("review", String(16), nullable=False, default="unreviewed"),  # unreviewed | accepted | rejected
+    Column("duplicate_of", String(64), nullable=True),
+    Column("added_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_images_label", "label_id"),
+    Index("ix_images_phash", "phash"),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sha256", String(64), ForeignKey("images.sha256"), nullable=False),
+    Column("kind", String(16), nullable=False),  # file | url | scrape | watch
+    Column("uri", Text, nullable=False),  # the path or URL the bytes came from
+    Column("page_url", Text, nullable=True),
+    Column("alt_text", Text, nullable=True),
+    Column("label", String(200), nullable=True),  # the label this source suggested
+    Column("http_status", Integer, nullable=True),
+    Column("run_id", Integer, nullable=True),
+    Column("extra", JSON, nullable=True),
+    Column("fetched_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("sha256", "kind", "uri", name="uq_sources_sha_kind_uri"),
+    Index("ix_sources_sha256", "sha256"),
+)
+
+label_events = Table(
+    "label_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sha256", String(64), nullable=True),  # null for events on a whole label (rename, merge, add)
+    Column("action", String(16), nullable=False),  # set | clear | add | rename | merge
+    Column("before", String(200), nullable=True),
+    Column("after", String(200), nullable=True),
+    Column("origin", String(16), nullable=False),  # folder | scrape | human | model | cli
+    Column("actor", String(100), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_label_events_sha256", "sha256"),
+)
+
+targets = Table(
+    "targets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("label", String(200), nullable=False),
+    Column("want", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False, default="open"),  # open | done | dropped
+    Column("priority", Integer, nullable=False, default=0),
+    Column("run_id", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("manifest_key", String(300), nullable=False),
+    Column("image_count", Integer, nullable=False),
+    Column("meta", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # import | scrape | urls | watch | job | train
+    Column("status", String(16), nullable=False),  # running | done | failed | interrupted
+    Column("config", JSON, nullable=True),
+    Column("summary", JSON, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+frontier = Table(
+    "frontier",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job", String(200), nullable=False, default=""),
+    Column("url", Text, nullable=False),
+    Column("kind", String(8), nullable=False),  # page | image
+    Column("state", String(16), nullable=False, default="pending"),  # pending | done | failed | skipped
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("depth", Integer, nullable=False, default=0),
+    Column("referrer", Text, nullable=True),
+    Column("label", String(200), nullable=True),
+    Column("sha256", String(64), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("job", "kind", "url", name="uq_frontier_job_kind_url"),
+    Index("ix_frontier_state", "job", "state"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("spec", JSON, nullable=False),
+    Column("schedule", String(100), nullable=True),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("last_run_id", Integer, nullable=True),
+    Column("last_run_at", DateTime(timezone=True), nullable=True),
+    Column("next_run_at", DateTime(timezone=True), nullable=True),
+)

@@ -1,0 +1,263 @@
+"""Ingest: the single entry every collector uses to turn bytes into a stored, catalogued image.
+
+Order of work, so that a crash never loses or half-records anything:
+1. read and validate the bytes (`imaging.analyze`), compute sha256 and pHash;
+2. write the object under its content address unless it is already there (durable when `put` returns);
+3. commit the image, source and label rows in one catalog transaction.
+A crash between 2 and 3 leaves at most an orphan object, which `curate fsck --fix` removes and a rerun
+records. The CPU-bound steps 1-2 run in worker processes; step 3 runs in the calling process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from storage.catalog import Catalog, ImageFacts, SourceInfo, default_actor, record_image
+from storage.errors import StoreError
+from storage.imaging import Rejected, analyze
+from storage.keys import image_key
+from storage.settings import IngestSettings
+from storage.stores import ObjectStore, open_store
+
+__all__ = ["IngestItem", "IngestSummary", "Ingestor", "Outcome", "prepare"]
+
+Status = Literal["added", "duplicate", "rejected", "failed"]
+
+
+@dataclass(frozen=True)
+class IngestItem:
+    """One candidate image: bytes already in memory (`data`) or a file to read (`path`)."""
+
+    source: SourceInfo
+    label: str | None = None
+    data: bytes | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    item: str
+    status: Status
+    sha256: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a worker hands back: facts of a stored object, or why the item was refused."""
+
+    facts: ImageFacts | None = None
+    object_key: str | None = None
+    status: Status = "added"
+    reason: str | None = None
+
+
+@dataclass
+class IngestSummary:
+    """Counts in the collectors' JSON shape (DESIGN.md)."""
+
+    added: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    failed: int = 0
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.status == "added":
+            self.added += 1
+        elif outcome.status == "duplicate":
+            self.duplicates += 1
+        else:
+            self.rejected += outcome.status == "rejected"
+            self.failed += outcome.status == "failed"
+            self.problems.append({"item": outcome.item, "reason": outcome.reason or outcome.status})
+
+    @property
+    def total(self) -> int:
+        return self.added + self.duplicates + self.rejected + self.failed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "problems": list(self.problems),
+        }
+
+
+def read_file(path: str, max_bytes: int) -> bytes:
+    """Read a file for ingest, refusing non-files and files over the size limit with a reason."""
+    try:
+        info = os.stat(path)
+        if not os.path.isfile(path):
+            raise Rejected("not a regular file")
+        if info.st_size > max_bytes:
+            raise Rejected(f"file is {info.st_size:,} bytes, over the {max_bytes:,}-byte limit")
+        with open(path, "rb") as handle:
+            return handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise Rejected(f"unreadable path: {exc.strerror or exc}") from None
+
+
+def prepare(item: IngestItem, store: ObjectStore, limits: IngestSettings) -> Prepared:
+    """Steps 1-2: validate, hash, store if absent. Pure apart from the store write; runs in workers."""
+    try:
+        data = item.data if item.data is not None else read_file(item.path or item.source.uri, limits.max_bytes)
+        if len(data) > limits.max_bytes:
+            raise Rejected(f"{len(data):,} bytes, over the {limits.max_bytes:,}-byte limit")
+        facts = analyze(data, min_side=limits.min_side, max_pixels=limits.max_pixels)
+    except Rejected as exc:
+        return Prepared(status="rejected", reason=str(exc))
+    key = image_key(facts.sha256, facts.ext)
+    try:
+        if not store.exists(key):
+            store.put(key, data, facts.content_type)
+    except (StoreError, OSError) as exc:
+        return Prepared(status="failed", reason=f"store write failed: {exc}")
+    return Prepared(facts=facts, object_key=key)
+
+
+# Worker-process state, set once by the pool initializer.
+_worker_store: ObjectStore | None = None
+_worker_limits: IngestSettings | None = None
+
+
+def _init_worker(store_url: str, store_options: dict[str, Any], limits: IngestSettings) -> None:
+    global _worker_store, _worker_limits
+    _worker_store = open_store(store_url, store_options)
+    _worker_limits = limits
+
+
+def _prepare_in_worker(item: IngestItem) -> Prepared:
+    assert _worker_store is not None and _worker_limits is not None
+    return prepare(item, _worker_store, _worker_limits)
+
+
+class Ingestor:
+    """Ingest into one store and catalog. `ingest()` for one item, `ingest_many()` for streams."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        catalog: Catalog,
+        limits: IngestSettings,
+        *,
+        store_options: dict[str, Any] | None = None,
+        origin: str = "folder",
+        actor: str | None = None,
+        run_id: int | None = None,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.limits = limits
+        self.store_options = store_options or {}
+        self.origin = origin
+        self.actor = actor or default_actor()
+        self.run_id = run_id
+
+    @classmethod
+    def for_workspace(cls, workspace: Any, **kwargs: Any) -> Ingestor:
+        settings = workspace.settings
+        return cls(
+            workspace.store,
+            workspace.catalog,
+            settings.ingest,
+            store_options=settings.store.backend_options(),
+            **kwargs,
+        )
+
+    def commit(self, item: IngestItem, prepared: Prepared) -> Outcome:
+        """Step 3: record the stored image in one catalog transaction."""
+        uri = item.source.uri
+        if prepared.facts is None or prepared.object_key is None:
+            return Outcome(uri, prepared.status, reason=prepared.reason)
+        with self.catalog.write() as conn:
+            added = record_image(
+                conn,
+                prepared.facts,
+                prepared.object_key,
+                item.source,
+                label=item.label,
+                origin=self.origin,
+                actor=self.actor,
+                run_id=self.run_id,
+            )
+        return Outcome(uri, "added" if added else "duplicate", sha256=prepared.facts.sha256)
+
+    def ingest(self, item: IngestItem) -> Outcome:
+        """Ingest one item in this process."""
+        return self.commit(item, prepare(item, self.store, self.limits))
+
+    def ingest_many(
+        self,
+        items: Iterable[IngestItem],
+        *,
+        workers: int | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> Iterator[Outcome]:
+        """Ingest a stream with validation and hashing spread over processes; outcomes in completion order.
+
+        At most `4 * workers` items are in flight, so memory stays bounded for any input length.
+        """
+        count = workers if workers is not None else (self.limits.workers or os.cpu_count() or 1)
+        if count <= 1:
+            for item in items:
+                outcome = self.ingest(item)
+                if on_outcome:
+                    on_outcome(outcome)
+                yield outcome
+            return
+        pool = ProcessPoolExecutor(
+            max_workers=count,
+            mp_context=_pool_context(),
+            initializer=_init_worker,
+            initargs=(self.store.url, self.store_options, self.limits),
+        )
+        pending: dict[Future[Prepared], IngestItem] = {}
+        try:
+            iterator = iter(items)
+            exhausted = False
+            while pending or not exhausted:
+                while not exhausted and len(pending) < 4 * count:
+                    try:
+                        item = next(iterator)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending[pool.submit(_prepare_in_worker, item)] = item
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    item = pending.pop(future)
+                    try:
+                        prepared = future.result()
+                    except Exception as exc:  # a worker died (e.g. out of memory): report, keep going
+                        prepared = Prepared(status="failed", reason=f"worker failed: {exc!r}")
+                    outcome = self.commit(item, prepared)
+                    if on_outcome:
+                        on_outcome(outcome)
+                    yield outcome
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork starts workers in milliseconds; fall back to forkserver when other threads exist."""
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def source_for_path(path: Path, kind: str = "file") -> SourceInfo:
+    """Provenance of a local file: its absolute path (symlinks not resolved: that is what the user named)."""
+    return SourceInfo(kind=kind, uri=str(path.absolute()))

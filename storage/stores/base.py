@@ -1,0 +1,33 @@
+"""The object store protocol every backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+__all__ = ["ObjectStore"]
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """A flat key → bytes store. Keys use '/' separators; objects are immutable once written."""
+
+    url: str
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Write an object durably; when this returns, a crash cannot lose it."""
+
+    def get(self, key: str) -> bytes:
+        """Read a whole object; raises KeyError when it does not exist."""
+
+    def exists(self, key: str) -> bool:
+        """True when the object exists."""
+
+    def iter(self, prefix: str = "") -> Iterator[str]:
+        """Yield every key that starts with `prefix`, in no particular order."""
+
+    def delete(self, key: str) -> None:
+        """Remove an object; deleting a missing key is not an error."""
+
+    def url_for(self, key: str) -> str:
+        """A URL a person or another tool can use to find the object (file:// or s3://)."""

@@ -1,0 +1,143 @@
+"""An S3 store (boto3) for AWS S3 and S3-compatible servers: SeaweedFS, MinIO, R2, Ceph...
+
+Credentials come from the standard AWS chain (environment, shared files, instance roles); the
+endpoint from the workspace config or `AWS_ENDPOINT_URL_S3` (boto3 reads that itself).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlparse
+
+from storage.errors import StoreError
+from storage.stores import register_store
+
+__all__ = ["S3Store", "ensure_bucket"]
+
+DEFAULT_POOL = 32
+
+
+class S3Store:
+    """Objects live under `s3://bucket/prefix/`; keys are appended to the prefix."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        addressing_style: str = "auto",
+        max_pool_connections: int = DEFAULT_POOL,
+        max_attempts: int = 8,
+        profile: str | None = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        if not bucket:
+            raise StoreError("an S3 store URL needs a bucket: s3://bucket/prefix")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        config = Config(
+            retries={"mode": "adaptive", "max_attempts": max_attempts},
+            max_pool_connections=max_pool_connections,
+            s3={"addressing_style": addressing_style},
+            connect_timeout=10,
+            read_timeout=60,
+            # S3-compatible servers differ in their support of the newer default checksums.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        session = boto3.session.Session(profile_name=profile) if profile else boto3.session.Session()
+        self.client = session.client(
+            "s3",
+            endpoint_url=endpoint_url or None,
+            region_name=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            config=config,
+        )
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        extra = {"ContentType": content_type} if content_type else {}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
+        except Exception as exc:  # botocore raises many unrelated types
+            raise StoreError(f"S3 put {self.url}/{key} failed: {exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except self.client.exceptions.NoSuchKey:
+            raise KeyError(key) from None
+        except Exception as exc:
+            if _is_not_found(exc):
+                raise KeyError(key) from None
+            raise StoreError(f"S3 get {self.url}/{key} failed: {exc}") from exc
+        return response["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _is_not_found(exc):
+                return False
+            raise StoreError(f"S3 head {self.url}/{key} failed: {exc}") from exc
+        return True
+
+    def iter(self, prefix: str = "") -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        base = f"{self.prefix}/" if self.prefix else ""
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"][len(base) :]
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if not _is_not_found(exc):
+                raise StoreError(f"S3 delete {self.url}/{key} failed: {exc}") from exc
+
+    def url_for(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def presigned_url(self, key: str, expires_s: int = 3600) -> str:
+        """An HTTP URL that lets a browser fetch the object without credentials for a while."""
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
+        )
+
+
+def _is_not_found(exc: Exception) -> bool:
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in {"404", "NoSuchKey", "NotFound"} or status == 404
+
+
+def ensure_bucket(store: S3Store) -> bool:
+    """Create the store's bucket when it does not exist; True when it was created."""
+    try:
+        store.client.head_bucket(Bucket=store.bucket)
+        return False
+    except Exception as exc:
+        if not _is_not_found(exc):
+            raise StoreError(f"cannot reach bucket {store.bucket!r}: {exc}") from exc
+    store.client.create_bucket(Bucket=store.bucket)
+    return True
+
+
+@register_store("s3")
+def _open_s3(url: str, options: dict[str, Any]) -> S3Store:
+    parsed = urlparse(url)
+    known = {"endpoint_url", "region", "addressing_style", "max_pool_connections", "max_attempts", "profile"}
+    unknown = set(options) - known
+    if unknown:
+        raise StoreError(f"unknown S3 store options: {', '.join(sorted(unknown))}")
+    return S3Store(parsed.netloc, parsed.path, **options)

@@ -1,0 +1,1 @@
+"""Training: datasets from snapshots, models, the engine, reports and collection targets."""
