@@ -29,6 +29,7 @@ from storage.stores import ObjectStore, open_store
 __all__ = ["IngestItem", "IngestSummary", "Ingestor", "Outcome", "prepare"]
 
 Status = Literal["added", "duplicate", "rejected", "failed"]
+REMOTE_WORKERS_PER_CORE = 4
 
 
 @dataclass(frozen=True)
@@ -174,27 +175,39 @@ class Ingestor:
             **kwargs,
         )
 
-    def commit(self, item: IngestItem, prepared: Prepared) -> Outcome:
-        """Step 3: record the stored image in one catalog transaction."""
-        uri = item.source.uri
-        if prepared.facts is None or prepared.object_key is None:
-            return Outcome(uri, prepared.status, reason=prepared.reason)
-        with self.catalog.write() as conn:
-            added = record_image(
-                conn,
-                prepared.facts,
-                prepared.object_key,
-                item.source,
-                label=item.label,
-                origin=self.origin,
-                actor=self.actor,
-                run_id=self.run_id,
-            )
-        return Outcome(uri, "added" if added else "duplicate", sha256=prepared.facts.sha256)
+    def commit(self, batch: list[tuple[IngestItem, Prepared]]) -> list[Outcome]:
+        """Step 3: record stored images. One transaction for the batch, so each image's rows commit together."""
+        outcomes: list[Outcome] = []
+        stored = [(item, prepared) for item, prepared in batch if prepared.facts and prepared.object_key]
+        added_by_item: dict[int, bool] = {}
+        if stored:
+            with self.catalog.write() as conn:
+                label_ids: dict[str, int] = {}
+                for item, prepared in stored:
+                    assert prepared.facts is not None and prepared.object_key is not None
+                    added_by_item[id(item)] = record_image(
+                        conn,
+                        prepared.facts,
+                        prepared.object_key,
+                        item.source,
+                        label=item.label,
+                        origin=self.origin,
+                        actor=self.actor,
+                        run_id=self.run_id,
+                        label_ids=label_ids,
+                    )
+        for item, prepared in batch:
+            uri = item.source.uri
+            if prepared.facts is None:
+                outcomes.append(Outcome(uri, prepared.status, reason=prepared.reason))
+            else:
+                status: Status = "added" if added_by_item[id(item)] else "duplicate"
+                outcomes.append(Outcome(uri, status, sha256=prepared.facts.sha256))
+        return outcomes
 
     def ingest(self, item: IngestItem) -> Outcome:
         """Ingest one item in this process."""
-        return self.commit(item, prepare(item, self.store, self.limits))
+        return self.commit([(item, prepare(item, self.store, self.limits))])[0]
 
     def ingest_many(
         self,
@@ -208,6 +221,9 @@ class Ingestor:
         At most `4 * workers` items are in flight, so memory stays bounded for any input length.
         """
         count = workers if workers is not None else (self.limits.workers or os.cpu_count() or 1)
+        if workers is None and getattr(self.store, "remote", False):
+            # Workers spend most of their time waiting on the network: more of them keep the cores busy.
+            count *= REMOTE_WORKERS_PER_CORE
         if count <= 1:
             for item in items:
                 outcome = self.ingest(item)
@@ -236,13 +252,15 @@ class Ingestor:
                 if not pending:
                     break
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                batch = []
                 for future in done:
                     item = pending.pop(future)
                     try:
                         prepared = future.result()
                     except Exception as exc:  # a worker died (e.g. out of memory): report, keep going
                         prepared = Prepared(status="failed", reason=f"worker failed: {exc!r}")
-                    outcome = self.commit(item, prepared)
+                    batch.append((item, prepared))
+                for outcome in self.commit(batch):
                     if on_outcome:
                         on_outcome(outcome)
                     yield outcome

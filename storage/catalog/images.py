@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from storage.catalog.labels import ensure_label, set_label
+from storage.catalog.labels import ensure_label, label_event, set_label
 from storage.catalog.records import ImageFacts, SourceInfo
 from storage.catalog.schema import images, labels, sources
 from storage.catalog.sql import insert_ignore, now, signed64, unsigned64
@@ -25,13 +25,21 @@ def record_image(
     origin: str,
     actor: str,
     run_id: int | None = None,
+    label_ids: dict[str, int] | None = None,
 ) -> bool:
     """Insert the image (if new), its source and label in the caller's transaction; True when the image is new.
 
     A second sighting of the same bytes adds a source row (once per kind+uri). Its label becomes the
     image's label only when the image has none: an existing label is never overwritten by a collector.
+    `label_ids` caches label name -> id within one transaction (batches of many images).
     """
     stamp = now()
+    label_id: int | None = None
+    if label:
+        cache = label_ids if label_ids is not None else {}
+        if label not in cache:
+            cache[label] = ensure_label(conn, label)
+        label_id = cache[label]
     added = insert_ignore(
         conn,
         images,
@@ -45,6 +53,7 @@ def record_image(
             "height": facts.height,
             "mode": facts.mode,
             "phash": signed64(facts.phash),
+            "label_id": label_id,
             "status": "ok",
             "review": "unreviewed",
             "added_at": stamp,
@@ -77,8 +86,9 @@ def record_image(
         },
         ["sha256", "kind", "uri"],
     )
-    if label:
-        ensure_label(conn, label)
+    if label and added:
+        label_event(conn, sha256=facts.sha256, action="set", before=None, after=label, origin=origin, actor=actor)
+    elif label:
         set_label(conn, [facts.sha256], label, actor=actor, origin=origin, only_if_unlabelled=True)
     return added
 

@@ -14,6 +14,7 @@ __all__ = [
     "add_label",
     "ensure_label",
     "label_counts",
+    "label_event",
     "label_history",
     "label_id",
     "merge_labels",
@@ -42,7 +43,7 @@ def ensure_label(conn: Connection, name: str) -> int:
     return found
 
 
-def _event(conn: Connection, *, action: str, before: str | None, after: str | None, origin: str, actor: str,
+def label_event(conn: Connection, *, action: str, before: str | None, after: str | None, origin: str, actor: str,
            sha256: str | None = None) -> None:
     conn.execute(
         label_events.insert().values(
@@ -56,7 +57,7 @@ def add_label(conn: Connection, name: str, *, actor: str, origin: str = "cli") -
     name = _check_name(name)
     created = insert_ignore(conn, labels, {"name": name, "created_at": now()}, ["name"])
     if created:
-        _event(conn, action="add", before=None, after=name, origin=origin, actor=actor)
+        label_event(conn, action="add", before=None, after=name, origin=origin, actor=actor)
     return created
 
 
@@ -74,7 +75,7 @@ def rename_label(conn: Connection, old: str, new: str, *, actor: str, origin: st
     if label_id(conn, new) is not None:
         raise GleanerError(f"label {new!r} already exists; use `curate label merge {old} --into {new}`")
     conn.execute(labels.update().where(labels.c.id == old_id).values(name=new))
-    _event(conn, action="rename", before=old, after=new, origin=origin, actor=actor)
+    label_event(conn, action="rename", before=old, after=new, origin=origin, actor=actor)
     return conn.execute(select(func.count()).where(images.c.label_id == old_id)).scalar_one()
 
 
@@ -88,10 +89,10 @@ def merge_labels(conn: Connection, sources: Iterable[str], into: str, *, actor: 
         source_id = _require(conn, name)
         shas = conn.execute(select(images.c.sha256).where(images.c.label_id == source_id)).scalars().all()
         for sha in shas:
-            _event(conn, sha256=sha, action="set", before=name, after=into, origin=origin, actor=actor)
+            label_event(conn, sha256=sha, action="set", before=name, after=into, origin=origin, actor=actor)
         conn.execute(images.update().where(images.c.label_id == source_id).values(label_id=target_id, updated_at=now()))
         conn.execute(labels.delete().where(labels.c.id == source_id))
-        _event(conn, action="merge", before=name, after=into, origin=origin, actor=actor)
+        label_event(conn, action="merge", before=name, after=into, origin=origin, actor=actor)
         moved += len(shas)
     return moved
 
@@ -112,7 +113,7 @@ def set_label(conn: Connection, shas: Iterable[str], name: str | None, *, actor:
         if row.label_id == new_id or (only_if_unlabelled and row.label_id is not None):
             continue
         conn.execute(images.update().where(images.c.sha256 == sha).values(label_id=new_id, updated_at=now()))
-        _event(conn, sha256=sha, action="set" if name else "clear", before=row.name, after=name, origin=origin,
+        label_event(conn, sha256=sha, action="set" if name else "clear", before=row.name, after=name, origin=origin,
                actor=actor)
         changed += 1
     return changed

@@ -13,6 +13,7 @@ class ObjectStore(Protocol):
     """A flat key → bytes store. Keys use '/' separators; objects are immutable once written."""
 
     url: str
+    remote: bool  # True when calls wait on the network: ingest then keeps more of them in flight
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         """Write an object durably; when this returns, a crash cannot lose it."""

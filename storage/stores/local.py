@@ -18,6 +18,8 @@ __all__ = ["LocalStore"]
 class LocalStore:
     """Objects are files below `root`; a key maps to the same relative path."""
 
+    remote = False
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,8 @@ DEFAULT_POOL = 32
 class S3Store:
     """Objects live under `s3://bucket/prefix/`; keys are appended to the prefix."""
 
+    remote = True
+
     def __init__(
         self,
         bucket: str,

@@ -1,0 +1,17 @@
+# Quickstart: `make demo` (set up + run the main job), `make test` (set up + run the whole suite).
+.PHONY: setup demo test bench lint
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	bash scripts/demo.sh
+
+test:
+	bash scripts/test.sh
+
+bench: setup
+	.venv/bin/python bench/ingest.py
+
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .

@@ -1,0 +1,130 @@
+"""A reusable corpus of hostile files: every one of them must be refused by ingest with a clear reason.
+
+`make_hostile_corpus(dir)` writes the files and returns file name → a substring of the reason ingest gives
+(`storage.imaging.analyze` for bytes, `storage.ingest.read_file` for paths). The bytes are deterministic,
+and the decompression bomb stays under half a megabyte on disk while declaring 3.6 gigapixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+import random
+import struct
+import zlib
+from pathlib import Path
+
+from PIL import Image
+
+__all__ = [
+    "BOMB_SIDE",
+    "PHOTOS",
+    "bomb_png",
+    "make_hostile_corpus",
+    "png_bytes",
+    "png_chunk",
+    "valid_png",
+]
+
+PHOTOS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "photos"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+BOMB_SIDE = 60_000
+
+
+def png_chunk(kind: bytes, data: bytes, *, crc: int | None = None) -> bytes:
+    """One PNG chunk: length, type, data, CRC (the right CRC unless `crc` is given)."""
+    checksum = zlib.crc32(kind + data) if crc is None else crc
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", checksum & 0xFFFFFFFF)
+
+
+def _ihdr(width: int, height: int, bit_depth: int = 8, colour_type: int = 0) -> bytes:
+    return struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+
+
+def png_bytes(width: int, height: int, idat: bytes, *, bit_depth: int = 8, ihdr_crc: int | None = None,
+              extra: bytes = b"", iend: bool = True) -> bytes:
+    """A greyscale PNG assembled by hand, so that its header can say whatever a test needs."""
+    return (
+        PNG_SIGNATURE
+        + png_chunk(b"IHDR", _ihdr(width, height, bit_depth), crc=ihdr_crc)
+        + extra
+        + png_chunk(b"IDAT", idat)
+        + (png_chunk(b"IEND", b"") if iend else b"")
+    )
+
+
+def _grey_rows(width: int, rows: int, value: int = 0x80) -> bytes:
+    return (b"\x00" + bytes([value]) * width) * rows  # filter byte 0, then the row's pixels
+
+
+def valid_png(width: int = 64, height: int = 64, *, text: bytes = b"") -> bytes:
+    """A small, valid greyscale PNG; `text` goes into a tEXt chunk (to vary the bytes, not the pixels)."""
+    extra = png_chunk(b"tEXt", b"Comment\x00" + text) if text else b""
+    return png_bytes(width, height, zlib.compress(_grey_rows(width, height), 9), extra=extra)
+
+
+@functools.cache
+def bomb_png() -> bytes:
+    """A real 60000x60000 1-bit PNG: all its zero rows, compressed to about 440 KB, decode to 450 MB."""
+    row = b"\x00" * (1 + (BOMB_SIDE + 7) // 8)
+    block = row * 1000
+    compressor = zlib.compressobj(9)
+    parts = [compressor.compress(block) for _ in range(BOMB_SIDE // 1000)]
+    parts.append(compressor.flush())
+    return png_bytes(BOMB_SIDE, BOMB_SIDE, b"".join(parts), bit_depth=1)
+
+
+def _lying_png() -> bytes:
+    """IHDR says 64x64, but the zlib stream holds only 2 rows and stops mid-stream (data shorter than declared)."""
+    compressor = zlib.compressobj(9)
+    partial = compressor.compress(_grey_rows(64, 2)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return png_bytes(64, 64, partial)
+
+
+def _photo_bytes(photo: Path | None) -> bytes:
+    if photo is None:
+        found = sorted(PHOTOS.glob("*.jpg"))[:1] if PHOTOS.is_dir() else []
+        photo = found[0] if found else None
+    if photo is not None:
+        return photo.read_bytes()
+    # No shared photos: a noisy (so not tiny) JPEG does as well for truncation.
+    rng = random.Random(0)
+    image = Image.frombytes("RGB", (256, 256), bytes(rng.getrandbits(8) for _ in range(256 * 256 * 3)))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def make_hostile_corpus(dir: Path, *, photo: Path | None = None) -> dict[str, str]:
+    """Write the hostile files into `dir`; return file name → expected substring of the rejection reason."""
+    dir.mkdir(parents=True, exist_ok=True)
+    whole = _photo_bytes(photo)
+    files: dict[str, tuple[bytes, str]] = {
+        "truncated-photo.jpg": (whole[: len(whole) // 2], "truncated"),
+        "empty.jpg": (b"", "empty"),
+        "notes.jpg": (b"shopping list: milk, eggs, bread\nnot a picture at all\n", "text"),
+        "page.png": (b"<!DOCTYPE html>\n<html><head><title>x</title></head><body><img src=a.png></body></html>\n",
+                     "HTML"),
+        "drawing.svg": (
+            b'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="200" '
+            b'height="200"><circle cx="100" cy="100" r="80" fill="red"/></svg>\n',
+            "SVG",
+        ),
+        "bomb.png": (bomb_png(), "bomb"),
+        "lying-header.png": (_lying_png(), "truncated"),
+        # A broken IHDR checksum makes Pillow refuse the file before it knows it is a PNG.
+        "bad-crc.png": (png_bytes(64, 64, zlib.compress(_grey_rows(64, 64)), ihdr_crc=0x12345678),
+                        "not a recognised"),
+        "one-pixel.png": (valid_png(1, 1), "too small"),
+    }
+    expected: dict[str, str] = {}
+    for name, (data, reason) in files.items():
+        (dir / name).write_bytes(data)
+        expected[name] = reason
+    link = dir / "dangling.jpg"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    os.symlink(dir / "no-such-target.jpg", link)
+    expected["dangling.jpg"] = "unreadable"
+    return expected
