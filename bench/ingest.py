@@ -92,7 +92,10 @@ def main() -> None:
                 os.environ.update(server.env())
                 base = baseline_copy(files, root / "copy-s3")
                 rate, added = gleaner_import(
-                    PHOTOS, root / "ws-s3", store_url="s3://bench/photos", endpoint_url=server.endpoint_url,
+                    PHOTOS,
+                    root / "ws-s3",
+                    store_url="s3://bench/photos",
+                    endpoint_url=server.endpoint_url,
                     addressing_style="path",
                 )
                 assert added == len(files)

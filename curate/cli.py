@@ -22,8 +22,9 @@ from storage.clikit import JsonOption, WorkspaceOption, emit_json, make_progress
 from storage.errors import GleanerError
 from storage.workspace import open_workspace
 
-app = typer.Typer(help="Curate a Gleaner dataset: labels, integrity, duplicates.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="Curate a Gleaner dataset: labels, integrity, duplicates.", no_args_is_help=True, add_completion=False
+)
 label_app = typer.Typer(help="Manage labels; every change is kept in the label history.", no_args_is_help=True)
 app.add_typer(label_app, name="label")
 
@@ -50,8 +51,11 @@ def labels_command(workspace: Path = WorkspaceOption, json_output: bool = JsonOp
 
 @label_app.command("add")
 @user_errors
-def label_add(names: list[str] = typer.Argument(..., help="New label names."), workspace: Path = WorkspaceOption,
-              json_output: bool = JsonOption) -> None:
+def label_add(
+    names: list[str] = typer.Argument(..., help="New label names."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
     """Create labels (existing ones are left as they are)."""
     ws = open_workspace(workspace)
     with ws.catalog.write() as conn:
@@ -81,7 +85,11 @@ def label_merge(
     ws = open_workspace(workspace)
     with ws.catalog.write() as conn:
         moved = merge_labels(conn, sources, into, actor=default_actor())
-    _report(json_output, {"merged": sources, "into": into, "images": moved}, f"merged {', '.join(sources)} → {into} ({moved} images)")
+    _report(
+        json_output,
+        {"merged": sources, "into": into, "images": moved},
+        f"merged {', '.join(sources)} → {into} ({moved} images)",
+    )
 
 
 @label_app.command("set")
@@ -108,8 +116,11 @@ def label_set(
         full = [resolve_sha(conn, sha) for sha in wanted]
         changed = set_label(conn, full, None if clear else label, actor=default_actor(), origin="human")
     target = "no label" if clear else label
-    _report(json_output, {"label": None if clear else label, "changed": changed, "images": len(full)},
-            f"{changed} of {len(full)} image(s) now have {target}")
+    _report(
+        json_output,
+        {"label": None if clear else label, "changed": changed, "images": len(full)},
+        f"{changed} of {len(full)} image(s) now have {target}",
+    )
 
 
 @label_app.command("history")
@@ -131,8 +142,15 @@ def label_history_command(
     for column in ("when", "image", "action", "before", "after", "origin", "who"):
         table.add_column(column)
     for event in events:
-        table.add_row(f"{event['at']:%Y-%m-%d %H:%M:%S}", (event["sha256"] or "")[:12], event["action"],
-                      event["before"] or "", event["after"] or "", event["origin"], event["actor"])
+        table.add_row(
+            f"{event['at']:%Y-%m-%d %H:%M:%S}",
+            (event["sha256"] or "")[:12],
+            event["action"],
+            event["before"] or "",
+            event["after"] or "",
+            event["origin"],
+            event["actor"],
+        )
     out_console.print(table)
 
 

@@ -20,8 +20,12 @@ app = typer.Typer(help="Collect images into a Gleaner workspace.", no_args_is_he
 @user_errors
 def init_command(
     directory: Path = typer.Argument(..., help="Folder for the workspace (created if needed)."),
-    store: str = typer.Option(None, "--store", help="Object store URL: a folder (default DIR/store) or s3://bucket/prefix."),
-    catalog: str = typer.Option(None, "--catalog", help="Catalog URL (default sqlite:///DIR/catalog.db; postgresql://...)."),
+    store: str = typer.Option(
+        None, "--store", help="Object store URL: a folder (default DIR/store) or s3://bucket/prefix."
+    ),
+    catalog: str = typer.Option(
+        None, "--catalog", help="Catalog URL (default sqlite:///DIR/catalog.db; postgresql://...)."
+    ),
     endpoint_url: str = typer.Option(None, "--endpoint-url", help="S3 endpoint of an S3-compatible server."),
     addressing_style: str = typer.Option(None, "--addressing-style", help="S3 addressing: auto, path or virtual."),
     json_output: bool = JsonOption,
@@ -70,8 +74,13 @@ def import_command(
             progress.update(task, completed=done, rate=f"{done / elapsed:,.0f} img/s")
 
         result = import_paths(
-            ws, paths, label=label, labels_from_folders=labels_from_folders, workers=workers,
-            on_start=on_start, on_outcome=on_outcome,
+            ws,
+            paths,
+            label=label,
+            labels_from_folders=labels_from_folders,
+            workers=workers,
+            on_start=on_start,
+            on_outcome=on_outcome,
         )
     elapsed = time.perf_counter() - started
     if json_output:
@@ -86,7 +95,9 @@ def render_summary(summary: IngestSummary, elapsed: float) -> None:
     for column in ("added", "duplicates", "rejected", "failed", "images/s"):
         table.add_column(column, justify="right")
     rate = summary.total / elapsed if elapsed > 0 else 0.0
-    table.add_row(str(summary.added), str(summary.duplicates), str(summary.rejected), str(summary.failed), f"{rate:,.0f}")
+    table.add_row(
+        str(summary.added), str(summary.duplicates), str(summary.rejected), str(summary.failed), f"{rate:,.0f}"
+    )
     out_console.print(table)
     if summary.problems:
         problems = Table(title=f"{len(summary.problems)} problem(s)", show_header=True)

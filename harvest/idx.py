@@ -19,7 +19,16 @@ __all__ = ["FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "export_image_folder", 
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
-    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
 )
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -55,7 +64,9 @@ def export_image_folder(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Export Fashion-MNIST (Debian's dataset-fashion-mnist) as PNG folders.")
+    parser = argparse.ArgumentParser(
+        description="Export Fashion-MNIST (Debian's dataset-fashion-mnist) as PNG folders."
+    )
     parser.add_argument("out", type=Path)
     parser.add_argument("--split", choices=["train", "t10k"], default="t10k")
     parser.add_argument("--per-class", type=int, default=None)

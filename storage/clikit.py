@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from storage.errors import GleanerError
 
-__all__ = ["WorkspaceOption", "JsonOption", "emit_json", "err_console", "make_progress", "out_console", "user_errors"]
+__all__ = ["JsonOption", "WorkspaceOption", "emit_json", "err_console", "make_progress", "out_console", "user_errors"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

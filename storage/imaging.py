@@ -79,7 +79,9 @@ def _facts(image: Image.Image, data: bytes, *, min_side: int, max_pixels: int) -
         raise Rejected(f"{fmt or 'unknown'} images are not accepted (allowed: {', '.join(sorted(ALLOWED_FORMATS))})")
     width, height = image.size
     if width * height > max_pixels:
-        raise Rejected(f"decompression bomb: {width}x{height} is {width * height:,} pixels, over the {max_pixels:,} limit")
+        raise Rejected(
+            f"decompression bomb: {width}x{height} is {width * height:,} pixels, over the {max_pixels:,} limit"
+        )
     if min(width, height) < min_side:
         raise Rejected(f"too small: {width}x{height}, minimum side is {min_side} px")
     mode = image.mode

@@ -55,7 +55,9 @@ def find_workspace(explicit: str | Path | None = None) -> Path:
         if given:
             root = Path(given).expanduser().resolve()
             if not (root / CONFIG_NAME).is_file():
-                raise WorkspaceNotFound(f"{origin} points to {root}, which has no {CONFIG_NAME} (run `harvest init {root}`)")
+                raise WorkspaceNotFound(
+                    f"{origin} points to {root}, which has no {CONFIG_NAME} (run `harvest init {root}`)"
+                )
             return root
     here = Path.cwd().resolve()
     for folder in (here, *here.parents):

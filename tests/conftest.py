@@ -84,8 +84,9 @@ def any_workspace(request: pytest.FixtureRequest, tmp_path: Path) -> Workspace:
         return workspace
     server: S3Server = request.getfixturevalue("s3_env")
     bucket = f"ws-{uuid.uuid4().hex[:12]}"
-    workspace, _ = init_workspace(tmp_path / "ws", store_url=f"s3://{bucket}/data", endpoint_url=server.endpoint_url,
-                                  addressing_style="path")
+    workspace, _ = init_workspace(
+        tmp_path / "ws", store_url=f"s3://{bucket}/data", endpoint_url=server.endpoint_url, addressing_style="path"
+    )
     return workspace
 
 

@@ -14,10 +14,12 @@ def list_devices() -> list[dict[str, Any]]:
     if torch.cuda.is_available():
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)
-            devices.append({
-                "device": f"cuda:{index}",
-                "name": props.name,
-                "memory_gib": round(props.total_memory / 2**30, 1),
-                "capability": f"{props.major}.{props.minor}",
-            })
+            devices.append(
+                {
+                    "device": f"cuda:{index}",
+                    "name": props.name,
+                    "memory_gib": round(props.total_memory / 2**30, 1),
+                    "capability": f"{props.major}.{props.minor}",
+                }
+            )
     return devices

@@ -2,7 +2,6 @@
 
 from storage.catalog.core import Catalog
 from storage.catalog.images import count_images, get_image, image_sources, iter_images, mark_status, record_image
-from storage.catalog.lookup import resolve_sha
 from storage.catalog.labels import (
     add_label,
     ensure_label,
@@ -12,6 +11,7 @@ from storage.catalog.labels import (
     rename_label,
     set_label,
 )
+from storage.catalog.lookup import resolve_sha
 from storage.catalog.records import ImageFacts, SourceInfo, default_actor
 from storage.catalog.runs import finish_run, start_run
 from storage.catalog.schema import SCHEMA_VERSION

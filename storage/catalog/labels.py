@@ -43,8 +43,16 @@ def ensure_label(conn: Connection, name: str) -> int:
     return found
 
 
-def label_event(conn: Connection, *, action: str, before: str | None, after: str | None, origin: str, actor: str,
-           sha256: str | None = None) -> None:
+def label_event(
+    conn: Connection,
+    *,
+    action: str,
+    before: str | None,
+    after: str | None,
+    origin: str,
+    actor: str,
+    sha256: str | None = None,
+) -> None:
     conn.execute(
         label_events.insert().values(
             sha256=sha256, action=action, before=before, after=after, origin=origin, actor=actor, at=now()
@@ -97,8 +105,15 @@ def merge_labels(conn: Connection, sources: Iterable[str], into: str, *, actor: 
     return moved
 
 
-def set_label(conn: Connection, shas: Iterable[str], name: str | None, *, actor: str, origin: str = "cli",
-              only_if_unlabelled: bool = False) -> int:
+def set_label(
+    conn: Connection,
+    shas: Iterable[str],
+    name: str | None,
+    *,
+    actor: str,
+    origin: str = "cli",
+    only_if_unlabelled: bool = False,
+) -> int:
     """Set (or clear, with None) the current label of images; returns how many changed."""
     new_id = ensure_label(conn, name) if name is not None else None
     changed = 0
@@ -113,8 +128,9 @@ def set_label(conn: Connection, shas: Iterable[str], name: str | None, *, actor:
         if row.label_id == new_id or (only_if_unlabelled and row.label_id is not None):
             continue
         conn.execute(images.update().where(images.c.sha256 == sha).values(label_id=new_id, updated_at=now()))
-        label_event(conn, sha256=sha, action="set" if name else "clear", before=row.name, after=name, origin=origin,
-               actor=actor)
+        label_event(
+            conn, sha256=sha, action="set" if name else "clear", before=row.name, after=name, origin=origin, actor=actor
+        )
         changed += 1
     return changed
 

