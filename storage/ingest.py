@@ -10,9 +10,7 @@ records. The CPU-bound steps 1-2 run in worker processes; step 3 runs in the cal
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from storage.catalog import Catalog, ImageFacts, SourceInfo, default_actor, reco
 from storage.errors import StoreError
 from storage.imaging import Rejected, analyze
 from storage.keys import image_key
+from storage.parallel import pool_context
 from storage.settings import IngestSettings
 from storage.stores import ObjectStore, open_store
 
@@ -233,7 +232,7 @@ class Ingestor:
             return
         pool = ProcessPoolExecutor(
             max_workers=count,
-            mp_context=_pool_context(),
+            mp_context=pool_context(),
             initializer=_init_worker,
             initargs=(self.store.url, self.store_options, self.limits),
         )
@@ -266,14 +265,6 @@ class Ingestor:
                     yield outcome
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """fork starts workers in milliseconds; fall back to forkserver when other threads exist."""
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def source_for_path(path: Path, kind: str = "file") -> SourceInfo:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import sqlalchemy as sa
 from sqlalchemy import Connection, inspect, select
 
 from storage.catalog import schema
@@ -18,8 +19,27 @@ __all__ = ["MIGRATIONS", "current_version", "upgrade"]
 
 Migration = tuple[int, str, Callable[[Connection], None]]
 
+
+def _v2_hashes_and_quality(conn: Connection) -> None:
+    """Transform-aware hash columns (filled by ingest, backfilled by `curate dedupe`) and quality tables."""
+    columns = {
+        "dhash": sa.BigInteger(),
+        "phash_trim": sa.BigInteger(),
+        "hash_variants": sa.LargeBinary(),
+        "hash_version": sa.Integer(),
+    }
+    preparer = conn.dialect.identifier_preparer
+    for name, column_type in columns.items():
+        type_sql = column_type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE images ADD COLUMN {preparer.quote(name)} {type_sql}"))
+    schema.image_quality.create(conn)
+    schema.quality_flags.create(conn)
+
+
 # Steps from version N-1 to N. Version 1 is the initial schema and has no step.
-MIGRATIONS: list[Migration] = []
+MIGRATIONS: list[Migration] = [
+    (2, "transform-aware hashes, quality metrics and flags", _v2_hashes_and_quality),
+]
 
 
 def current_version(conn: Connection) -> int | None:

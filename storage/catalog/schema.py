@@ -12,9 +12,11 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -25,19 +27,21 @@ from sqlalchemy import (
 __all__ = [
     "SCHEMA_VERSION",
     "frontier",
+    "image_quality",
     "images",
     "jobs",
     "label_events",
     "labels",
     "meta",
     "metadata",
+    "quality_flags",
     "runs",
     "snapshots",
     "sources",
     "targets",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -68,6 +72,11 @@ images = Table(
     Column("height", Integer, nullable=False),
     Column("mode", String(16), nullable=False),
     Column("phash", BigInteger, nullable=False),  # 64-bit pHash stored as a signed int64
+    # v2: transform-aware hashes (NULL until computed at ingest or backfilled by `curate dedupe`)
+    Column("dhash", BigInteger, nullable=True),
+    Column("phash_trim", BigInteger, nullable=True),  # pHash after trimming uniform borders and bars
+    Column("hash_variants", LargeBinary, nullable=True),  # uint64 LE: 8 dihedral pHash + 8 trimmed variants
+    Column("hash_version", Integer, nullable=True),
     Column("label_id", Integer, ForeignKey("labels.id"), nullable=True),  # the current label
     Column("status", String(16), nullable=False, default="ok"),  # ok | missing | corrupt
     Column("review", String(16), nullable=False, default="unreviewed"),  # unreviewed | accepted | rejected
@@ -164,6 +173,23 @@ frontier = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("job", "kind", "url", name="uq_frontier_job_kind_url"),
     Index("ix_frontier_state", "job", "state"),
+)
+
+image_quality = Table(
+    "image_quality",
+    metadata,
+    Column("sha256", String(64), ForeignKey("images.sha256"), primary_key=True),
+    Column("metrics", JSON, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+)
+
+quality_flags = Table(
+    "quality_flags",
+    metadata,
+    Column("sha256", String(64), ForeignKey("images.sha256"), primary_key=True),
+    Column("flag", String(32), primary_key=True),
+    Column("value", Float, nullable=True),
+    Index("ix_quality_flags_flag", "flag"),
 )
 
 jobs = Table(
