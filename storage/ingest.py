@@ -178,6 +178,8 @@ class Ingestor:
         """Step 3: record stored images. One transaction for the batch, so each image's rows commit together."""
         outcomes: list[Outcome] = []
         stored = [(item, prepared) for item, prepared in batch if prepared.facts and prepared.object_key]
+        # A fixed order of row locks: two processes recording the same new images cannot deadlock (PostgreSQL).
+        stored.sort(key=lambda pair: pair[1].facts.sha256 if pair[1].facts else "")
         added_by_item: dict[int, bool] = {}
         if stored:
             with self.catalog.write() as conn:

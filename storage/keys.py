@@ -23,7 +23,7 @@ def image_key(sha256: str, ext: str) -> str:
 
 def sha256_from_key(key: str) -> str | None:
     """The digest a well-formed image key names, or None for anything else (foreign objects)."""
-    match = _KEY_RE.match(key)
+    match = _KEY_RE.fullmatch(key)
     if not match or match.group(1) != match.group(2)[:2]:
         return None
     return match.group(2)

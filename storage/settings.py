@@ -72,6 +72,7 @@ class Settings:
         return url
 
 
+_SECTIONS = ("store", "catalog", "ingest")
 _ENV = {
     "GLEANER_STORE": ("store", "url"),
     "GLEANER_CATALOG": ("catalog", "url"),
@@ -91,7 +92,18 @@ def load_settings(root: Path, overrides: Mapping[str, Mapping[str, Any]] | None 
         data = {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise GleanerError(f"{path}: invalid TOML: {exc}") from exc
-    layers: dict[str, dict[str, Any]] = {name: dict(data.get(name, {})) for name in ("store", "catalog", "ingest")}
+    unknown = set(data) - set(_SECTIONS)
+    if unknown:
+        raise GleanerError(f"{path}: unknown section(s): {', '.join(sorted(unknown))} (known: {', '.join(_SECTIONS)})")
+    layers: dict[str, dict[str, Any]] = {}
+    for name in _SECTIONS:
+        section = data.get(name, {})
+        if not isinstance(section, dict):
+            raise GleanerError(f"{path}: [{name}] must be a table of settings, not {section!r}")
+        layers[name] = dict(section)
+    stray = set(layers["catalog"]) - {"url"}
+    if stray:
+        raise GleanerError(f"{path}: unknown key(s) in [catalog]: {', '.join(sorted(stray))} (known: url)")
     for var, (section, key) in _ENV.items():
         value = os.environ.get(var)
         if value:

@@ -61,7 +61,8 @@ def record_image(
         },
         ["sha256"],
     )
-    if not added:
+    inserted = added
+    if not inserted:
         # The object was written again before this call, so an image marked missing is whole again.
         restored = conn.execute(
             images.update()
@@ -86,7 +87,7 @@ def record_image(
         },
         ["sha256", "kind", "uri"],
     )
-    if label and added:
+    if label and inserted:
         label_event(conn, sha256=facts.sha256, action="set", before=None, after=label, origin=origin, actor=actor)
     elif label:
         set_label(conn, [facts.sha256], label, actor=actor, origin=origin, only_if_unlabelled=True)

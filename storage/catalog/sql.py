@@ -24,7 +24,8 @@ def insert_ignore(conn: Connection, table: Table, values: dict[str, Any], keys: 
     else:  # pragma: no cover - other databases are not supported targets
         raise NotImplementedError(f"catalog on {dialect} is not supported")
     statement = insert(table).values(**values).on_conflict_do_nothing(index_elements=keys)
-    return conn.execute(statement).rowcount == 1
+    # psycopg reports rowcount -1 for INSERTs unless SQLAlchemy is asked to keep it
+    return conn.execute(statement, execution_options={"preserve_rowcount": True}).rowcount == 1
 
 
 def signed64(value: int) -> int:

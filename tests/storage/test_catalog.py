@@ -49,15 +49,31 @@ def sha_of(name: str) -> str:
 
 
 def facts(sha: str, *, phash: int = 0x1234_5678_9ABC_DEF0) -> ImageFacts:
-    return ImageFacts(sha256=sha, format="JPEG", ext="jpg", size_bytes=1234, width=64, height=48, mode="RGB",
-                      phash=phash)
+    return ImageFacts(
+        sha256=sha, format="JPEG", ext="jpg", size_bytes=1234, width=64, height=48, mode="RGB", phash=phash
+    )
 
 
-def record(catalog: Catalog, sha: str, uri: str, *, label: str | None = None, kind: str = "file",
-           phash: int = 0x1234_5678_9ABC_DEF0, actor: str = ACTOR) -> bool:
+def record(
+    catalog: Catalog,
+    sha: str,
+    uri: str,
+    *,
+    label: str | None = None,
+    kind: str = "file",
+    phash: int = 0x1234_5678_9ABC_DEF0,
+    actor: str = ACTOR,
+) -> bool:
     with catalog.write() as conn:
-        return record_image(conn, facts(sha, phash=phash), image_key(sha, "jpg"), SourceInfo(kind=kind, uri=uri),
-                            label=label, origin="folder", actor=actor)
+        return record_image(
+            conn,
+            facts(sha, phash=phash),
+            image_key(sha, "jpg"),
+            SourceInfo(kind=kind, uri=uri),
+            label=label,
+            origin="folder",
+            actor=actor,
+        )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -72,24 +88,6 @@ def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def catalog(catalog_url: str) -> Iterator[Catalog]:
     with Catalog(catalog_url) as cat:
         yield cat
-
-
-PG_ROWCOUNT_BUG = (
-    "storage/catalog/sql.py insert_ignore: on PostgreSQL (SQLAlchemy 2.1 + psycopg) an INSERT's rowcount is -1 "
-    "unless preserve_rowcount is set, so it always returns False: new images read as duplicates, add_label "
-    "reports False and writes no event, a new image's label gets no history row"
-)
-RESTORE_LABEL_BUG = (
-    "storage/catalog/images.py record_image: re-recording a missing image returns added=True, so it writes a "
-    "'set None -> label' event without changing the label (the insert was ignored), and never applies the label"
-)
-
-
-@pytest.fixture
-def pg_rowcount_bug(request: pytest.FixtureRequest, catalog_url: str) -> None:
-    """Expect the PostgreSQL variant of a test to fail until `insert_ignore` is fixed (strict: fails once fixed)."""
-    if catalog_url.startswith("postgresql"):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PG_ROWCOUNT_BUG))
 
 
 # --- schema versions ---------------------------------------------------------------------------------------
@@ -132,7 +130,6 @@ def test_invalid_catalog_url_is_a_gleaner_error() -> None:
 # --- images and sources ----------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("pg_rowcount_bug")
 def test_record_image_adds_once_and_collects_sources(catalog: Catalog) -> None:
     sha = sha_of("one")
     assert record(catalog, sha, "/photos/one.jpg") is True
@@ -165,7 +162,6 @@ def test_record_image_restores_a_missing_image(catalog: Catalog) -> None:
     assert image is not None and image["status"] == "ok"
 
 
-@pytest.mark.xfail(strict=True, reason=RESTORE_LABEL_BUG)
 def test_restoring_a_missing_image_keeps_label_and_history_true(catalog: Catalog) -> None:
     labelled, plain = sha_of("labelled"), sha_of("plain")
     record(catalog, labelled, "/cats/x.jpg", label="cat")
@@ -187,8 +183,15 @@ def test_restoring_a_missing_image_keeps_label_and_history_true(catalog: Catalog
 
 def test_failed_transaction_leaves_nothing(catalog: Catalog) -> None:
     with pytest.raises(RuntimeError), catalog.write() as conn:
-        record_image(conn, facts(sha_of("x")), image_key(sha_of("x"), "jpg"), SourceInfo(kind="file", uri="/x"),
-                     label="ghost", origin="folder", actor=ACTOR)
+        record_image(
+            conn,
+            facts(sha_of("x")),
+            image_key(sha_of("x"), "jpg"),
+            SourceInfo(kind="file", uri="/x"),
+            label="ghost",
+            origin="folder",
+            actor=ACTOR,
+        )
         raise RuntimeError("crash before commit")
     with catalog.read() as conn:
         assert count_images(conn) == 0
@@ -196,7 +199,6 @@ def test_failed_transaction_leaves_nothing(catalog: Catalog) -> None:
         assert label_counts(conn) == {}
 
 
-@pytest.mark.usefixtures("pg_rowcount_bug")
 def test_label_is_set_only_when_unlabelled(catalog: Catalog) -> None:
     sha = sha_of("pet")
     record(catalog, sha, "/cats/pet.jpg", label="cat")
@@ -259,13 +261,18 @@ def test_signed_unsigned_conversion() -> None:
 
 def _events(conn: Any) -> list[tuple[Any, ...]]:
     rows = conn.execute(
-        select(label_events.c.sha256, label_events.c.action, label_events.c.before, label_events.c.after,
-               label_events.c.origin, label_events.c.actor).order_by(label_events.c.id)
+        select(
+            label_events.c.sha256,
+            label_events.c.action,
+            label_events.c.before,
+            label_events.c.after,
+            label_events.c.origin,
+            label_events.c.actor,
+        ).order_by(label_events.c.id)
     )
     return [tuple(row) for row in rows]
 
 
-@pytest.mark.usefixtures("pg_rowcount_bug")
 def test_add_label(catalog: Catalog) -> None:
     with catalog.write() as conn:
         assert add_label(conn, "cat", actor="ann") is True
@@ -303,7 +310,6 @@ def test_rename_label(catalog: Catalog) -> None:
         rename_label(conn, "kitty", "whatever", actor="ann")
 
 
-@pytest.mark.usefixtures("pg_rowcount_bug")
 def test_merge_labels(catalog: Catalog) -> None:
     a, b, c = sha_of("m1"), sha_of("m2"), sha_of("m3")
     record(catalog, a, "/a.jpg", label="kitten")
@@ -334,7 +340,6 @@ def test_merge_into_a_new_label_and_failed_merge_rolls_back(catalog: Catalog) ->
         assert label_counts(conn) == {"cat": 1}
 
 
-@pytest.mark.usefixtures("pg_rowcount_bug")
 def test_set_and_clear_label(catalog: Catalog) -> None:
     a, b = sha_of("s1"), sha_of("s2")
     record(catalog, a, "/a.jpg", label="cat")
@@ -428,8 +433,9 @@ def _writer(url: str, worker: int, count: int, barrier: Any, results: Any) -> No
                 created = add_label(conn, "race", actor=f"w{worker}")
             added = 0
             for n in range(count):
-                added += record(catalog, sha_of(f"w{worker}-{n}"), f"/w{worker}/{n}.jpg", label="shared",
-                                actor=f"w{worker}")
+                added += record(
+                    catalog, sha_of(f"w{worker}-{n}"), f"/w{worker}/{n}.jpg", label="shared", actor=f"w{worker}"
+                )
                 if n == count // 2:
                     added += record(catalog, COMMON, f"/w{worker}/common.jpg", label="shared", actor=f"w{worker}")
         finally:
@@ -487,7 +493,4 @@ def test_concurrent_processes_on_sqlite(tmp_path: Path) -> None:
 @pytest.mark.postgres
 def test_concurrent_processes_on_postgres(pg_url: str) -> None:
     reports = _run_writers(pg_url, workers=4, count=25)  # an empty database: the workers race to migrate it
-    try:
-        _check_reports_and_history(pg_url, reports, total=4 * 25 + 1)
-    except AssertionError:
-        pytest.xfail(PG_ROWCOUNT_BUG)
+    _check_reports_and_history(pg_url, reports, total=4 * 25 + 1)

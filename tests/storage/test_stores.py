@@ -317,6 +317,5 @@ def test_sha256_from_key_rejects_malformed_keys(key: str) -> None:
     assert sha256_from_key(key) is None
 
 
-@pytest.mark.xfail(strict=True, reason="storage/keys.py: _KEY_RE ends in `$`, which also matches before a final newline")
 def test_sha256_from_key_rejects_trailing_newline() -> None:
     assert sha256_from_key(image_key(SHA, "jpg") + "\n") is None

@@ -1,0 +1,135 @@
+"""Snapshots: immutable dataset versions (sha256 → label → split) stored as a manifest in the object store."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from curate.dedupe import DEFAULT_THRESHOLD, ensure_hashes, image_groups, load_hash_rows
+from curate.splits import SplitItem, assign_splits
+from storage.catalog.schema import images, labels, snapshots
+from storage.catalog.sql import now
+from storage.errors import GleanerError
+from storage.workspace import Workspace
+
+__all__ = ["ManifestEntry", "SnapshotInfo", "create_snapshot", "list_snapshots", "load_manifest"]
+
+MANIFEST_PREFIX = "snapshots/"
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    sha256: str
+    label: str
+    split: str
+    key: str  # object key in the store
+    group: str  # near-duplicate group (the smallest sha256 in it)
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    name: str
+    manifest_key: str
+    image_count: int
+    created_at: datetime
+    meta: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+
+def _eligible(workspace: Workspace, accepted_only: bool) -> list[tuple[str, str, str]]:
+    """(sha256, label, object_key) of labelled, whole, non-duplicate, non-rejected images."""
+    query = (
+        select(images.c.sha256, labels.c.name, images.c.object_key)
+        .select_from(images.join(labels, images.c.label_id == labels.c.id))
+        .where(images.c.status == "ok", images.c.duplicate_of.is_(None))
+        .order_by(images.c.sha256)
+    )
+    query = query.where(images.c.review == "accepted") if accepted_only else query.where(images.c.review != "rejected")
+    with workspace.catalog.read() as conn:
+        return [tuple(row) for row in conn.execute(query)]  # type: ignore[misc]
+
+
+def create_snapshot(
+    workspace: Workspace,
+    *,
+    name: str | None = None,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    threshold: int = DEFAULT_THRESHOLD,
+    accepted_only: bool = False,
+) -> SnapshotInfo:
+    """Freeze the current dataset; near-duplicate groups never straddle train/val/test."""
+    created = now()
+    name = name or f"snap-{created:%Y%m%d-%H%M%S}"
+    with workspace.catalog.read() as conn:
+        if conn.execute(select(snapshots.c.id).where(snapshots.c.name == name)).first():
+            raise GleanerError(f"snapshot {name!r} already exists; snapshots are immutable, choose another name")
+    rows = _eligible(workspace, accepted_only)
+    if not rows:
+        raise GleanerError("nothing to snapshot: no labelled, non-rejected, non-duplicate images")
+    ensure_hashes(workspace)
+    hashes = load_hash_rows(workspace, [sha for sha, _, _ in rows])
+    groups = image_groups(hashes, threshold)
+    items = [SplitItem(sha, label, groups[sha]) for sha, label, _ in rows]
+    splits = assign_splits(items, ratios, seed)
+    entries = [ManifestEntry(sha, label, splits[sha], key, groups[sha]) for sha, label, key in rows]
+    manifest_key = f"{MANIFEST_PREFIX}{name}/manifest.jsonl"
+    body = "".join(json.dumps(asdict(entry), sort_keys=True) + "\n" for entry in entries).encode()
+    workspace.store.put(manifest_key, body, "application/x-ndjson")
+    meta = {
+        "ratios": list(ratios),
+        "seed": seed,
+        "threshold": threshold,
+        "accepted_only": accepted_only,
+        "splits": dict(Counter(e.split for e in entries)),
+        "labels": dict(sorted(Counter(e.label for e in entries).items())),
+        "groups": len({e.group for e in entries}),
+    }
+    with workspace.catalog.write() as conn:
+        conn.execute(
+            snapshots.insert().values(
+                name=name, manifest_key=manifest_key, image_count=len(entries), meta=meta, created_at=created
+            )
+        )
+    return SnapshotInfo(name, manifest_key, len(entries), created, meta)
+
+
+def list_snapshots(workspace: Workspace) -> list[SnapshotInfo]:
+    with workspace.catalog.read() as conn:
+        rows = conn.execute(select(snapshots).order_by(snapshots.c.id)).all()
+    return [
+        SnapshotInfo(r.name, r.manifest_key, r.image_count, _aware(r.created_at), r.meta or {}) for r in rows
+    ]
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def load_manifest(workspace: Workspace, name: str | None = None) -> tuple[SnapshotInfo, list[ManifestEntry]]:
+    """A snapshot's entries; the newest snapshot when no name is given."""
+    known = list_snapshots(workspace)
+    if not known:
+        raise GleanerError("no snapshots yet: run `curate snapshot` first")
+    if name is None:
+        info = known[-1]
+    else:
+        matches = [s for s in known if s.name == name]
+        if not matches:
+            raise GleanerError(f"no snapshot named {name!r} (have: {', '.join(s.name for s in known)})")
+        info = matches[0]
+    try:
+        body = workspace.store.get(info.manifest_key)
+    except KeyError:
+        raise GleanerError(f"snapshot {info.name!r}: manifest {info.manifest_key} is missing from the store") from None
+    entries = [ManifestEntry(**json.loads(line)) for line in body.decode().splitlines() if line.strip()]
+    return info, entries

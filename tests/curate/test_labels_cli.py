@@ -1,0 +1,197 @@
+"""`curate labels` and `curate label add|rename|merge|set|history` through the real CLI, with --json."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from storage.catalog import SourceInfo
+from storage.ingest import IngestItem, Ingestor, source_for_path
+from storage.workspace import init_workspace
+from tests.hostile import valid_png
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def curate(ws: Path, *args: str | Path, env: dict[str, str] | None = None) -> Result:
+    """`python -m curate.cli ARGS -w WS` with a clean environment (no GLEANER_* leaking in)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GLEANER_") and k != "COLUMNS"}
+    environment.update(env or {})
+    done = subprocess.run(
+        [sys.executable, "-m", "curate.cli", *map(str, args), "-w", str(ws)],
+        cwd=ws.parent, env=environment, capture_output=True, text=True, timeout=120, check=False,
+    )
+    return Result(done.returncode, done.stdout, done.stderr)
+
+
+def ok(ws: Path, *args: str | Path, env: dict[str, str] | None = None) -> Any:
+    result = curate(ws, *args, "--json", env=env)
+    assert result.code == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.json()
+
+
+def fails(ws: Path, *args: str | Path, needle: str) -> str:
+    """A user error: non-zero exit, nothing on stdout, one line on stderr that says what is wrong."""
+    result = curate(ws, *args, "--json")
+    assert result.code != 0, result
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:"), lines
+    assert needle in lines[0], lines
+    return lines[0]
+
+
+def labels(ws: Path) -> dict[str, int]:
+    document = ok(ws, "labels")
+    assert set(document) == {"labels"}
+    return dict(document["labels"])
+
+
+@functools.cache
+def colliding_pngs() -> tuple[bytes, bytes]:
+    """Two valid PNGs whose sha256 digests share their first 6 hex digits (a birthday search, ~5,000 tries)."""
+    seen: dict[str, bytes] = {}
+    counter = 0
+    while True:
+        data = valid_png(16, 16, text=str(counter).encode())
+        prefix = hashlib.sha256(data).hexdigest()[:6]
+        if prefix in seen:
+            return seen[prefix], data
+        seen[prefix] = data
+        counter += 1
+
+
+@dataclass(frozen=True)
+class Catalogued:
+    ws: Path
+    cats: list[str]  # sha256 of the images labelled cat
+    dogs: list[str]
+    twins: list[str]  # two unlabelled images whose digests share a 6-digit prefix
+
+
+@pytest.fixture
+def catalogued(tmp_path: Path, photo_files: list[Path]) -> Catalogued:
+    workspace, _ = init_workspace(tmp_path / "ws")
+    ingest = Ingestor.for_workspace(workspace)
+    shas: dict[str, list[str]] = {"cat": [], "dog": [], "": []}
+    for label, paths in (("cat", photo_files[:3]), ("dog", photo_files[3:5])):
+        for path in paths:
+            outcome = ingest.ingest(IngestItem(source=source_for_path(path), label=label, path=str(path)))
+            assert outcome.status == "added" and outcome.sha256
+            shas[label].append(outcome.sha256)
+    for i, data in enumerate(colliding_pngs()):
+        outcome = ingest.ingest(IngestItem(source=SourceInfo(kind="url", uri=f"http://x.invalid/{i}.png"), data=data))
+        assert outcome.status == "added" and outcome.sha256
+        shas[""].append(outcome.sha256)
+    workspace.close()
+    return Catalogued(workspace.root, shas["cat"], shas["dog"], shas[""])
+
+
+def test_labels_counts_current_labels(catalogued: Catalogued) -> None:
+    assert labels(catalogued.ws) == {"cat": 3, "dog": 2}
+
+
+def test_label_add(catalogued: Catalogued) -> None:
+    assert ok(catalogued.ws, "label", "add", "bird", "fish") == {"created": ["bird", "fish"]}
+    assert ok(catalogued.ws, "label", "add", "bird", "cat", "owl") == {"created": ["owl"]}
+    assert labels(catalogued.ws) == {"bird": 0, "cat": 3, "dog": 2, "fish": 0, "owl": 0}
+    fails(catalogued.ws, "label", "add", "a/b", needle="invalid label name")
+
+
+def test_label_rename(catalogued: Catalogued) -> None:
+    assert ok(catalogued.ws, "label", "rename", "cat", "feline") == {"renamed": "cat", "to": "feline", "images": 3}
+    assert labels(catalogued.ws) == {"dog": 2, "feline": 3}
+    fails(catalogued.ws, "label", "rename", "feline", "dog", needle="already exists")
+    fails(catalogued.ws, "label", "rename", "cat", "kitty", needle="no label named 'cat'")
+    assert labels(catalogued.ws) == {"dog": 2, "feline": 3}
+    events = ok(catalogued.ws, "label", "history")["events"]
+    assert (events[0]["action"], events[0]["before"], events[0]["after"]) == ("rename", "cat", "feline")
+
+
+def test_label_merge(catalogued: Catalogued) -> None:
+    fails(catalogued.ws, "label", "merge", "cat", "nosuch", "--into", "animal", needle="no label named 'nosuch'")
+    assert labels(catalogued.ws) == {"cat": 3, "dog": 2}  # the failed merge changed nothing
+    document = ok(catalogued.ws, "label", "merge", "cat", "dog", "--into", "animal")
+    assert document == {"merged": ["cat", "dog"], "into": "animal", "images": 5}
+    assert labels(catalogued.ws) == {"animal": 5}
+    history = ok(catalogued.ws, "label", "history", catalogued.dogs[0])["events"]
+    assert [(e["action"], e["before"], e["after"]) for e in history] == [("set", "dog", "animal"), ("set", None, "dog")]
+
+
+def test_label_set_by_prefix_and_full_sha(catalogued: Catalogued) -> None:
+    cat = catalogued.cats[0]
+    twin = catalogued.twins[0]
+    document = ok(catalogued.ws, "label", "set", "bird", cat[:8], twin.upper(), env={"GLEANER_ACTOR": "ana"})
+    assert document == {"label": "bird", "changed": 2, "images": 2}
+    assert labels(catalogued.ws) == {"bird": 2, "cat": 2, "dog": 2}
+    assert ok(catalogued.ws, "label", "set", "bird", cat)["changed"] == 0  # already so: no new event
+
+    events = ok(catalogued.ws, "label", "history", cat[:10])["events"]
+    assert [(e["action"], e["before"], e["after"], e["origin"]) for e in events] == [
+        ("set", "cat", "bird", "human"),
+        ("set", None, "cat", "folder"),
+    ]
+    assert events[0]["actor"] == "ana"
+    assert all(e["sha256"] == cat for e in events)
+    assert [e["sha256"] for e in ok(catalogued.ws, "label", "history", "--limit", "1")["events"]] == [twin]
+
+
+def test_label_set_from_file(catalogued: Catalogued, tmp_path: Path) -> None:
+    listing = tmp_path / "shas.txt"
+    listing.write_text("\n".join([catalogued.dogs[0], "", f"  {catalogued.dogs[1][:12]}  ", *catalogued.twins]) + "\n")
+    document = ok(catalogued.ws, "label", "set", "reviewed", "--from-file", listing)
+    assert document == {"label": "reviewed", "changed": 4, "images": 4}
+    assert labels(catalogued.ws) == {"cat": 3, "dog": 0, "reviewed": 4}
+    # A relative path (the CLI runs in the folder holding the workspace), so the message stays short.
+    fails(catalogued.ws, "label", "set", "x", "--from-file", "absent.txt", needle="cannot read absent.txt")
+
+
+def test_label_set_clear(catalogued: Catalogued) -> None:
+    cleared = ok(catalogued.ws, "label", "set", "-", catalogued.cats[0], catalogued.cats[1], "--clear")
+    assert cleared == {"label": None, "changed": 2, "images": 2}
+    assert labels(catalogued.ws) == {"cat": 1, "dog": 2}
+    assert "-" not in labels(catalogued.ws)
+    event = ok(catalogued.ws, "label", "history", catalogued.cats[0])["events"][0]
+    assert (event["action"], event["before"], event["after"]) == ("clear", "cat", None)
+
+
+def test_label_set_errors(catalogued: Catalogued) -> None:
+    shared = catalogued.twins[0][:6]
+    assert catalogued.twins[1].startswith(shared)
+    fails(catalogued.ws, "label", "set", "x", shared, needle="ambiguous")
+    fails(catalogued.ws, "label", "history", shared, needle="ambiguous")
+    unknown = next(p for p in ("000000", "ffffff", "123456") if not any(
+        s.startswith(p) for s in catalogued.cats + catalogued.dogs + catalogued.twins))
+    fails(catalogued.ws, "label", "set", "x", unknown, needle="no image with sha256 starting")
+    fails(catalogued.ws, "label", "set", "x", "abc", needle="at least 6 hex digits")
+    fails(catalogued.ws, "label", "set", "x", "zzzzzzzz", needle="not a sha256")
+    fails(catalogued.ws, "label", "set", "x", needle="name at least one image")
+    # One bad digest among good ones: nothing is changed.
+    fails(catalogued.ws, "label", "set", "x", catalogued.cats[0], unknown, needle="no image")
+    assert labels(catalogued.ws) == {"cat": 3, "dog": 2}
+
+
+@pytest.mark.xfail(strict=True, reason="product bug: storage/clikit.py user_errors lets rich hard-wrap the error "
+                   "at 80 columns when stderr is not a terminal (fix: err_console.print(..., soft_wrap=True))")
+def test_unknown_full_sha_error_fits_on_one_line(catalogued: Catalogued) -> None:
+    fails(catalogued.ws, "label", "set", "x", "0" * 64, needle="no image with sha256 starting")
