@@ -75,6 +75,11 @@ def _crop(image: Image.Image, share: float = 0.05) -> Image.Image:
     return image.crop((round(w * share), round(h * share), round(w * (1 - share)), round(h * (1 - share))))
 
 
+def _crop_corner(image: Image.Image, share: float) -> Image.Image:
+    w, h = image.size
+    return image.crop((round(w * share), round(h * share), w, h))
+
+
 def screenshot(image: Image.Image, rng: np.random.Generator, title: str) -> Image.Image:
     """The photo shown in an app window: frame, title bar (title text, buttons), uniform margins."""
     dark = rng.random() < 0.3
@@ -121,7 +126,12 @@ TRANSFORMS: tuple[Transform, ...] = (
     Transform("turn 180°", lambda im, rng, t: _jpeg(im.transpose(Image.Transpose.ROTATE_180))),
     Transform("turn 270°", lambda im, rng, t: _jpeg(im.transpose(Image.Transpose.ROTATE_270))),
     Transform("screenshot", lambda im, rng, t: _png(screenshot(im, rng, t))),
+    # Extra, beyond the goals: other crops than the centre view's 5% per side, and a screenshot shared as JPEG.
+    Transform("crop 3%", lambda im, rng, t: _jpeg(_crop(im, 0.03))),
+    Transform("crop 10% left+top", lambda im, rng, t: _jpeg(_crop_corner(im, 0.10))),
+    Transform("screenshot JPEG q75", lambda im, rng, t: _jpeg(screenshot(im, rng, t).convert("RGB"), quality=75)),
 )
+EXTRA = ("crop 3%", "crop 10% left+top", "screenshot JPEG q75")
 
 
 @dataclass(frozen=True)

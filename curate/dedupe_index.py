@@ -118,15 +118,17 @@ class _Table:
     keys: np.ndarray
     hashes: np.ndarray
     starts: np.ndarray
+    occupied: np.ndarray
 
     @classmethod
     def build(cls, chunk: _Chunk, hashes: np.ndarray) -> _Table:
         keys = chunk.keys(hashes)
         order = np.argsort(keys, kind="stable")
         sorted_keys = keys[order]
-        starts = np.zeros((1 << chunk.bits) + 1, dtype=np.intp)
-        np.cumsum(np.bincount(sorted_keys, minlength=1 << chunk.bits), out=starts[1:])
-        return cls(order, sorted_keys, hashes[order], starts)
+        counts = np.bincount(sorted_keys, minlength=1 << chunk.bits)
+        starts = np.zeros(counts.size + 1, dtype=np.intp)
+        np.cumsum(counts, out=starts[1:])
+        return cls(order, sorted_keys, hashes[order], starts, counts > 0)
 
 
 def _verify(
@@ -138,13 +140,18 @@ def _verify(
     max_distance: int,
     earlier: list[_Chunk],
 ) -> Iterator[Pairs]:
-    """Expand probe hits (a run of `counts` table positions from `first`) and keep the true pairs.
+    """Check probe hits (a run of `counts` table positions from `first`) and keep the true pairs.
 
-    Yields (row into query_hashes, sorted table position). A pair is dropped when an earlier chunk already
-    finds it, which keeps every pair unique without a global sort.
+    Yields (row into query_hashes, sorted table position). Most buckets hold one entry, so the first entry of
+    every run is checked directly and only the rest of longer runs is expanded.
     """
     if rows.size == 0:
         return
+    yield from _check(query_hashes, rows, first, table, max_distance, earlier)
+    longer = np.flatnonzero(counts > 1)
+    if longer.size == 0:
+        return
+    rows, first, counts = rows[longer], first[longer] + 1, counts[longer] - 1
     totals = np.cumsum(counts)
     start = 0
     while start < rows.size:
@@ -152,31 +159,45 @@ def _verify(
         stop = max(int(np.searchsorted(totals, done + _CANDIDATE_BLOCK, side="right")), start + 1)
         piece_counts = counts[start:stop]
         piece_ends = totals[start:stop] - done
-        size = int(piece_ends[-1])
         candidates = np.repeat(first[start:stop] - (piece_ends - piece_counts), piece_counts)
-        candidates += np.arange(size, dtype=np.intp)
+        candidates += np.arange(candidates.size, dtype=np.intp)
         sources = np.repeat(rows[start:stop], piece_counts)
-        xor = query_hashes[sources] ^ table.hashes[candidates]
-        hits = np.flatnonzero(np.bitwise_count(xor) <= max_distance)
-        if hits.size:
-            xor = xor[hits]
-            keep = np.ones(hits.size, dtype=bool)
-            for chunk in earlier:  # keys are non-negative, so bitwise_count counts their set bits
-                keep &= np.bitwise_count(chunk.keys(xor)) > chunk.radius
-            hits = hits[keep]
-            yield sources[hits], candidates[hits]
+        yield from _check(query_hashes, sources, candidates, table, max_distance, earlier)
         start = stop
 
 
-def _probe(
-    table: _Table, query_keys: np.ndarray, masks: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Look up every (mask, query) bucket; return (query row, first table position, count) of non-empty ones."""
+def _check(
+    query_hashes: np.ndarray,
+    sources: np.ndarray,
+    candidates: np.ndarray,
+    table: _Table,
+    max_distance: int,
+    earlier: list[_Chunk],
+) -> Iterator[Pairs]:
+    """Keep candidate pairs within max_distance that no earlier chunk finds (so every pair is reported once)."""
+    xor = query_hashes.take(sources) ^ table.hashes.take(candidates)
+    hits = np.flatnonzero(np.bitwise_count(xor) <= max_distance)
+    if hits.size == 0:
+        return
+    xor = xor[hits]
+    keep = np.ones(hits.size, dtype=bool)
+    for chunk in earlier:  # keys are non-negative, so bitwise_count counts their set bits
+        keep &= np.bitwise_count(chunk.keys(xor)) > chunk.radius
+    hits = hits[keep]
+    yield sources[hits], candidates[hits]
+
+
+def _probe(table: _Table, query_keys: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Look up every (mask, query) bucket; return (query row, first table position, count) of non-empty ones.
+
+    A compact occupancy table (one byte per bucket) filters the misses before the wider offset table is read.
+    """
     probe = (masks[:, None] ^ query_keys[None, :]).ravel()
-    first = table.starts[probe]
-    counts = table.starts[probe + 1] - first
-    hit = np.flatnonzero(counts)
-    return hit % query_keys.size, first[hit], counts[hit]
+    hit = np.flatnonzero(table.occupied.take(probe))
+    probe = probe.take(hit)
+    first = table.starts.take(probe)
+    counts = table.starts.take(probe + 1) - first
+    return hit % query_keys.size, first, counts
 
 
 def _iter_self(hashes: np.ndarray, max_distance: int) -> Iterator[Pairs]:

@@ -59,8 +59,8 @@ def fsck(
 ) -> FsckReport:
     """Check every catalog image against the store, then look for objects the catalog does not know.
 
-    With `fix`, orphans are deleted and broken images are marked `missing`/`corrupt` (images that are whole
-    again go back to `ok`). Run `--fix` while no collector is writing: an object stored a moment before its
+    With `fix`, orphans and corrupt objects are deleted and images without a whole object are marked
+    `missing` (a re-import writes them again; images that are whole again go back to `ok`). Run `--fix` while no collector is writing: an object stored a moment before its
     catalog commit looks like an orphan.
     """
     store, catalog = workspace.store, workspace.catalog
@@ -82,7 +82,7 @@ def fsck(
                 on_checked()
     report.orphans = sorted(key for key in _image_keys(store) if sha256_from_key(key) not in known)
     if fix:
-        report.fixed = _repair(workspace, report, status_of)
+        report.fixed = _repair(workspace, report, status_of, {row["sha256"]: row["object_key"] for row in rows})
     return report
 
 
@@ -90,9 +90,12 @@ def _image_keys(store: Any) -> Iterator[str]:
     yield from store.iter(IMAGE_PREFIX)
 
 
-def _repair(workspace: Workspace, report: FsckReport, status_of: dict[str, str]) -> dict[str, int]:
+def _repair(
+    workspace: Workspace, report: FsckReport, status_of: dict[str, str], key_of: dict[str, str]
+) -> dict[str, int]:
     store, catalog = workspace.store, workspace.catalog
-    broken = {sha: "missing" for sha in report.missing} | {sha: "corrupt" for sha in report.corrupt}
+    # Corrupt objects are deleted below, so both kinds end up without a whole object: "missing".
+    broken = {sha: "missing" for sha in [*report.missing, *report.corrupt]}
     restored = [sha for sha, status in status_of.items() if status != "ok" and sha not in broken]
     with catalog.write() as conn:
         for sha, status in broken.items():
@@ -100,6 +103,10 @@ def _repair(workspace: Workspace, report: FsckReport, status_of: dict[str, str])
                 mark_status(conn, sha, status)
         for sha in restored:
             mark_status(conn, sha, "ok")
+    for sha in report.corrupt:
+        # The bytes no longer match their name and are worth nothing; removing them lets a re-import of the
+        # original file write it again (ingest skips keys that exist).
+        store.delete(key_of[sha])
     removed = 0
     for key in report.orphans:
         sha = sha256_from_key(key)

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from storage.hashing import DIHEDRAL, ImageHashes, dhash, image_hashes, pack_hashes, trim_box, unpack_hashes
+from storage.hashing import DIHEDRAL, ImageHashes, image_hashes, pack_hashes, trim_box, unpack_hashes
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -21,7 +21,6 @@ __all__ = [
     "HashArrays",
     "HashesLike",
     "ImageHashes",
-    "dhash",
     "distance",
     "image_hashes",
     "match",

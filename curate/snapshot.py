@@ -106,9 +106,7 @@ def create_snapshot(
 def list_snapshots(workspace: Workspace) -> list[SnapshotInfo]:
     with workspace.catalog.read() as conn:
         rows = conn.execute(select(snapshots).order_by(snapshots.c.id)).all()
-    return [
-        SnapshotInfo(r.name, r.manifest_key, r.image_count, _aware(r.created_at), r.meta or {}) for r in rows
-    ]
+    return [SnapshotInfo(r.name, r.manifest_key, r.image_count, _aware(r.created_at), r.meta or {}) for r in rows]
 
 
 def _aware(value: datetime) -> datetime:

@@ -30,7 +30,7 @@ __all__ = [
     "DIHEDRAL",
     "TRIM_WORK_SIDE",
     "ImageHashes",
-    "dhash",
+    "dihedral_dhashes",
     "dihedral_phashes",
     "image_hashes",
     "pack_hashes",
@@ -61,37 +61,59 @@ DIHEDRAL: tuple[tuple[str, Image.Transpose | None], ...] = (
 
 # Trimming works on a greyscale copy whose longer side is at most this (a JPEG draft is already about that).
 TRIM_WORK_SIDE = 160
-_TRIM_TOLERANCE = 10  # grey levels a "uniform" pixel may differ from its line's median (JPEG noise, gradients)
-_TRIM_UNIFORM_SHARE = 0.8  # share of a line's pixels that must be uniform (the rest: title text, icons)
+_TRIM_TOLERANCE = 6  # grey levels a "uniform" pixel may differ from its line's median (JPEG noise)
+_TRIM_STRICT_SHARE = 0.95  # a border line: (almost) all its pixels within tolerance
+_TRIM_MAX_BAND = 0.08  # a title bar's text band: at most this share of the side
+_TRIM_BAND_SHARE = 0.25  # ...and each of its lines still shows this much of the bar's colour
 _TRIM_MIN_KEEP = 0.2  # keep at least this share of each side; less means a blank image: do not trim
 _TRIM_ROUNDS = 4
 
 
 @dataclass(frozen=True, eq=False)
 class ImageHashes:
-    """The hashes ingest stores for one image. All hashes are unsigned 64-bit ints / uint64 arrays."""
+    """The hashes ingest stores for one image: (8,) uint64 arrays in DIHEDRAL order, index 0 the image as is.
 
-    phash: int  # equals storage.perceptual.phash(image) (and imagehash.phash)
-    dhash: int  # imagehash.dhash-compatible difference hash of the whole image
-    phash_variants: np.ndarray  # (8,) uint64: pHash of each DIHEDRAL transform; [0] == phash
+    Three views of the image: the whole image, its trimmed box (`trim_box`; the whole image when nothing was
+    trimmed) and its centre (5% cut off every side, for matching cropped copies).
+    """
+
+    phash_variants: np.ndarray  # pHash of each dihedral transform; [0] == storage.perceptual.phash(image)
+    dhash_variants: np.ndarray  # dHash of each transform (confirmation)
     trim_box: tuple[int, int, int, int]  # (left, top, right, bottom) in the given image's pixels
-    phash_trim: int  # pHash of the trimmed box; == phash when nothing was trimmed
-    trim_variants: np.ndarray  # (8,) uint64: dihedral variants of phash_trim
+    trim_variants: np.ndarray
+    trim_dhash_variants: np.ndarray
+    center_variants: np.ndarray
+    center_dhash_variants: np.ndarray
+
+    @property
+    def phash(self) -> int:
+        return int(self.phash_variants[0])
+
+    @property
+    def dhash(self) -> int:
+        return int(self.dhash_variants[0])
+
+    @property
+    def phash_trim(self) -> int:
+        return int(self.trim_variants[0])
 
     @property
     def trimmed(self) -> bool:
-        return self.phash_trim != self.phash or not np.array_equal(self.trim_variants, self.phash_variants)
+        return not np.array_equal(self.trim_variants, self.phash_variants)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ImageHashes):
             return NotImplemented
-        return (
-            self.phash == other.phash
-            and self.dhash == other.dhash
-            and self.trim_box == other.trim_box
-            and self.phash_trim == other.phash_trim
-            and np.array_equal(self.phash_variants, other.phash_variants)
-            and np.array_equal(self.trim_variants, other.trim_variants)
+        return self.trim_box == other.trim_box and all(
+            np.array_equal(getattr(self, name), getattr(other, name))
+            for name in (
+                "phash_variants",
+                "dhash_variants",
+                "trim_variants",
+                "trim_dhash_variants",
+                "center_variants",
+                "center_dhash_variants",
+            )
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -124,25 +146,73 @@ def dihedral_phashes(low: np.ndarray) -> np.ndarray:
     return _pack_rows(blocks > np.median(blocks, axis=1, keepdims=True))
 
 
-def dhash(grey: Image.Image) -> int:
-    """imagehash.dhash of a greyscale image: 9x8 thumbnail, bit set where a pixel is brighter than its left."""
-    pixels = np.asarray(grey.resize((_K + 1, _K), Image.Resampling.LANCZOS), dtype=np.int16)
-    return int(_pack_rows((pixels[:, 1:] > pixels[:, :-1]).reshape(1, -1))[0])
+def _box_matrix(out: int, size: int) -> np.ndarray:
+    """(out, size) area-averaging weights: resampling `size` samples to `out`, symmetric under reversal."""
+    edges = np.arange(out + 1) * size / out
+    lo, hi = edges[:-1, None], edges[1:, None]
+    pixel = np.arange(size)[None, :]
+    overlap = np.clip(np.minimum(hi, pixel + 1) - np.maximum(lo, pixel), 0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
 
 
-def _uniform_lines(block: np.ndarray) -> np.ndarray:
-    """For each row of `block`: is it mostly one grey level?"""
-    median = np.median(block, axis=1, keepdims=True)
-    close = np.abs(block - median) <= _TRIM_TOLERANCE
-    return close.mean(axis=1) >= _TRIM_UNIFORM_SHARE
+_BOX8 = _box_matrix(_K, _N)
+_BOX9 = _box_matrix(_K + 1, _N)
 
 
-def _run_lengths(flags: np.ndarray) -> tuple[int, int]:
-    """Lengths of the leading and trailing runs of True."""
-    if flags.all():
-        return len(flags), 0
-    lead = int(np.argmin(flags))
-    trail = int(np.argmin(flags[::-1]))
+def dihedral_dhashes(thumb: np.ndarray) -> np.ndarray:
+    """The 8 dHashes (uint64, DIHEDRAL order) of the transforms of a 32x32 thumbnail: each transform's 8 rows
+    x 9 columns grid, bit set where a cell is brighter than the cell on its left."""
+    wide = _BOX8 @ thumb @ _BOX9.T  # 8 rows x 9 columns
+    tall = (_BOX9 @ thumb @ _BOX8.T).T  # the transposed image's 8 x 9 grid
+    grids = np.stack(
+        (wide, wide[:, ::-1], wide[::-1], wide[::-1, ::-1], tall, tall[::-1], tall[:, ::-1], tall[::-1, ::-1])
+    )
+    return _pack_rows((grids[:, :, 1:] > grids[:, :, :-1]).reshape(8, _K * _K))
+
+
+def _line_stats(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `block`: its median grey level and whether (almost) all its pixels are within tolerance."""
+    median = np.median(block, axis=1)
+    share = (np.abs(block - median[:, None]) <= _TRIM_TOLERANCE).mean(axis=1)
+    return median, share >= _TRIM_STRICT_SHARE
+
+
+def _border_run(block: np.ndarray, median: np.ndarray, uniform: np.ndarray) -> int:
+    """How many rows from the top of `block` are border.
+
+    Uniform rows are border. So is a thin band of other rows (title text, window buttons) between uniform rows
+    when each of its rows is at least partly of one plain colour (its own median, or the colour of the uniform
+    row above or below it): the inside of a title bar or a toolbar.
+    """
+    rows = len(uniform)
+    max_band = max(2, round(_TRIM_MAX_BAND * rows))
+    i = 0
+    while i < rows:
+        if uniform[i]:
+            i += 1
+            continue
+        if i == 0:
+            return 0
+        following = np.flatnonzero(uniform[i + 1 : i + 1 + max_band])
+        if not len(following):
+            return i
+        end = i + 1 + int(following[0])
+        band = block[i:end]
+        colours = np.stack((np.full(end - i, median[i - 1]), np.full(end - i, median[end]), median[i:end]), axis=1)
+        share = (np.abs(band[:, None, :] - colours[:, :, None]) <= _TRIM_TOLERANCE).mean(axis=2).max(axis=1)
+        if share.min() < _TRIM_BAND_SHARE:
+            return i
+        i = end
+    return rows
+
+
+def _run_lengths(block: np.ndarray) -> tuple[int, int]:
+    """Border rows at the top and at the bottom of `block`."""
+    median, uniform = _line_stats(block)
+    lead = _border_run(block, median, uniform)
+    if lead >= len(uniform):
+        return lead, 0
+    trail = _border_run(block[lead:][::-1], median[lead:][::-1], uniform[lead:][::-1])
     return lead, trail
 
 
@@ -160,11 +230,11 @@ def trim_box(grey: Image.Image) -> tuple[int, int, int, int]:
     top, bottom, left, right = 0, h, 0, w
     for _ in range(_TRIM_ROUNDS):
         before = (top, bottom, left, right)
-        lead, trail = _run_lengths(_uniform_lines(pixels[top:bottom, left:right]))
+        lead, trail = _run_lengths(pixels[top:bottom, left:right])
         top, bottom = top + lead, max(top + lead, bottom - trail)
         if bottom - top < _TRIM_MIN_KEEP * h:
             return 0, 0, width, height
-        lead, trail = _run_lengths(_uniform_lines(pixels[top:bottom, left:right].T))
+        lead, trail = _run_lengths(pixels[top:bottom, left:right].T)
         left, right = left + lead, max(left + lead, right - trail)
         if right - left < _TRIM_MIN_KEEP * w:
             return 0, 0, width, height
@@ -181,26 +251,42 @@ def trim_box(grey: Image.Image) -> tuple[int, int, int, int]:
     )
 
 
+_CENTER_CUT = 0.05
+
+
+def _view(grey: Image.Image, box: tuple[int, int, int, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """pHash and dHash variants of `grey` (or of its `box`)."""
+    region = grey if box is None else grey.crop(box)
+    thumb = np.asarray(region.resize((_N, _N), Image.Resampling.LANCZOS), dtype=np.float64)
+    return dihedral_phashes(_low_dct(thumb)), dihedral_dhashes(thumb)
+
+
+def _frozen(*arrays: np.ndarray) -> None:
+    for array in arrays:
+        array.flags.writeable = False
+
+
 def image_hashes(image: Image.Image) -> ImageHashes:
     """All hashes of `image` (any mode; for a JPEG, the draft-decoded image ingest already has)."""
     grey = image.convert("L")
-    thumb = np.asarray(grey.resize((_N, _N), Image.Resampling.LANCZOS), dtype=np.float64)
-    variants = dihedral_phashes(_low_dct(thumb))
+    width, height = grey.size
+    phashes, dhashes = _view(grey, None)
     box = trim_box(grey)
-    if box == (0, 0, grey.width, grey.height):
-        trim_variants = variants
+    if box == (0, 0, width, height):
+        trim_p, trim_d = phashes, dhashes
     else:
-        trimmed = np.asarray(grey.crop(box).resize((_N, _N), Image.Resampling.LANCZOS), dtype=np.float64)
-        trim_variants = dihedral_phashes(_low_dct(trimmed))
-    variants.flags.writeable = False
-    trim_variants.flags.writeable = False
+        trim_p, trim_d = _view(grey, box)
+    cx, cy = round(width * _CENTER_CUT), round(height * _CENTER_CUT)
+    center_p, center_d = _view(grey, (cx, cy, width - cx, height - cy))
+    _frozen(phashes, dhashes, trim_p, trim_d, center_p, center_d)
     return ImageHashes(
-        phash=int(variants[0]),
-        dhash=dhash(grey),
-        phash_variants=variants,
+        phash_variants=phashes,
+        dhash_variants=dhashes,
         trim_box=box,
-        phash_trim=int(trim_variants[0]),
-        trim_variants=trim_variants,
+        trim_variants=trim_p,
+        trim_dhash_variants=trim_d,
+        center_variants=center_p,
+        center_dhash_variants=center_d,
     )
 
 

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from storage.catalog.records import ImageFacts
 from storage.perceptual import HASH_INPUT_SIZE, phash
+from storage.pngcheck import png_data_complete
 
 __all__ = ["ALLOWED_FORMATS", "Rejected", "analyze"]
 
@@ -94,6 +95,8 @@ def _facts(image: Image.Image, data: bytes, *, min_side: int, max_pixels: int) -
     if fmt in ("JPEG", "MPO"):
         image.draft("L" if mode == "L" else "RGB", (2 * HASH_INPUT_SIZE, 2 * HASH_INPUT_SIZE))
     image.load()
+    if fmt == "PNG" and png_data_complete(data) is False:
+        raise Rejected("corrupt or truncated image: PNG data holds fewer rows than its header declares")
     ext = _NETPBM_EXT.get(data[:2], "ppm") if fmt == "PPM" else ALLOWED_FORMATS[fmt]
     return ImageFacts(
         sha256=hashlib.sha256(data).hexdigest(),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -232,12 +233,16 @@ class Ingestor:
                     on_outcome(outcome)
                 yield outcome
             return
-        pool = ProcessPoolExecutor(
-            max_workers=count,
-            mp_context=pool_context(),
-            initializer=_init_worker,
-            initargs=(self.store.url, self.store_options, self.limits),
-        )
+
+        def new_pool() -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(
+                max_workers=count,
+                mp_context=pool_context(),
+                initializer=_init_worker,
+                initargs=(self.store.url, self.store_options, self.limits),
+            )
+
+        pool = new_pool()
         pending: dict[Future[Prepared], IngestItem] = {}
         try:
             iterator = iter(items)
@@ -249,7 +254,15 @@ class Ingestor:
                     except StopIteration:
                         exhausted = True
                         break
-                    pending[pool.submit(_prepare_in_worker, item)] = item
+                    try:
+                        future = pool.submit(_prepare_in_worker, item)
+                    except BrokenProcessPool:
+                        # A worker died (e.g. the out-of-memory killer): its items are reported as failed
+                        # below; start a fresh pool and go on with the rest.
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        pool = new_pool()
+                        future = pool.submit(_prepare_in_worker, item)
+                    pending[future] = item
                 if not pending:
                     break
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

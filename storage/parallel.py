@@ -28,7 +28,12 @@ def pool_context() -> multiprocessing.context.BaseContext:
     methods = multiprocessing.get_all_start_methods()
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        # Workers fork from a server that has already imported Pillow, numpy and the store code.
+        context.set_forkserver_preload(["storage.ingest", "storage.parallel", "storage.stores.s3"])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _init(store_url: str, options: dict[str, Any]) -> None:

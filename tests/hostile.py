@@ -42,8 +42,16 @@ def _ihdr(width: int, height: int, bit_depth: int = 8, colour_type: int = 0) -> 
     return struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
 
 
-def png_bytes(width: int, height: int, idat: bytes, *, bit_depth: int = 8, ihdr_crc: int | None = None,
-              extra: bytes = b"", iend: bool = True) -> bytes:
+def png_bytes(
+    width: int,
+    height: int,
+    idat: bytes,
+    *,
+    bit_depth: int = 8,
+    ihdr_crc: int | None = None,
+    extra: bytes = b"",
+    iend: bool = True,
+) -> bytes:
     """A greyscale PNG assembled by hand, so that its header can say whatever a test needs."""
     return (
         PNG_SIGNATURE
@@ -104,8 +112,10 @@ def make_hostile_corpus(dir: Path, *, photo: Path | None = None) -> dict[str, st
         "truncated-photo.jpg": (whole[: len(whole) // 2], "truncated"),
         "empty.jpg": (b"", "empty"),
         "notes.jpg": (b"shopping list: milk, eggs, bread\nnot a picture at all\n", "text"),
-        "page.png": (b"<!DOCTYPE html>\n<html><head><title>x</title></head><body><img src=a.png></body></html>\n",
-                     "HTML"),
+        "page.png": (
+            b"<!DOCTYPE html>\n<html><head><title>x</title></head><body><img src=a.png></body></html>\n",
+            "HTML",
+        ),
         "drawing.svg": (
             b'<?xml version="1.0" encoding="UTF-8"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="200" '
             b'height="200"><circle cx="100" cy="100" r="80" fill="red"/></svg>\n',
@@ -114,8 +124,7 @@ def make_hostile_corpus(dir: Path, *, photo: Path | None = None) -> dict[str, st
         "bomb.png": (bomb_png(), "bomb"),
         "lying-header.png": (_lying_png(), "truncated"),
         # A broken IHDR checksum makes Pillow refuse the file before it knows it is a PNG.
-        "bad-crc.png": (png_bytes(64, 64, zlib.compress(_grey_rows(64, 64)), ihdr_crc=0x12345678),
-                        "not a recognised"),
+        "bad-crc.png": (png_bytes(64, 64, zlib.compress(_grey_rows(64, 64)), ihdr_crc=0x12345678), "not a recognised"),
         "one-pixel.png": (valid_png(1, 1), "too small"),
     }
     expected: dict[str, str] = {}

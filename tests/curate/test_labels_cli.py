@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from curate.cli import app
 from storage.catalog import SourceInfo
 from storage.ingest import IngestItem, Ingestor, source_for_path
 from storage.workspace import init_workspace
@@ -30,13 +33,31 @@ class Result:
         return json.loads(self.stdout)
 
 
+RUNNER = CliRunner()
+
+
 def curate(ws: Path, *args: str | Path, env: dict[str, str] | None = None) -> Result:
-    """`python -m curate.cli ARGS -w WS` with a clean environment (no GLEANER_* leaking in)."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GLEANER_") and k != "COLUMNS"}
+    """`curate ARGS -w WS`, in process (fast), from the folder holding the workspace, no GLEANER_* leaking in."""
+    environment: dict[str, str | None] = {k: None for k in os.environ if k.startswith("GLEANER_")}
     environment.update(env or {})
+    with contextlib.chdir(ws.parent):
+        result = RUNNER.invoke(app, [*map(str, args), "-w", str(ws)], env=environment)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError("uncaught exception (a user would see a traceback)") from result.exception
+    return Result(result.exit_code, result.stdout, result.stderr)
+
+
+def curate_process(ws: Path, *args: str) -> Result:
+    """The same through a real process, as scripts run it: 80-column stderr that is not a terminal."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GLEANER_") and k != "COLUMNS"}
     done = subprocess.run(
-        [sys.executable, "-m", "curate.cli", *map(str, args), "-w", str(ws)],
-        cwd=ws.parent, env=environment, capture_output=True, text=True, timeout=120, check=False,
+        [sys.executable, "-m", "curate.cli", *args, "-w", str(ws)],
+        cwd=ws.parent,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     return Result(done.returncode, done.stdout, done.stderr)
 
@@ -180,8 +201,11 @@ def test_label_set_errors(catalogued: Catalogued) -> None:
     assert catalogued.twins[1].startswith(shared)
     fails(catalogued.ws, "label", "set", "x", shared, needle="ambiguous")
     fails(catalogued.ws, "label", "history", shared, needle="ambiguous")
-    unknown = next(p for p in ("000000", "ffffff", "123456") if not any(
-        s.startswith(p) for s in catalogued.cats + catalogued.dogs + catalogued.twins))
+    unknown = next(
+        p
+        for p in ("000000", "ffffff", "123456")
+        if not any(s.startswith(p) for s in catalogued.cats + catalogued.dogs + catalogued.twins)
+    )
     fails(catalogued.ws, "label", "set", "x", unknown, needle="no image with sha256 starting")
     fails(catalogued.ws, "label", "set", "x", "abc", needle="at least 6 hex digits")
     fails(catalogued.ws, "label", "set", "x", "zzzzzzzz", needle="not a sha256")
@@ -191,7 +215,16 @@ def test_label_set_errors(catalogued: Catalogued) -> None:
     assert labels(catalogued.ws) == {"cat": 3, "dog": 2}
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: storage/clikit.py user_errors lets rich hard-wrap the error "
-                   "at 80 columns when stderr is not a terminal (fix: err_console.print(..., soft_wrap=True))")
 def test_unknown_full_sha_error_fits_on_one_line(catalogued: Catalogued) -> None:
-    fails(catalogued.ws, "label", "set", "x", "0" * 64, needle="no image with sha256 starting")
+    result = curate_process(catalogued.ws, "label", "set", "x", "0" * 64, "--json")
+    assert result.code != 0
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_user_error_in_a_real_process(catalogued: Catalogued) -> None:
+    result = curate_process(catalogued.ws, "label", "rename", "cat", "dog", "--json")
+    assert result.code == 1
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == ["error: label 'dog' already exists; use `curate label merge cat --into dog`"]
+    assert ok(catalogued.ws, "labels") == {"labels": {"cat": 3, "dog": 2}}

@@ -38,7 +38,12 @@ def cli(tool: str, *args: str | Path, cwd: Path, env: dict[str, str] | None = No
     environment.update(env or {})
     done = subprocess.run(
         [sys.executable, "-m", f"{tool}.cli", *map(str, args)],
-        cwd=cwd, env=environment, capture_output=True, text=True, timeout=240, check=False,
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     return Result(done.returncode, done.stdout, done.stderr)
 
@@ -62,8 +67,10 @@ def assert_summary(document: Any, **expected: int) -> None:
     for key in ("added", "duplicates", "rejected", "failed"):
         assert type(document[key]) is int, (key, document)
     assert isinstance(document["problems"], list)
-    assert all(set(p) >= {"item", "reason"} and all(isinstance(p[k], str) for k in ("item", "reason"))
-               for p in document["problems"])
+    assert all(
+        set(p) >= {"item", "reason"} and all(isinstance(p[k], str) for k in ("item", "reason"))
+        for p in document["problems"]
+    )
     assert {k: document[k] for k in expected} == expected, document
 
 
@@ -172,8 +179,9 @@ def test_labels_from_folders(tmp_path: Path, ws: Path, photo_files: list[Path]) 
     assert labels(ws, tmp_path) == {"cat": 3, "dog": 2, "puppy": 2}
 
     # --label is the fallback for files outside a class folder; existing labels are kept.
-    document = ok_json(harvest("import", root, "--labels-from-folders", "--label", "misc", "--json", "-w", ws,
-                               cwd=tmp_path))
+    document = ok_json(
+        harvest("import", root, "--labels-from-folders", "--label", "misc", "--json", "-w", ws, cwd=tmp_path)
+    )
     assert_summary(document, added=0, duplicates=8)
     assert labels(ws, tmp_path) == {"cat": 3, "dog": 2, "misc": 1, "puppy": 2}
 
@@ -181,8 +189,9 @@ def test_labels_from_folders(tmp_path: Path, ws: Path, photo_files: list[Path]) 
 def test_import_single_files_and_missing_paths(tmp_path: Path, ws: Path, photo_files: list[Path]) -> None:
     png = tmp_path / "small.png"
     png.write_bytes(valid_png(32, 32))
-    document = ok_json(harvest("import", photo_files[0], png, tmp_path / "absent.jpg", "--json", "-w", ws,
-                               cwd=tmp_path))
+    document = ok_json(
+        harvest("import", photo_files[0], png, tmp_path / "absent.jpg", "--json", "-w", ws, cwd=tmp_path)
+    )
     assert_summary(document, added=2, rejected=1, failed=0)
     assert document["problems"][0]["item"].endswith("absent.jpg")
     assert "unreadable" in document["problems"][0]["reason"]
@@ -204,8 +213,6 @@ def test_workspace_not_found_is_one_clear_error(tmp_path: Path, photo_files: lis
     assert not (empty / "gleaner.toml").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: storage/clikit.py user_errors lets rich hard-wrap the error "
-                   "at 80 columns when stderr is not a terminal (fix: err_console.print(..., soft_wrap=True))")
 def test_workspace_not_found_error_fits_on_one_line(tmp_path: Path, photo_files: list[Path]) -> None:
     empty = tmp_path / "nowhere"
     empty.mkdir()
@@ -215,13 +222,27 @@ def test_workspace_not_found_error_fits_on_one_line(tmp_path: Path, photo_files:
 
 
 @pytest.mark.s3
-def test_import_into_s3_is_readable_with_plain_boto3(tmp_path: Path, s3_server: S3Server,
-                                                     photo_files: list[Path]) -> None:
+def test_import_into_s3_is_readable_with_plain_boto3(
+    tmp_path: Path, s3_server: S3Server, photo_files: list[Path]
+) -> None:
     bucket = f"acc-{uuid.uuid4().hex[:12]}"
     env = s3_server.env()
     root = tmp_path / "s3ws"
-    info = ok_json(harvest("init", root, "--store", f"s3://{bucket}/prefix", "--endpoint-url",
-                           s3_server.endpoint_url, "--addressing-style", "path", "--json", cwd=tmp_path, env=env))
+    info = ok_json(
+        harvest(
+            "init",
+            root,
+            "--store",
+            f"s3://{bucket}/prefix",
+            "--endpoint-url",
+            s3_server.endpoint_url,
+            "--addressing-style",
+            "path",
+            "--json",
+            cwd=tmp_path,
+            env=env,
+        )
+    )
     assert info["store"] == f"s3://{bucket}/prefix"
     folder = tmp_path / "photos"
     copies = copy_photos(photo_files, folder, 12, start=100)

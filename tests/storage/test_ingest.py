@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
+import os
 import shutil
+import signal
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +26,7 @@ from storage.ingest import IngestItem, Ingestor, Outcome, prepare, read_file, so
 from storage.perceptual import hamming
 from storage.settings import IngestSettings
 from storage.workspace import Workspace, init_workspace
-from tests.hostile import bomb_png, make_hostile_corpus, valid_png
+from tests.hostile import bomb_png, make_hostile_corpus, png_bytes, valid_png
 
 # Non-JPEG files of imagededup's test set (decoded at full size, so the pHash must match imagehash exactly).
 NON_JPEG = [
@@ -45,8 +50,9 @@ def file_item(path: Path, label: str | None = None) -> IngestItem:
 
 def ingestor(workspace: Workspace, **limits: Any) -> Ingestor:
     settings = IngestSettings(**limits) if limits else workspace.settings.ingest
-    return Ingestor(workspace.store, workspace.catalog, settings,
-                    store_options=workspace.settings.store.backend_options())
+    return Ingestor(
+        workspace.store, workspace.catalog, settings, store_options=workspace.settings.store.backend_options()
+    )
 
 
 def expected_key(data: bytes, ext: str) -> str:
@@ -187,8 +193,9 @@ def test_max_bytes_limit_for_paths_and_bytes(workspace: Workspace, photo_files: 
     from_path = tight.ingest(file_item(path))
     assert from_path.status == "rejected"
     assert from_path.reason and f"over the {size - 1:,}-byte limit" in from_path.reason
-    from_bytes = tight.ingest(IngestItem(source=SourceInfo(kind="url", uri="http://x.invalid/a.jpg"),
-                                         data=path.read_bytes()))
+    from_bytes = tight.ingest(
+        IngestItem(source=SourceInfo(kind="url", uri="http://x.invalid/a.jpg"), data=path.read_bytes())
+    )
     assert from_bytes.status == "rejected"
     assert from_bytes.reason and "limit" in from_bytes.reason
     assert list(workspace.store.iter("images/")) == []
@@ -198,11 +205,15 @@ def test_max_bytes_limit_for_paths_and_bytes(workspace: Workspace, photo_files: 
 # --- storage and catalog --------------------------------------------------------------------------------------
 
 
-def test_original_bytes_are_stored_unchanged(any_workspace: Workspace, photo_files: list[Path],
-                                             near_duplicates_dir: Path) -> None:
-    paths = [*photo_files[:4], near_duplicates_dir / "alpha_channel_image.png",
-             near_duplicates_dir / "formats_images" / "giphy.gif",
-             near_duplicates_dir / "formats_images" / "ukbench09380.svg"]  # JPEG bytes behind an .svg name
+def test_original_bytes_are_stored_unchanged(
+    any_workspace: Workspace, photo_files: list[Path], near_duplicates_dir: Path
+) -> None:
+    paths = [
+        *photo_files[:4],
+        near_duplicates_dir / "alpha_channel_image.png",
+        near_duplicates_dir / "formats_images" / "giphy.gif",
+        near_duplicates_dir / "formats_images" / "ukbench09380.svg",
+    ]  # JPEG bytes behind an .svg name
     ingest = ingestor(any_workspace)
     for path in paths:
         data = path.read_bytes()
@@ -259,8 +270,9 @@ def test_ingest_many_with_two_workers_matches_one_worker(tmp_path: Path, photo_f
     assert dump_one == dump_two
 
 
-def test_same_bytes_from_another_path_add_a_source_not_an_image(workspace: Workspace, tmp_path: Path,
-                                                                photo_files: list[Path]) -> None:
+def test_same_bytes_from_another_path_add_a_source_not_an_image(
+    workspace: Workspace, tmp_path: Path, photo_files: list[Path]
+) -> None:
     first, second = tmp_path / "a" / "one.jpg", tmp_path / "b" / "two.jpg"
     for path in (first, second):
         path.parent.mkdir()
@@ -282,8 +294,9 @@ def test_same_bytes_from_another_path_add_a_source_not_an_image(workspace: Works
     assert len(list(workspace.store.iter("images/"))) == 1
 
 
-def test_crash_between_store_and_catalog_leaves_only_an_orphan(any_workspace: Workspace,
-                                                               photo_files: list[Path]) -> None:
+def test_crash_between_store_and_catalog_leaves_only_an_orphan(
+    any_workspace: Workspace, photo_files: list[Path]
+) -> None:
     path = photo_files[5]
     ingest = ingestor(any_workspace)
     kept = ingest.ingest(file_item(photo_files[6]))
@@ -309,3 +322,28 @@ def test_crash_between_store_and_catalog_leaves_only_an_orphan(any_workspace: Wo
     assert ingest.ingest(file_item(path)).status == "added"
     assert fsck(any_workspace).ok
     assert any_workspace.store.get(key) == path.read_bytes()
+
+
+# --- regressions of bugs found earlier -------------------------------------------
+
+
+def test_ingest_many_survives_a_dead_worker(workspace: Workspace, photo_files: list[Path]) -> None:
+    paths = photo_files[:40]
+
+    def items() -> Iterator[IngestItem]:
+        for index, path in enumerate(paths):
+            if index == 20:  # a worker is killed (as by the out-of-memory killer) in the middle of the run
+                workers = [child.pid for child in multiprocessing.active_children() if child.pid]
+                assert workers, "the pool has started its workers by now"
+                os.kill(workers[0], signal.SIGKILL)
+            yield file_item(path)
+
+    outcomes = list(ingestor(workspace).ingest_many(items(), workers=2))
+    assert len(outcomes) == len(paths)
+    assert {o.status for o in outcomes} <= {"added", "failed"}
+
+
+def test_png_with_fewer_rows_than_its_header_is_rejected() -> None:
+    two_rows = zlib.compress((b"\x00" + b"\x80" * 64) * 2)
+    with pytest.raises(Rejected):
+        analyze(png_bytes(64, 64, two_rows))
