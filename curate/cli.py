@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from curate.check import check_quality
 from curate.fsck import fsck
 from storage.catalog import (
     add_label,
@@ -188,6 +189,35 @@ def fsck_command(
             out_console.print("fixed: " + ", ".join(f"{k} {v}" for k, v in report.fixed.items()))
     if not report.ok and not fix:
         raise typer.Exit(1)
+
+
+@app.command("check")
+@user_errors
+def check_command(
+    remeasure: bool = typer.Option(False, "--remeasure", help="Measure every image again, not only new ones."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Quality checks: blurry, dark, bright, low-information, odd aspect ratio, too small, greyscale, odd size."""
+    ws = open_workspace(workspace)
+    with make_progress(transient=True) as progress:
+        task = progress.add_task("measuring", total=None, rate="")
+        report = check_quality(
+            ws,
+            remeasure=remeasure,
+            on_start=lambda total: progress.update(task, total=total),
+            on_progress=lambda: progress.advance(task),
+        )
+    if json_output:
+        emit_json(report.to_json())
+        return
+    table = Table(title=f"Quality flags ({report.checked:,} images, {report.measured:,} measured now)")
+    table.add_column("flag")
+    table.add_column("images", justify="right")
+    for flag, count in report.counts.items():
+        table.add_row(flag, f"{count:,}")
+    out_console.print(table)
+    out_console.print("flags are stored in the catalog; `curate review` filters by them", highlight=False)
 
 
 def _report(json_output: bool, document: dict[str, object], message: str) -> None:
