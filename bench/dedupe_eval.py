@@ -12,7 +12,13 @@ come from the same photo) and recall per transform (is the copy matched to its o
 transform-aware rule and for plain pHash Hamming distance, at the default threshold and around it. Then the
 imagededup near-duplicate images (ukbench00120 and its copies, the unrelated ukbench09268).
 
-Run: `.venv/bin/python bench/dedupe_eval.py [--photos N] [--thresholds 8,10,12]`.
+Three extra transforms are reported without goals: an 8% crop and a one-sided crop (the centre view's 5% cut is
+tailored to the goal's symmetric 5% crop; these show how far it carries) and a screenshot shared as JPEG. The
+trimming parameters and the threshold were tuned on this set; `--photos-dir
+../shared/data/near-duplicates/base_images` runs the same evaluation on 10 UKBench photos that were not.
+
+Run: `.venv/bin/python bench/dedupe_eval.py [--photos N] [--photos-dir DIR] [--thresholds 20,22,24]`
+(about 2 minutes on one core; exits non-zero when a goal is missed).
 """
 
 from __future__ import annotations
@@ -33,15 +39,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from curate.hashing import (  # noqa: E402
-    DEFAULT_THRESHOLD,
-    HashArrays,
-    ImageHashes,
-    image_hashes,
-    match_matrix,
-    stack_hashes,
-)
-from storage.perceptual import HASH_INPUT_SIZE  # noqa: E402
+from curate.hashing import DEFAULT_THRESHOLD, HashArrays, ImageHashes, distance_matrix, image_hashes  # noqa: E402
+from storage.perceptual import HASH_INPUT_SIZE, phash  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 PHOTOS = SHARED / "photos"
@@ -127,11 +126,11 @@ TRANSFORMS: tuple[Transform, ...] = (
     Transform("turn 270°", lambda im, rng, t: _jpeg(im.transpose(Image.Transpose.ROTATE_270))),
     Transform("screenshot", lambda im, rng, t: _png(screenshot(im, rng, t))),
     # Extra, beyond the goals: other crops than the centre view's 5% per side, and a screenshot shared as JPEG.
-    Transform("crop 3%", lambda im, rng, t: _jpeg(_crop(im, 0.03))),
-    Transform("crop 10% left+top", lambda im, rng, t: _jpeg(_crop_corner(im, 0.10))),
-    Transform("screenshot JPEG q75", lambda im, rng, t: _jpeg(screenshot(im, rng, t).convert("RGB"), quality=75)),
+    Transform("crop 8%", lambda im, rng, t: _jpeg(_crop(im, 0.08))),
+    Transform("crop 5% left+top", lambda im, rng, t: _jpeg(_crop_corner(im, 0.05))),
+    Transform("screenshot JPEG q75", lambda im, rng, t: _jpeg(screenshot(im, rng, t), quality=75)),
 )
-EXTRA = ("crop 3%", "crop 10% left+top", "screenshot JPEG q75")
+EXTRA = ("crop 8%", "crop 5% left+top", "screenshot JPEG q75")  # reported, no goal
 
 
 @dataclass(frozen=True)
@@ -167,18 +166,66 @@ def decode_for_hash(data: bytes) -> Image.Image:
     return image
 
 
-def hash_samples(samples: list[Sample]) -> tuple[list[ImageHashes], float, float]:
-    """Hashes, seconds per image for decode + image_hashes, and for image_hashes alone."""
-    hashes: list[ImageHashes] = []
-    decode_total = hash_total = 0.0
-    for sample in samples:
+@dataclass(frozen=True)
+class Timing:
+    kind: str
+    images: int
+    decode: float  # seconds per image, each the best of `repeats`
+    phash: float
+    hashes: float
+
+
+def _best(repeats: int, call: Callable[[], object]) -> float:
+    best = float("inf")
+    for _ in range(repeats):
         started = time.perf_counter()
-        image = decode_for_hash(sample.data)
-        decoded = time.perf_counter()
-        hashes.append(image_hashes(image))
-        hash_total += time.perf_counter() - decoded
-        decode_total += decoded - started
-    return hashes, (decode_total + hash_total) / len(samples), hash_total / len(samples)
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def hash_samples(samples: list[Sample]) -> list[ImageHashes]:
+    return [image_hashes(decode_for_hash(sample.data)) for sample in samples]
+
+
+def time_hashing(samples: list[Sample], per_kind: int = 256, repeats: int = 5) -> list[Timing]:
+    """Per input kind, time per image to decode, to compute the plain pHash (what ingest computes today) and
+    image_hashes (what would replace it); each the best of `repeats` runs, so other load on the machine does
+    not count."""
+    kinds: dict[str, list[Sample]] = {}
+    for sample in samples:
+        kind = "JPEG, draft-decoded" if sample.data[:2] == b"\xff\xd8" else "PNG screenshot, full decode"
+        kinds.setdefault(kind, []).append(sample)
+    timings = []
+    for kind, members in kinds.items():
+        chosen = members[:: max(1, len(members) // per_kind)][:per_kind]
+        totals = np.zeros(3)
+        for sample in chosen:
+            image = decode_for_hash(sample.data)
+            totals += (
+                _best(repeats, lambda s=sample: decode_for_hash(s.data)),
+                _best(repeats, lambda im=image: phash(im)),
+                _best(repeats, lambda im=image: image_hashes(im)),
+            )
+        totals /= len(chosen)
+        timings.append(Timing(kind, len(chosen), *totals))
+    return timings
+
+
+def timing_table(console: Console, timings: list[Timing]) -> None:
+    table = Table(title="Hashing cost per image (one core, the ingest path, best of 5 runs)")
+    for column in ("input", "images", "decode ms", "pHash ms", "image_hashes ms", "extra over pHash ms"):
+        table.add_column(column, justify="left" if column == "input" else "right")
+    for t in timings:
+        table.add_row(
+            t.kind,
+            f"{t.images:,}",
+            f"{t.decode * 1e3:.2f}",
+            f"{t.phash * 1e3:.2f}",
+            f"{t.hashes * 1e3:.2f}",
+            f"{(t.hashes - t.phash) * 1e3:.2f}",
+        )
+    console.print(table)
 
 
 # --- scoring ----------------------------------------------------------------------------------------------
@@ -189,6 +236,7 @@ class Score:
     threshold: int
     predicted: int
     correct: int
+    confused: int  # distinct pairs of photos behind the false pairs
     recall: dict[str, float]
 
     @property
@@ -197,7 +245,7 @@ class Score:
 
 
 def score(
-    samples: list[Sample], arrays: HashArrays, thresholds: list[int], plain: bool, chunk: int = 256
+    samples: list[Sample], arrays: HashArrays, thresholds: list[int], plain: bool, chunk: int = 64
 ) -> list[Score]:
     """Brute force over all pairs: precision over predicted pairs, recall of copy-to-original per transform."""
     photo = np.array([s.photo for s in samples])
@@ -207,9 +255,10 @@ def score(
     predicted = np.zeros(len(thresholds), dtype=np.int64)
     correct = np.zeros(len(thresholds), dtype=np.int64)
     found = np.zeros((len(thresholds), n), dtype=bool)
+    confused: list[set[tuple[int, int]]] = [set() for _ in thresholds]
     for start in range(0, n, chunk):
         rows = np.arange(start, min(n, start + chunk))
-        dist = match_matrix(arrays, rows, plain=plain)  # (len(rows), n) distances
+        dist = distance_matrix(arrays, rows, plain=plain)  # (len(rows), n) distances
         upper = np.arange(n)[None, :] > rows[:, None]
         same = photo[rows][:, None] == photo[None, :]
         to_original = np.array([original[photo[r]] for r in rows])
@@ -217,16 +266,18 @@ def score(
             hit = dist <= threshold
             predicted[t] += int((hit & upper).sum())
             correct[t] += int((hit & upper & same).sum())
+            for r, j in zip(*np.nonzero(hit & upper & ~same), strict=True):
+                confused[t].add((int(photo[rows[r]]), int(photo[j])))
             found[t, rows] = hit[np.arange(len(rows)), to_original]
     scores = []
     for t, threshold in enumerate(thresholds):
         recall = {name: float(found[t, names == name].mean()) for name in [x.name for x in TRANSFORMS]}
-        scores.append(Score(threshold, int(predicted[t]), int(correct[t]), recall))
+        scores.append(Score(threshold, int(predicted[t]), int(correct[t]), len(confused[t]), recall))
     return scores
 
 
-def _fmt(value: float, goal: float | None) -> str:
-    text = f"{value:.3f}"
+def _fmt(value: float, goal: float | None, digits: int = 3) -> str:
+    text = f"{value:.{digits}f}"
     if goal is None:
         return text
     return f"[green]{text}[/]" if value >= goal else f"[red]{text}[/]"
@@ -234,15 +285,15 @@ def _fmt(value: float, goal: float | None) -> str:
 
 def report(console: Console, aware: list[Score], plain: list[Score], default: int, true_pairs: int) -> bool:
     table = Table(title=f"Near-duplicate detection, all pairs ({true_pairs:,} true pairs); goal colours at the default")
-    table.add_column("transform", justify="left")
+    table.add_column("transform", justify="left", no_wrap=True)
     columns = [(s, "aware") for s in aware] + [(s, "pHash") for s in plain]
     for s, kind in columns:
-        marker = " (default)" if s.threshold == default and kind == "aware" else ""
+        marker = " default" if s.threshold == default and kind == "aware" else ""
         table.add_column(f"{kind} ≤{s.threshold}{marker}", justify="right")
     ok = True
 
     def goal_for(kind: str, s: Score, metric: str) -> float | None:
-        if kind != "aware" or s.threshold != default:
+        if kind != "aware" or s.threshold != default or metric in EXTRA:
             return None
         return GOALS["precision"] if metric == "precision" else GOALS["weak" if metric in WEAK else "strong"]
 
@@ -250,48 +301,55 @@ def report(console: Console, aware: list[Score], plain: list[Score], default: in
     for s, kind in columns:
         goal = goal_for(kind, s, "precision")
         ok &= goal is None or s.precision >= goal
-        row.append(_fmt(s.precision, goal))
+        row.append(_fmt(s.precision, goal, digits=4))
     table.add_row("pair precision", *row)
     table.add_row("predicted pairs", *[f"{s.predicted:,}" for s, _ in columns])
-    table.add_row("false pairs", *[f"{s.predicted - s.correct:,}" for s, _ in columns], end_section=True)
+    table.add_row("false pairs", *[f"{s.predicted - s.correct:,}" for s, _ in columns])
+    table.add_row("photo pairs confused", *[f"{s.confused:,}" for s, _ in columns], end_section=True)
     for transform in TRANSFORMS:
         row = []
         for s, kind in columns:
             goal = goal_for(kind, s, transform.name)
             ok &= goal is None or s.recall[transform.name] >= goal
             row.append(_fmt(s.recall[transform.name], goal))
-        table.add_row(f"recall: {transform.name}", *row)
+        extra = " (extra)" if transform.name in EXTRA else ""
+        table.add_row(f"recall: {transform.name}{extra}", *row)
     console.print(table)
     return ok
 
 
-def near_duplicates_check(console: Console, threshold: int) -> bool:
-    """imagededup's UKBench files: the 00120 copies (but the 25° rotation) group together; 09268 is alone."""
+def near_duplicates_check(console: Console, threshold: int, plain_threshold: int) -> bool:
+    """imagededup's UKBench files: ukbench00120 with its mirrored, resized and greyscale copies is one group;
+    its 25° rotation is not a near-duplicate under these hashes (nor under pHash); ukbench09268 is alone."""
     folder = NEAR_DUPLICATES / "mixed_images"
     files = [p for p in sorted(folder.glob("*.jpg")) if "corrupt" not in p.name]
     files.append(NEAR_DUPLICATES / "ukbench00120_gray.jpg")
     hashes = [image_hashes(decode_for_hash(p.read_bytes())) for p in files]
-    arrays = stack_hashes(hashes)
-    aware = match_matrix(arrays, np.arange(len(files)))
-    plain = match_matrix(arrays, np.arange(len(files)), plain=True)
-    base = next(i for i, p in enumerate(files) if p.name == "ukbench00120.jpg")
-    table = Table(title=f"imagededup near-duplicates: distance to ukbench00120.jpg (match at ≤{threshold})")
-    for column in ("file", "expected", "aware", "pHash", "verdict"):
-        table.add_column(column, justify="left" if column in ("file", "expected") else "right")
+    arrays = HashArrays.from_hashes(hashes)
+    aware = distance_matrix(arrays, np.arange(len(files)))
+    plain = distance_matrix(arrays, np.arange(len(files)), plain=True)
+
+    def group(path: Path) -> str:
+        return "00120" if path.name.startswith("ukbench00120") and "rotation" not in path.name else path.stem
+
+    table = Table(title=f"imagededup near-duplicates, all pairs (aware ≤{threshold}, pHash ≤{plain_threshold})")
+    for column in ("pair", "expected", "aware", "verdict", "pHash", "pHash verdict"):
+        table.add_column(column, justify="left" if column in ("pair", "expected") else "right")
     ok = True
-    for i, path in enumerate(files):
-        if i == base:
-            continue
-        expected = path.name.startswith("ukbench00120") and "rotation" not in path.name
-        got = bool(aware[base, i] <= threshold)
-        ok &= got == expected
-        table.add_row(
-            path.name,
-            "same" if expected else "different",
-            str(aware[base, i]),
-            str(plain[base, i]),
-            "[green]ok[/]" if got == expected else "[red]wrong[/]",
-        )
+    for i in range(len(files)):
+        for j in range(i + 1, len(files)):
+            expected = group(files[i]) == group(files[j])
+            got = bool(aware[i, j] <= threshold)
+            got_plain = bool(plain[i, j] <= plain_threshold)
+            ok &= got == expected
+            table.add_row(
+                f"{files[i].stem} / {files[j].stem}",
+                "same" if expected else "different",
+                str(aware[i, j]),
+                "[green]ok[/]" if got == expected else "[red]wrong[/]",
+                str(plain[i, j]),
+                "ok" if got_plain == expected else "wrong",
+            )
     console.print(table)
     return ok
 
@@ -299,34 +357,41 @@ def near_duplicates_check(console: Console, threshold: int) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--photos", type=int, default=0, help="use only the first N photos (0: all)")
-    parser.add_argument("--thresholds", default="", help="comma-separated thresholds (default: around the default)")
+    parser.add_argument("--photos-dir", type=Path, default=PHOTOS, help="other photos to build the set from")
+    parser.add_argument("--thresholds", default="", help="transform-aware thresholds, comma-separated")
+    parser.add_argument("--plain-thresholds", default="8,10,12", help="plain pHash thresholds, comma-separated")
     args = parser.parse_args()
-    if not PHOTOS.is_dir():
-        raise SystemExit(f"photos not found at {PHOTOS}")
-    files = sorted(PHOTOS.glob("*.jpg"))
+    if not args.photos_dir.is_dir():
+        raise SystemExit(f"photos not found at {args.photos_dir}")
+    files = sorted(p for p in args.photos_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if args.photos:
         files = files[: args.photos]
+    default = DEFAULT_THRESHOLD
     thresholds = (
-        [int(x) for x in args.thresholds.split(",")]
-        if args.thresholds
-        else [DEFAULT_THRESHOLD - 2, DEFAULT_THRESHOLD, DEFAULT_THRESHOLD + 2]
+        [int(x) for x in args.thresholds.split(",")] if args.thresholds else [default - 2, default, default + 2]
     )
+    plain_thresholds = [int(x) for x in args.plain_thresholds.split(",")]
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # piped to a file: room for every column
     started = time.perf_counter()
     samples = build_set(files)
     console.print(f"built {len(samples):,} images from {len(files)} photos in {time.perf_counter() - started:.1f} s")
-    hashes, per_image, per_hash = hash_samples(samples)
-    console.print(
-        f"decode + image_hashes: {per_image * 1e3:.2f} ms/image; image_hashes alone {per_hash * 1e3:.2f} ms/image"
-    )
-    arrays = stack_hashes(hashes)
+    timing_table(console, time_hashing(samples))
+    hashes = hash_samples(samples)
+    arrays = HashArrays.from_hashes(hashes)
     true_pairs = len(files) * (len(TRANSFORMS) + 1) * len(TRANSFORMS) // 2
+    started = time.perf_counter()
     aware = score(samples, arrays, thresholds, plain=False)
-    plain = score(samples, arrays, thresholds, plain=True)
-    ok = report(console, aware, plain, DEFAULT_THRESHOLD, true_pairs)
+    elapsed = time.perf_counter() - started
+    pairs = len(samples) * (len(samples) - 1) // 2
+    console.print(f"transform-aware distances of all {pairs:,} pairs (both ways) and scoring: {elapsed:.1f} s")
+    plain = score(samples, arrays, plain_thresholds, plain=True)
+    ok = report(console, aware, plain, default, true_pairs)
     if NEAR_DUPLICATES.is_dir():
-        ok &= near_duplicates_check(console, DEFAULT_THRESHOLD)
+        ok &= near_duplicates_check(console, default, 10)
     console.print("all goals met" if ok else "[red]some goals missed[/]")
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -1,20 +1,23 @@
-"""Transform-aware perceptual hashes of one image: pHash, its 8 dihedral variants, dHash, and the same after
-trimming uniform borders (screenshot frames, title bars, letterboxing).
+"""Transform-aware perceptual hashes of one image, for near-duplicate matching that survives mirroring,
+flips, quarter turns, screenshots and small crops, besides what plain pHash survives (resizing, re-encoding,
+brightness, noise, greyscale).
 
-Why: a plain pHash matches resized, re-encoded, brightened, noisy and greyscale copies, but not a mirrored or
-turned copy (the DCT pattern changes) nor a screenshot (the frame moves every coefficient). Both are cheap to
-undo at hash time:
+Why each part exists (measured by bench/dedupe_eval.py):
 
-* Dihedral variants from one DCT. The pHash keeps the 8x8 lowest DCT-II coefficients C of a 32x32 thumbnail.
-  Reversing the columns of the thumbnail multiplies column-frequency v by (-1)^v, reversing the rows does the
-  same for row-frequency u, and transposing the thumbnail transposes C. So the pHash of each of the 8
-  dihedral transforms of the thumbnail is a sign pattern and/or transpose of C, thresholded at its own
-  median: no extra resize, no extra DCT.
-* Trimming. Rows and columns at the edges that are mostly one colour (tolerating a little text in a title bar
-  and JPEG noise) are peeled off on a small greyscale copy; the pHash is then taken of the remaining box. An
-  image with nothing to trim gets the plain hashes back unchanged.
+* Dihedral variants from one DCT. pHash keeps the 8x8 lowest DCT-II coefficients C of a 32x32 greyscale
+  thumbnail. Reversing the thumbnail's columns multiplies column frequency v by (-1)^v, reversing its rows
+  does the same for row frequency u, and transposing the thumbnail transposes C. So the pHash of each of the
+  8 dihedral transforms (mirror, flip, quarter turns...) is a sign pattern and/or transpose of C, thresholded
+  at its own median: no extra resize, no extra DCT. The same goes for dHash on an 8x9 grid.
+* dHash next to pHash. With 8 variants (and several views) per pair, a 64-bit pHash alone meets unrelated
+  photos by chance too often; matching on pHash + dHash distance (128 bits) keeps precision high.
+* Trimming. Rows and columns at the edges that are uniform, plus a thin band of title text or buttons between
+  them, are peeled off a small greyscale copy, and the hashes are taken again of what is left: a screenshot of
+  a photo then hashes like the photo. An image with nothing to trim gets its whole-image hashes back.
+* The centre view (5% cut off every side) matches copies cropped by about 2-8% per side.
 
-Everything here is pure (image in, integers out) and uses numpy and Pillow only, so ingest can call it.
+Pure functions (image in, integers out), numpy and Pillow only, so ingest can call them; comparison lives in
+curate.hashing.
 """
 
 from __future__ import annotations
@@ -27,27 +30,29 @@ from PIL import Image
 from storage.perceptual import HASH_INPUT_SIZE
 
 __all__ = [
+    "CENTER_CUT",
     "DIHEDRAL",
-    "TRIM_WORK_SIDE",
+    "HASH_VERSION",
     "ImageHashes",
     "dihedral_dhashes",
     "dihedral_phashes",
     "image_hashes",
-    "pack_hashes",
     "trim_box",
-    "unpack_hashes",
 ]
+
+# Bump when any hash below changes: stored hashes of an older version must be recomputed before comparing.
+HASH_VERSION = 1
 
 _N = HASH_INPUT_SIZE
 _K = 8
 # The same matrix (same expression, so the same floats) as storage.perceptual: variant 0 equals its pHash.
 _DCT_ROWS = 2.0 * np.cos(np.pi * np.arange(_K)[:, None] * (2 * np.arange(_N)[None, :] + 1) / (2 * _N))
 _ALT = (-1.0) ** np.arange(_K)
-_SIGN_ROWS = _ALT[:, None] * np.ones(_K)[None, :]  # (-1)^u: the thumbnail's rows reversed (vertical flip)
-_SIGN_COLS = np.ones(_K)[:, None] * _ALT[None, :]  # (-1)^v: its columns reversed (mirror)
+_SIGN_ROWS = np.repeat(_ALT[:, None], _K, axis=1)  # (-1)^u: the thumbnail's rows reversed (vertical flip)
+_SIGN_COLS = _SIGN_ROWS.T  # (-1)^v: its columns reversed (mirror)
 
-# Names of the 8 dihedral transforms, in the order of ImageHashes.phash_variants, with the Pillow transpose
-# that produces each (None: identity). "90" is Pillow's ROTATE_90, a quarter turn counter-clockwise.
+# The 8 dihedral transforms in the order of every variants array, with the Pillow transpose that makes each
+# (None: the image as is). Pillow's ROTATE_90 turns a quarter counter-clockwise.
 DIHEDRAL: tuple[tuple[str, Image.Transpose | None], ...] = (
     ("identity", None),
     ("mirror", Image.Transpose.FLIP_LEFT_RIGHT),
@@ -59,31 +64,36 @@ DIHEDRAL: tuple[tuple[str, Image.Transpose | None], ...] = (
     ("transverse", Image.Transpose.TRANSVERSE),
 )
 
-# Trimming works on a greyscale copy whose longer side is at most this (a JPEG draft is already about that).
-TRIM_WORK_SIDE = 160
-_TRIM_TOLERANCE = 6  # grey levels a "uniform" pixel may differ from its line's median (JPEG noise)
-_TRIM_STRICT_SHARE = 0.95  # a border line: (almost) all its pixels within tolerance
-_TRIM_MAX_BAND = 0.08  # a title bar's text band: at most this share of the side
-_TRIM_BAND_SHARE = 0.25  # ...and each of its lines still shows this much of the bar's colour
-_TRIM_MIN_KEEP = 0.2  # keep at least this share of each side; less means a blank image: do not trim
+CENTER_CUT = 0.05  # the centre view cuts this share off every side
+
+# Trimming and the trimmed and centre views work on a greyscale copy whose longer side is at most this.
+_WORK_SIDE = 160
+_TRIM_TOLERANCE = 6  # grey levels a pixel of a uniform line may differ from the line's median (JPEG noise)
+_TRIM_STRICT_SHARE = 0.95  # a uniform line: at least this share of its pixels within tolerance
+_TRIM_MAX_BAND = 0.08  # a title bar's band of text or buttons: at most this share of the side...
+_TRIM_BAND_SHARE = 0.25  # ...each of its lines at least this much of one plain colour
+_TRIM_MIN_KEEP = 0.2  # trimming must keep this share of each side, else the image is blank: do not trim
 _TRIM_ROUNDS = 4
+_VARIANT_FIELDS = ("phash_variants", "dhash_variants", "trim_variants", "trim_dhash_variants")
 
 
 @dataclass(frozen=True, eq=False)
 class ImageHashes:
-    """The hashes ingest stores for one image: (8,) uint64 arrays in DIHEDRAL order, index 0 the image as is.
+    """What ingest stores for one image. Hashes are unsigned 64-bit; variant arrays are (8,) uint64 in
+    DIHEDRAL order, index 0 the image as it is.
 
-    Three views of the image: the whole image, its trimmed box (`trim_box`; the whole image when nothing was
-    trimmed) and its centre (5% cut off every side, for matching cropped copies).
+    Three views: the whole image, its trimmed box (the whole image when nothing was trimmed; then the trim
+    arrays are the whole-image arrays) and its centre (CENTER_CUT off every side; no variants are needed for
+    it, the other image's whole-image variants cover the transforms).
     """
 
-    phash_variants: np.ndarray  # pHash of each dihedral transform; [0] == storage.perceptual.phash(image)
-    dhash_variants: np.ndarray  # dHash of each transform (confirmation)
-    trim_box: tuple[int, int, int, int]  # (left, top, right, bottom) in the given image's pixels
+    phash_variants: np.ndarray  # [0] == storage.perceptual.phash(image) == imagehash.phash
+    dhash_variants: np.ndarray  # dHash from the same thumbnail (8x9 box grid), not imagehash.dhash
     trim_variants: np.ndarray
     trim_dhash_variants: np.ndarray
-    center_variants: np.ndarray
-    center_dhash_variants: np.ndarray
+    center_phash: int
+    center_dhash: int
+    trim_box: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) in the hashed image's pixels
 
     @property
     def phash(self) -> int:
@@ -99,28 +109,45 @@ class ImageHashes:
 
     @property
     def trimmed(self) -> bool:
-        return not np.array_equal(self.trim_variants, self.phash_variants)
+        """Does the trimmed view hash differently from the whole image?"""
+        return not (
+            np.array_equal(self.trim_variants, self.phash_variants)
+            and np.array_equal(self.trim_dhash_variants, self.dhash_variants)
+        )
+
+    def to_blob(self) -> bytes:
+        """The hashes as little-endian uint64s for one catalog column: 8 pHash variants, 8 dHash variants,
+        centre pHash, centre dHash, then (only when trimmed) 8 trimmed pHash and 8 trimmed dHash variants.
+        18 or 34 values, 144 or 272 bytes. The trim box is not included."""
+        parts = [self.phash_variants, self.dhash_variants, np.array([self.center_phash, self.center_dhash], np.uint64)]
+        if self.trimmed:
+            parts += [self.trim_variants, self.trim_dhash_variants]
+        return np.concatenate(parts).astype("<u8").tobytes()
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> ImageHashes:
+        values = np.frombuffer(blob, dtype="<u8").astype(np.uint64)
+        if len(values) not in (18, 34):
+            raise ValueError(f"a hash blob holds 18 or 34 uint64 values, not {len(values)}")
+        phashes, dhashes = values[0:8], values[8:16]
+        trim = (values[18:26], values[26:34]) if len(values) == 34 else (phashes, dhashes)
+        _frozen(phashes, dhashes, *trim)
+        return cls(phashes, dhashes, trim[0], trim[1], int(values[16]), int(values[17]))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ImageHashes):
             return NotImplemented
-        return self.trim_box == other.trim_box and all(
-            np.array_equal(getattr(self, name), getattr(other, name))
-            for name in (
-                "phash_variants",
-                "dhash_variants",
-                "trim_variants",
-                "trim_dhash_variants",
-                "center_variants",
-                "center_dhash_variants",
-            )
-        )
+        return (
+            (self.center_phash, self.center_dhash, self.trim_box)
+            == (other.center_phash, other.center_dhash, other.trim_box)
+        ) and all(np.array_equal(getattr(self, name), getattr(other, name)) for name in _VARIANT_FIELDS)
 
     __hash__ = None  # type: ignore[assignment]
 
 
-def _low_dct(thumb: np.ndarray) -> np.ndarray:
-    return _DCT_ROWS @ thumb @ _DCT_ROWS.T
+def _frozen(*arrays: np.ndarray) -> None:
+    for array in arrays:
+        array.flags.writeable = False
 
 
 def _pack_rows(bits: np.ndarray) -> np.ndarray:
@@ -128,31 +155,43 @@ def _pack_rows(bits: np.ndarray) -> np.ndarray:
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
 
 
-def dihedral_phashes(low: np.ndarray) -> np.ndarray:
-    """The 8 pHashes (uint64, DIHEDRAL order) of the transforms of a thumbnail whose low DCT block is `low`."""
+def _low_dct(thumb: np.ndarray) -> np.ndarray:
+    return _DCT_ROWS @ thumb @ _DCT_ROWS.T
+
+
+def dihedral_phashes(thumb: np.ndarray) -> np.ndarray:
+    """The 8 pHashes (uint64, DIHEDRAL order) of the transforms of a 32x32 greyscale thumbnail (float)."""
+    low = _low_dct(thumb)
     t = low.T
     blocks = np.stack(
         (
             low,
             low * _SIGN_COLS,  # mirror: columns reversed
             low * _SIGN_ROWS,  # flip: rows reversed
-            low * _SIGN_ROWS * _SIGN_COLS,  # 180: both
+            low * _SIGN_ROWS * _SIGN_COLS,  # 180°: both
             t,  # transpose
-            t * _SIGN_ROWS,  # rotate 90 counter-clockwise = transpose, then rows reversed
-            t * _SIGN_COLS,  # rotate 270 = transpose, then columns reversed
+            t * _SIGN_ROWS,  # 90° counter-clockwise: transpose, then rows reversed
+            t * _SIGN_COLS,  # 270°: transpose, then columns reversed
             t * _SIGN_ROWS * _SIGN_COLS,  # transverse
         )
     ).reshape(8, _K * _K)
     return _pack_rows(blocks > np.median(blocks, axis=1, keepdims=True))
 
 
+def _phash(thumb: np.ndarray) -> int:
+    """The pHash of the thumbnail as it is (dihedral_phashes(thumb)[0], without the other seven)."""
+    low = _low_dct(thumb).reshape(1, -1)
+    return int(_pack_rows(low > np.median(low))[0])
+
+
 def _box_matrix(out: int, size: int) -> np.ndarray:
-    """(out, size) area-averaging weights: resampling `size` samples to `out`, symmetric under reversal."""
-    edges = np.arange(out + 1) * size / out
-    lo, hi = edges[:-1, None], edges[1:, None]
-    pixel = np.arange(size)[None, :]
-    overlap = np.clip(np.minimum(hi, pixel + 1) - np.maximum(lo, pixel), 0, None)
-    return overlap / overlap.sum(axis=1, keepdims=True)
+    """(out, size) area-averaging weights from `size` samples to `out`, unnormalised: whole numbers (every
+    row sums to `size`), so grids of the integer thumbnail are exact and ties stay ties under any transform.
+    Symmetric under reversal, so the grid of a flipped thumbnail is exactly the flipped grid."""
+    edges = np.arange(out + 1) * size  # output cell edges, in units of 1/out pixel
+    pixel = np.arange(size + 1) * out  # pixel edges, same units
+    overlap = np.minimum(edges[1:, None], pixel[None, 1:]) - np.maximum(edges[:-1, None], pixel[None, :-1])
+    return np.clip(overlap, 0, None).astype(np.float64)
 
 
 _BOX8 = _box_matrix(_K, _N)
@@ -160,14 +199,20 @@ _BOX9 = _box_matrix(_K + 1, _N)
 
 
 def dihedral_dhashes(thumb: np.ndarray) -> np.ndarray:
-    """The 8 dHashes (uint64, DIHEDRAL order) of the transforms of a 32x32 thumbnail: each transform's 8 rows
-    x 9 columns grid, bit set where a cell is brighter than the cell on its left."""
+    """The 8 dHashes (uint64, DIHEDRAL order) of the transforms of a 32x32 thumbnail: each transform's grid of
+    8 rows x 9 columns, a bit set where a cell is brighter than the cell on its left."""
     wide = _BOX8 @ thumb @ _BOX9.T  # 8 rows x 9 columns
-    tall = (_BOX9 @ thumb @ _BOX8.T).T  # the transposed image's 8 x 9 grid
+    tall = (_BOX9 @ thumb @ _BOX8.T).T  # the transposed thumbnail's 8 x 9 grid
     grids = np.stack(
         (wide, wide[:, ::-1], wide[::-1], wide[::-1, ::-1], tall, tall[::-1], tall[:, ::-1], tall[::-1, ::-1])
     )
     return _pack_rows((grids[:, :, 1:] > grids[:, :, :-1]).reshape(8, _K * _K))
+
+
+def _dhash(thumb: np.ndarray) -> int:
+    """dihedral_dhashes(thumb)[0], without the other seven."""
+    wide = _BOX8 @ thumb @ _BOX9.T
+    return int(_pack_rows((wide[:, 1:] > wide[:, :-1]).reshape(1, -1))[0])
 
 
 def _line_stats(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -181,8 +226,9 @@ def _border_run(block: np.ndarray, median: np.ndarray, uniform: np.ndarray) -> i
     """How many rows from the top of `block` are border.
 
     Uniform rows are border. So is a thin band of other rows (title text, window buttons) between uniform rows
-    when each of its rows is at least partly of one plain colour (its own median, or the colour of the uniform
-    row above or below it): the inside of a title bar or a toolbar.
+    when the uniform rows on both sides have the same colour (text on a title bar), or when each of the band's
+    rows is at least partly of one plain colour (its own median, or the colour of the uniform row above or
+    below it: a title bar too thin at this size to show plain rows around its text).
     """
     rows = len(uniform)
     max_band = max(2, round(_TRIM_MAX_BAND * rows))
@@ -197,17 +243,20 @@ def _border_run(block: np.ndarray, median: np.ndarray, uniform: np.ndarray) -> i
         if not len(following):
             return i
         end = i + 1 + int(following[0])
-        band = block[i:end]
-        colours = np.stack((np.full(end - i, median[i - 1]), np.full(end - i, median[end]), median[i:end]), axis=1)
-        share = (np.abs(band[:, None, :] - colours[:, :, None]) <= _TRIM_TOLERANCE).mean(axis=2).max(axis=1)
-        if share.min() < _TRIM_BAND_SHARE:
-            return i
+        if abs(median[end] - median[i - 1]) > _TRIM_TOLERANCE:
+            band = block[i:end]
+            colours = np.stack((np.full(end - i, median[i - 1]), np.full(end - i, median[end]), median[i:end]), 1)
+            share = (np.abs(band[:, None, :] - colours[:, :, None]) <= _TRIM_TOLERANCE).mean(axis=2).max(axis=1)
+            if share.min() < _TRIM_BAND_SHARE:
+                return i
         i = end
     return rows
 
 
 def _run_lengths(block: np.ndarray) -> tuple[int, int]:
     """Border rows at the top and at the bottom of `block`."""
+    if not _line_stats(block[[0, -1]])[1].any():
+        return 0, 0  # the common case, a photo: neither edge line is uniform
     median, uniform = _line_stats(block)
     lead = _border_run(block, median, uniform)
     if lead >= len(uniform):
@@ -216,16 +265,15 @@ def _run_lengths(block: np.ndarray) -> tuple[int, int]:
     return lead, trail
 
 
-def trim_box(grey: Image.Image) -> tuple[int, int, int, int]:
-    """The box (left, top, right, bottom) left after peeling uniform border rows and columns off `grey`.
+def _work_copy(grey: Image.Image) -> Image.Image:
+    """`grey` box-reduced by an integer factor to at most _WORK_SIDE px (a JPEG draft usually is already)."""
+    factor = -(-max(grey.size) // _WORK_SIDE)
+    return grey.reduce(factor) if factor > 1 else grey
 
-    Works on a copy reduced to at most TRIM_WORK_SIDE px; the box is scaled back to `grey`'s pixels. Returns
-    the whole image when there is nothing to trim or when trimming would leave less than a fifth of a side.
-    """
-    width, height = grey.size
-    factor = max(1, -(-max(width, height) // TRIM_WORK_SIDE))
-    small = grey.reduce(factor) if factor > 1 else grey
-    pixels = np.asarray(small, dtype=np.int16)
+
+def _trim(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box (left, top, right, bottom) of `pixels` left after peeling border lines; None: nothing to trim,
+    or trimming would leave less than _TRIM_MIN_KEEP of a side (a blank image)."""
     h, w = pixels.shape
     top, bottom, left, right = 0, h, 0, w
     for _ in range(_TRIM_ROUNDS):
@@ -233,68 +281,63 @@ def trim_box(grey: Image.Image) -> tuple[int, int, int, int]:
         lead, trail = _run_lengths(pixels[top:bottom, left:right])
         top, bottom = top + lead, max(top + lead, bottom - trail)
         if bottom - top < _TRIM_MIN_KEEP * h:
-            return 0, 0, width, height
+            return None
         lead, trail = _run_lengths(pixels[top:bottom, left:right].T)
         left, right = left + lead, max(left + lead, right - trail)
         if right - left < _TRIM_MIN_KEEP * w:
-            return 0, 0, width, height
+            return None
         if (top, bottom, left, right) == before:
             break
-    if (top, bottom, left, right) == (0, h, 0, w):
-        return 0, 0, width, height
-    sx, sy = width / w, height / h
-    return (
-        round(left * sx),
-        round(top * sy),
-        min(width, round(right * sx)),
-        min(height, round(bottom * sy)),
-    )
+    return None if (top, bottom, left, right) == (0, h, 0, w) else (left, top, right, bottom)
 
 
-_CENTER_CUT = 0.05
+def _scale_box(box: tuple[int, int, int, int], small: Image.Image, grey: Image.Image) -> tuple[int, int, int, int]:
+    sx, sy = grey.width / small.width, grey.height / small.height
+    left, top, right, bottom = box
+    return round(left * sx), round(top * sy), min(grey.width, round(right * sx)), min(grey.height, round(bottom * sy))
 
 
-def _view(grey: Image.Image, box: tuple[int, int, int, int] | None) -> tuple[np.ndarray, np.ndarray]:
-    """pHash and dHash variants of `grey` (or of its `box`)."""
-    region = grey if box is None else grey.crop(box)
-    thumb = np.asarray(region.resize((_N, _N), Image.Resampling.LANCZOS), dtype=np.float64)
-    return dihedral_phashes(_low_dct(thumb)), dihedral_dhashes(thumb)
+def trim_box(grey: Image.Image) -> tuple[int, int, int, int]:
+    """The box (left, top, right, bottom) of `grey` left after peeling off uniform border rows and columns
+    and title bars: the photo inside a screenshot. The whole image when there is nothing to trim."""
+    small = _work_copy(grey)
+    box = _trim(np.asarray(small, dtype=np.int16))
+    return (0, 0, grey.width, grey.height) if box is None else _scale_box(box, small, grey)
 
 
-def _frozen(*arrays: np.ndarray) -> None:
-    for array in arrays:
-        array.flags.writeable = False
+def _thumbnail(image: Image.Image, box: tuple[int, int, int, int] | None, resample: Image.Resampling) -> np.ndarray:
+    region = image if box is None else image.crop(box)
+    return np.asarray(region.resize((_N, _N), resample), dtype=np.float64)
 
 
 def image_hashes(image: Image.Image) -> ImageHashes:
     """All hashes of `image` (any mode; for a JPEG, the draft-decoded image ingest already has)."""
     grey = image.convert("L")
-    width, height = grey.size
-    phashes, dhashes = _view(grey, None)
-    box = trim_box(grey)
-    if box == (0, 0, width, height):
+    # The whole image exactly as storage.perceptual hashes it (LANCZOS from full size): phash_variants[0] is
+    # the stored pHash bit for bit. The other views come from a copy of at most _WORK_SIDE px, which is what
+    # a JPEG draft gives anyway and keeps large PNG screenshots cheap.
+    thumb = _thumbnail(grey, None, Image.Resampling.LANCZOS)
+    phashes, dhashes = dihedral_phashes(thumb), dihedral_dhashes(thumb)
+    small = _work_copy(grey)
+    box = _trim(np.asarray(small, dtype=np.int16))
+    if box is None:
         trim_p, trim_d = phashes, dhashes
+        full_box = (0, 0, grey.width, grey.height)
     else:
-        trim_p, trim_d = _view(grey, box)
-    cx, cy = round(width * _CENTER_CUT), round(height * _CENTER_CUT)
-    center_p, center_d = _view(grey, (cx, cy, width - cx, height - cy))
-    _frozen(phashes, dhashes, trim_p, trim_d, center_p, center_d)
+        trimmed = _thumbnail(small, box, Image.Resampling.LANCZOS)
+        trim_p, trim_d = dihedral_phashes(trimmed), dihedral_dhashes(trimmed)
+        full_box = _scale_box(box, small, grey)
+    # The centre view is compared with other images' whole-image hashes; BILINEAR is cheaper than LANCZOS and
+    # measured as good for it.
+    cx, cy = round(small.width * CENTER_CUT), round(small.height * CENTER_CUT)
+    centre = _thumbnail(small, (cx, cy, small.width - cx, small.height - cy), Image.Resampling.BILINEAR)
+    _frozen(phashes, dhashes, trim_p, trim_d)
     return ImageHashes(
         phash_variants=phashes,
         dhash_variants=dhashes,
-        trim_box=box,
         trim_variants=trim_p,
         trim_dhash_variants=trim_d,
-        center_variants=center_p,
-        center_dhash_variants=center_d,
+        center_phash=_phash(centre),
+        center_dhash=_dhash(centre),
+        trim_box=full_box,
     )
-
-
-def pack_hashes(values: np.ndarray) -> bytes:
-    """uint64 hashes -> big-endian bytes (8 per hash), for a catalog BLOB column."""
-    return np.asarray(values, dtype=np.uint64).astype(">u8").tobytes()
-
-
-def unpack_hashes(blob: bytes) -> np.ndarray:
-    """The inverse of pack_hashes."""
-    return np.frombuffer(blob, dtype=">u8").astype(np.uint64)

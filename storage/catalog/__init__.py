@@ -1,6 +1,19 @@
 """The catalog: SQLite by default, PostgreSQL by URL; provenance, labels, history, targets, runs, frontier."""
 
 from storage.catalog.core import Catalog
+from storage.catalog.frontier import (
+    FrontierEntry,
+    FrontierUpdate,
+    add_urls,
+    frontier_counts,
+    job_key,
+    mark_batch,
+    mark_done,
+    mark_failed,
+    mark_skipped,
+    pending,
+    requeue_failed,
+)
 from storage.catalog.images import count_images, get_image, image_sources, iter_images, mark_status, record_image
 from storage.catalog.labels import (
     add_label,
@@ -19,22 +32,33 @@ from storage.catalog.schema import SCHEMA_VERSION
 __all__ = [
     "SCHEMA_VERSION",
     "Catalog",
+    "FrontierEntry",
+    "FrontierUpdate",
     "ImageFacts",
     "SourceInfo",
     "add_label",
+    "add_urls",
     "count_images",
     "default_actor",
     "ensure_label",
     "finish_run",
+    "frontier_counts",
     "get_image",
     "image_sources",
     "iter_images",
+    "job_key",
     "label_counts",
     "label_history",
+    "mark_batch",
+    "mark_done",
+    "mark_failed",
+    "mark_skipped",
     "mark_status",
     "merge_labels",
+    "pending",
     "record_image",
     "rename_label",
+    "requeue_failed",
     "resolve_sha",
     "set_label",
     "start_run",

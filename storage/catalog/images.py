@@ -53,6 +53,10 @@ def record_image(
             "height": facts.height,
             "mode": facts.mode,
             "phash": signed64(facts.phash),
+            "dhash": None if facts.dhash is None else signed64(facts.dhash),
+            "phash_trim": None if facts.phash_trim is None else signed64(facts.phash_trim),
+            "hash_variants": facts.hash_variants,
+            "hash_version": facts.hash_version,
             "label_id": label_id,
             "status": "ok",
             "review": "unreviewed",
@@ -96,7 +100,9 @@ def record_image(
 
 def _image_row(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
-    data["phash"] = unsigned64(data["phash"])
+    for name in ("phash", "dhash", "phash_trim"):
+        if data.get(name) is not None:
+            data[name] = unsigned64(data[name])
     return data
 
 

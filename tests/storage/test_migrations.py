@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from storage.catalog import Catalog, SourceInfo, get_image, label_counts, record_image
+from storage.catalog import Catalog, get_image, label_counts
 from storage.catalog.migrations import current_version
-from storage.catalog.records import ImageFacts
 from storage.catalog.schema import SCHEMA_VERSION
+from storage.catalog.sql import signed64
 
 V2_COLUMNS = ("dhash", "phash_trim", "hash_variants", "hash_version")
 
@@ -35,10 +35,17 @@ def _downgrade_to_v1(catalog: Catalog) -> None:
 def test_v1_catalog_is_migrated_and_keeps_its_rows(url: str) -> None:
     old = Catalog(url)
     _downgrade_to_v1(old)
-    facts = ImageFacts("ab" * 32, "JPEG", "jpg", 10, 64, 48, "RGB", (1 << 63) + 5)
-    with old.write() as conn:
-        record_image(
-            conn, facts, "images/ab/x.jpg", SourceInfo("file", "/x.jpg"), label="cat", origin="folder", actor="t"
+    sha, phash = "ab" * 32, (1 << 63) + 5
+    with old.write() as conn:  # rows as version 1 wrote them (no v2 columns)
+        conn.execute(sa.text("INSERT INTO labels (name, created_at) VALUES ('cat', CURRENT_TIMESTAMP)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO images (sha256, object_key, ext, format, size_bytes, width, height, mode, phash, label_id,"
+                " status, review, added_at, updated_at) VALUES (:sha, 'images/ab/x.jpg', 'jpg', 'JPEG', 10, 64, 48,"
+                " 'RGB', :phash, (SELECT id FROM labels WHERE name = 'cat'), 'ok', 'unreviewed', CURRENT_TIMESTAMP,"
+                " CURRENT_TIMESTAMP)"
+            ),
+            {"sha": sha, "phash": signed64(phash)},
         )
     old.close()
 
@@ -48,7 +55,7 @@ def test_v1_catalog_is_migrated_and_keeps_its_rows(url: str) -> None:
         columns = {c["name"] for c in sa.inspect(conn).get_columns("images")}
         assert set(V2_COLUMNS) <= columns
         assert sa.inspect(conn).has_table("quality_flags")
-        image = get_image(conn, facts.sha256)
-        assert image is not None and image["phash"] == facts.phash and image["dhash"] is None
+        image = get_image(conn, sha)
+        assert image is not None and image["phash"] == phash and image["dhash"] is None
         assert label_counts(conn) == {"cat": 1}
     migrated.close()
