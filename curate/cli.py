@@ -6,9 +6,15 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from sqlalchemy import select
 
 from curate.check import check_quality
+from curate.dedupe import DEFAULT_THRESHOLD, apply_report, ensure_hashes, find_clusters, undo_duplicates
+from curate.export import EXPORTERS, export_formats
 from curate.fsck import fsck
+from curate.report_html import write_dedupe_html
+from curate.snapshot import create_snapshot, list_snapshots, load_manifest
+from curate.splits import SPLITS, parse_ratios
 from storage.catalog import (
     add_label,
     default_actor,
@@ -19,6 +25,7 @@ from storage.catalog import (
     resolve_sha,
     set_label,
 )
+from storage.catalog.schema import images
 from storage.clikit import JsonOption, WorkspaceOption, emit_json, make_progress, out_console, user_errors
 from storage.errors import GleanerError
 from storage.workspace import open_workspace
@@ -218,6 +225,138 @@ def check_command(
         table.add_row(flag, f"{count:,}")
     out_console.print(table)
     out_console.print("flags are stored in the catalog; `curate review` filters by them", highlight=False)
+
+
+@app.command("dedupe")
+@user_errors
+def dedupe_command(
+    threshold: int = typer.Option(
+        DEFAULT_THRESHOLD, "--threshold", help="Largest pHash+dHash distance (of 128 bits) that still counts as a copy."
+    ),
+    apply: bool = typer.Option(False, "--apply", help="Mark non-keepers as duplicates (reversible with --undo)."),
+    undo: bool = typer.Option(False, "--undo", help="Clear every duplicate mark."),
+    html_path: Path = typer.Option(None, "--html", help="Where to write the HTML report (default: WORKSPACE/reports)."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Find exact and near-duplicate groups (flips, turns, crops, screenshots too); a dry run unless --apply."""
+    ws = open_workspace(workspace)
+    if undo:
+        cleared = undo_duplicates(ws)
+        _report(json_output, {"cleared": cleared}, f"cleared {cleared} duplicate mark(s)")
+        return
+    with make_progress(transient=True) as progress:
+        task = progress.add_task("hashing", total=None, rate="")
+        ensure_hashes(ws, on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+        progress.update(task, description="grouping")
+        report = find_clusters(ws, threshold)
+    changed = apply_report(ws, report) if apply else 0
+    with ws.catalog.read() as conn:
+        ext_of = {row.sha256: row.ext for row in conn.execute(select(images.c.sha256, images.c.ext))}
+    page = write_dedupe_html(report, ws.store, ext_of, html_path or ws.root / "reports" / "dedupe.html")
+    if json_output:
+        emit_json({**report.to_json(), "applied": apply, "marked": changed, "html": str(page)})
+        return
+    table = Table(title=f"Near-duplicate groups ({report.images:,} images, threshold {threshold})")
+    for column in ("keeper", "size", "members", "max distance", "labels"):
+        table.add_column(column)
+    for cluster in report.clusters[:30]:
+        labels = sorted({str(m["label"]) for m in cluster.members})
+        shown = ", ".join(labels) + (" [red](conflict)[/]" if cluster.conflict else "")
+        table.add_row(
+            cluster.keeper[:12],
+            str(len(cluster.members)),
+            " ".join(m["sha256"][:8] for m in cluster.members[1:6]),
+            str(max(m["distance"] for m in cluster.members)),
+            shown,
+        )
+    out_console.print(table)
+    summary = report.to_json()
+    out_console.print(
+        f"{len(report.clusters)} group(s), {summary['duplicates']} duplicate(s), {summary['conflicts']} conflict(s); "
+        f"{len(report.exact)} image(s) seen at several sources. Report: {page}",
+        highlight=False,
+    )
+    if apply:
+        out_console.print(f"marked {changed} image(s) as duplicates (undo: curate dedupe --undo)", highlight=False)
+    elif report.clusters:
+        out_console.print("dry run: nothing changed; --apply marks the non-keepers", highlight=False)
+
+
+@app.command("snapshot")
+@user_errors
+def snapshot_command(
+    name: str = typer.Option(None, "--name", help="Snapshot name (default: snap-YYYYmmdd-HHMMSS)."),
+    ratios: str = typer.Option("80/10/10", "--ratios", help="train/val/test shares, e.g. 80/10/10 or 0.7,0.15,0.15."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split assignment (same seed, same splits)."),
+    threshold: int = typer.Option(
+        DEFAULT_THRESHOLD, "--threshold", help="Near-duplicate threshold for leak-free splits."
+    ),
+    accepted_only: bool = typer.Option(False, "--accepted-only", help="Only images accepted in review."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Freeze labelled, non-duplicate, non-rejected images into an immutable, leak-free train/val/test version."""
+    try:
+        parsed = parse_ratios(ratios)
+    except ValueError as exc:
+        raise GleanerError(str(exc)) from None
+    ws = open_workspace(workspace)
+    info = create_snapshot(ws, name=name, ratios=parsed, seed=seed, threshold=threshold, accepted_only=accepted_only)
+    if json_output:
+        emit_json(info.to_json())
+        return
+    table = Table(title=f"Snapshot {info.name} ({info.image_count:,} images, {info.meta['groups']:,} groups)")
+    table.add_column("label")
+    for split in SPLITS:
+        table.add_column(split, justify="right")
+    per_label = info.meta.get("per_label", {})
+    for label, counts in per_label.items():
+        table.add_row(label, *(f"{counts.get(split, 0):,}" for split in SPLITS))
+    out_console.print(table)
+    out_console.print(f"manifest: {ws.store.url_for(info.manifest_key)}", highlight=False)
+
+
+@app.command("snapshots")
+@user_errors
+def snapshots_command(workspace: Path = WorkspaceOption, json_output: bool = JsonOption) -> None:
+    """List the snapshots, oldest first."""
+    ws = open_workspace(workspace)
+    known = list_snapshots(ws)
+    if json_output:
+        emit_json({"snapshots": [s.to_json() for s in known]})
+        return
+    table = Table(title="Snapshots")
+    for column in ("name", "images", "splits", "created"):
+        table.add_column(column)
+    for snap in known:
+        splits = ", ".join(f"{k} {v}" for k, v in snap.meta.get("splits", {}).items())
+        table.add_row(snap.name, f"{snap.image_count:,}", splits, f"{snap.created_at:%Y-%m-%d %H:%M}")
+    out_console.print(table)
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    format_name: str = typer.Option(..., "--format", help="imagefolder, csv, jsonl or webdataset."),
+    out: Path = typer.Option(..., "--out", help="Output folder (created)."),
+    snapshot: str = typer.Option(None, "--snapshot", help="Snapshot name (default: the newest)."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Write a snapshot in a standard layout: ImageFolder tree per split, CSV/JSONL manifests, WebDataset shards."""
+    formats = export_formats()
+    if format_name not in formats:
+        raise GleanerError(f"unknown export format {format_name!r}; choose one of {', '.join(formats)}")
+    ws = open_workspace(workspace)
+    info, entries = load_manifest(ws, snapshot)
+    counts = EXPORTERS[format_name](entries, ws.store, out)
+    document = {"snapshot": info.name, "format": format_name, "out": str(out), **counts}
+    _report(
+        json_output,
+        document,
+        f"exported snapshot {info.name} as {format_name} to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()),
+    )
 
 
 def _report(json_output: bool, document: dict[str, object], message: str) -> None:

@@ -60,8 +60,8 @@ def fsck(
     """Check every catalog image against the store, then look for objects the catalog does not know.
 
     With `fix`, orphans and corrupt objects are deleted and images without a whole object are marked
-    `missing` (a re-import writes them again; images that are whole again go back to `ok`). Run `--fix` while no collector is writing: an object stored a moment before its
-    catalog commit looks like an orphan.
+    `missing` (a re-import writes them again; images that are whole again go back to `ok`). Run `--fix` while
+    no collector is writing: an object stored a moment before its catalog commit looks like an orphan.
     """
     store, catalog = workspace.store, workspace.catalog
     with catalog.read() as conn:

@@ -77,8 +77,9 @@ def create_snapshot(
     if not rows:
         raise GleanerError("nothing to snapshot: no labelled, non-rejected, non-duplicate images")
     ensure_hashes(workspace)
-    hashes = load_hash_rows(workspace, [sha for sha, _, _ in rows])
-    groups = image_groups(hashes, threshold)
+    shas, arrays = load_hash_rows(workspace, [sha for sha, _, _ in rows])
+    groups = image_groups(shas, arrays, threshold)
+    groups.update({sha: sha for sha, _, _ in rows if sha not in groups})  # unhashable objects stand alone
     items = [SplitItem(sha, label, groups[sha]) for sha, label, _ in rows]
     splits = assign_splits(items, ratios, seed)
     entries = [ManifestEntry(sha, label, splits[sha], key, groups[sha]) for sha, label, key in rows]
@@ -92,6 +93,10 @@ def create_snapshot(
         "accepted_only": accepted_only,
         "splits": dict(Counter(e.split for e in entries)),
         "labels": dict(sorted(Counter(e.label for e in entries).items())),
+        "per_label": {
+            label: dict(Counter(e.split for e in entries if e.label == label))
+            for label in sorted({e.label for e in entries})
+        },
         "groups": len({e.group for e in entries}),
     }
     with workspace.catalog.write() as conn:

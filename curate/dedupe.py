@@ -1,0 +1,314 @@
+"""Near-duplicate groups of the catalog's images, their keepers, label conflicts, and applying the result.
+
+Matching is transform-aware (curate.hashing): mirrored, flipped, turned, slightly cropped and screenshot copies
+group with their originals. Up to BRUTE_FORCE_LIMIT images every pair is compared; beyond that a multi-index
+candidate search on the pHash variants (curate.dedupe_index) finds the pairs within CANDIDATE_RADIUS bits,
+which the full distance then confirms.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import select, update
+
+from curate.dedupe_index import find_pairs, groups_from_pairs, near_duplicate_groups
+from curate.hashing import DEFAULT_THRESHOLD, HashArrays, matching_pairs
+from storage.catalog.schema import images, labels, sources
+from storage.catalog.sql import now, signed64
+from storage.hashing import HASH_VERSION, image_hashes
+from storage.parallel import map_objects
+from storage.perceptual import HASH_INPUT_SIZE
+from storage.stores import ObjectStore
+from storage.workspace import Workspace
+
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "Cluster",
+    "DedupeReport",
+    "apply_report",
+    "ensure_hashes",
+    "find_clusters",
+    "image_groups",
+    "load_hash_rows",
+    "near_duplicate_groups",
+    "pair_distances",
+    "similar_pairs",
+    "undo_duplicates",
+]
+
+BRUTE_FORCE_LIMIT = 20_000
+CANDIDATE_RADIUS = 12  # pHash bits: candidates beyond the brute-force limit, confirmed by the full distance
+
+
+# --- hashes ---------------------------------------------------------------------------------------------------
+
+
+def _rehash(store: ObjectStore, row: tuple[str, str]) -> tuple[str, int, int, int, bytes]:
+    """Hash a stored image exactly as ingest does (JPEG draft decoding to the hash size)."""
+    sha, key = row
+    image = Image.open(io.BytesIO(store.get(key)))
+    if image.format in ("JPEG", "MPO"):
+        image.draft("L" if image.mode == "L" else "RGB", (2 * HASH_INPUT_SIZE, 2 * HASH_INPUT_SIZE))
+    image.load()
+    hashes = image_hashes(image)
+    return sha, hashes.phash, hashes.dhash, hashes.phash_trim, hashes.to_blob()
+
+
+def ensure_hashes(workspace: Workspace, on_progress: Callable[[int, int], None] | None = None) -> int:
+    """Compute the transform-aware hashes of images that lack them (catalogs from before schema v2, or an
+    older HASH_VERSION); returns how many were computed. Unreadable objects are left for `curate fsck`."""
+    query = select(images.c.sha256, images.c.object_key).where(
+        images.c.status == "ok", (images.c.hash_version.is_(None)) | (images.c.hash_version < HASH_VERSION)
+    )
+    with workspace.catalog.read() as conn:
+        todo = [tuple(row) for row in conn.execute(query)]
+    batch: list[tuple[str, int, int, int, bytes]] = []
+    options = workspace.settings.store.backend_options()
+    for done, (_row, result) in enumerate(map_objects(workspace.store, options, _rehash, todo), 1):
+        if not isinstance(result, BaseException):
+            batch.append(result)
+        if on_progress:
+            on_progress(done, len(todo))
+        if len(batch) >= 500:
+            _store_hashes(workspace, batch)
+            batch = []
+    _store_hashes(workspace, batch)
+    return len(todo)
+
+
+def _store_hashes(workspace: Workspace, batch: list[tuple[str, int, int, int, bytes]]) -> None:
+    if not batch:
+        return
+    with workspace.catalog.write() as conn:
+        for sha, phash, dhash, phash_trim, blob in batch:
+            conn.execute(
+                update(images)
+                .where(images.c.sha256 == sha)
+                .values(
+                    phash=signed64(phash),
+                    dhash=signed64(dhash),
+                    phash_trim=signed64(phash_trim),
+                    hash_variants=blob,
+                    hash_version=HASH_VERSION,
+                )
+            )
+
+
+def load_hash_rows(workspace: Workspace, shas: Sequence[str] | None = None) -> tuple[list[str], HashArrays]:
+    """The sha256s (sorted) and hash arrays of whole images with current hashes; all of them when shas is None."""
+    query = select(images.c.sha256, images.c.hash_variants).where(
+        images.c.status == "ok", images.c.hash_version == HASH_VERSION
+    )
+    with workspace.catalog.read() as conn:
+        rows = conn.execute(query.order_by(images.c.sha256)).all()
+    if shas is not None:
+        wanted = set(shas)
+        rows = [row for row in rows if row[0] in wanted]
+    return [row[0] for row in rows], HashArrays.from_blobs([row[1] for row in rows])
+
+
+# --- pairs and groups -----------------------------------------------------------------------------------------
+
+
+def _combined(p_var: np.ndarray, d_var: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Per pair: min over the 8 variants of pHash + dHash distance (p_var/d_var (m, 8), p/d (m,))."""
+    return (np.bitwise_count(p_var ^ p[:, None]) + np.bitwise_count(d_var ^ d[:, None])).min(axis=1)
+
+
+def pair_distances(arrays: HashArrays, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The transform-aware distance (curate.hashing.distance) of each pair (left[k], right[k]), vectorised."""
+    a, b = arrays[left], arrays[right]
+    return np.minimum.reduce(
+        [
+            _combined(a.phash, a.dhash, b.phash[:, 0], b.dhash[:, 0]),
+            _combined(b.phash, b.dhash, a.phash[:, 0], a.dhash[:, 0]),
+            _combined(a.trim_phash, a.trim_dhash, b.trim_phash[:, 0], b.trim_dhash[:, 0]),
+            _combined(b.trim_phash, b.trim_dhash, a.trim_phash[:, 0], a.trim_dhash[:, 0]),
+            _combined(a.phash, a.dhash, b.center_phash, b.center_dhash),
+            _combined(b.phash, b.dhash, a.center_phash, a.center_dhash),
+        ]
+    ).astype(np.int64)
+
+
+def _candidates(arrays: HashArrays) -> tuple[np.ndarray, np.ndarray]:
+    """i < j pairs whose pHash (any variant, trimmed or centre view) is within CANDIDATE_RADIUS bits."""
+    n = len(arrays)
+    index = np.concatenate([arrays.phash[:, 0], arrays.trim_phash[:, 0]])
+    owner = np.concatenate([np.arange(n), np.arange(n)])
+    queries = np.concatenate([arrays.phash.T.ravel(), arrays.trim_phash.T.ravel(), arrays.center_phash])
+    query_owner = np.concatenate([np.tile(np.arange(n), 8), np.tile(np.arange(n), 8), np.arange(n)])
+    q, i = find_pairs(index, queries, CANDIDATE_RADIUS)
+    left, right = query_owner[q], owner[i]
+    keep = left != right
+    low, high = np.minimum(left[keep], right[keep]), np.maximum(left[keep], right[keep])
+    unique = np.unique(low * n + high)
+    return unique // n, unique % n
+
+
+def similar_pairs(arrays: HashArrays, threshold: int = DEFAULT_THRESHOLD) -> Iterator[tuple[int, int, int]]:
+    """Every pair (i, j, distance), i < j, within `threshold`."""
+    if len(arrays) <= BRUTE_FORCE_LIMIT:
+        yield from matching_pairs(arrays, threshold)
+        return
+    left, right = _candidates(arrays)
+    for start in range(0, len(left), 1 << 20):
+        part_left, part_right = left[start : start + (1 << 20)], right[start : start + (1 << 20)]
+        dist = pair_distances(arrays, part_left, part_right)
+        for k in np.nonzero(dist <= threshold)[0]:
+            yield int(part_left[k]), int(part_right[k]), int(dist[k])
+
+
+def image_groups(shas: Sequence[str], arrays: HashArrays, threshold: int = DEFAULT_THRESHOLD) -> dict[str, str]:
+    """sha256 → its group's key (the smallest sha256 in the group); singletons are their own group."""
+    pairs = list(similar_pairs(arrays, threshold))
+    left = np.array([p[0] for p in pairs], dtype=np.int64)
+    right = np.array([p[1] for p in pairs], dtype=np.int64)
+    ids = groups_from_pairs(len(shas), left, right)
+    return {sha: shas[int(ids[k])] for k, sha in enumerate(shas)}  # shas are sorted: index order = sha order
+
+
+# --- clusters, keepers, conflicts --------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    keeper: str
+    members: list[dict[str, Any]]  # sha256, sources, width, height, label, distance (to the keeper)
+    conflict: bool  # members carry different labels
+
+    def to_json(self) -> dict[str, Any]:
+        return {"keeper": self.keeper, "conflict": self.conflict, "members": self.members}
+
+
+@dataclass
+class DedupeReport:
+    threshold: int
+    images: int
+    clusters: list[Cluster] = field(default_factory=list)
+    exact: list[dict[str, Any]] = field(default_factory=list)  # one image seen at several sources
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "images": self.images,
+            "clusters": [c.to_json() for c in self.clusters],
+            "duplicates": sum(len(c.members) - 1 for c in self.clusters),
+            "conflicts": sum(c.conflict for c in self.clusters),
+            "exact": self.exact,
+        }
+
+
+def find_clusters(workspace: Workspace, threshold: int = DEFAULT_THRESHOLD) -> DedupeReport:
+    """Groups of two or more near-duplicates among the images that are not rejected; keeper = largest image,
+    then the earliest added."""
+    ensure_hashes(workspace)
+    shas, arrays = load_hash_rows(workspace)
+    facts = _facts(workspace)
+    live = [k for k, sha in enumerate(shas) if facts.get(sha, {}).get("review") != "rejected"]
+    shas = [shas[k] for k in live]
+    arrays = arrays[np.array(live, dtype=np.int64)] if live else arrays
+    pairs = list(similar_pairs(arrays, threshold))
+    left = np.array([p[0] for p in pairs], dtype=np.int64)
+    right = np.array([p[1] for p in pairs], dtype=np.int64)
+    ids = groups_from_pairs(len(shas), left, right)
+    distance_of: dict[tuple[int, int], int] = {(i, j): d for i, j, d in pairs}
+    members_by_group: dict[int, list[int]] = defaultdict(list)
+    for k, group in enumerate(ids):
+        members_by_group[int(group)].append(k)
+    source_map = _sources(workspace)
+    report = DedupeReport(threshold=threshold, images=len(shas))
+    for members in members_by_group.values():
+        if len(members) < 2:
+            continue
+        keeper = min(members, key=lambda k: (-facts[shas[k]]["pixels"], facts[shas[k]]["added_at"], shas[k]))
+        labels_seen = {facts[shas[k]]["label"] for k in members} - {None}
+        entries = []
+        for k in sorted(members, key=lambda k: (k != keeper, shas[k])):
+            sha = shas[k]
+            pair = (min(k, keeper), max(k, keeper))
+            if k == keeper:
+                dist = 0
+            else:
+                dist = distance_of.get(pair, int(pair_distances(arrays, np.array([pair[0]]), np.array([pair[1]]))[0]))
+            entries.append(
+                {
+                    "sha256": sha,
+                    "sources": source_map.get(sha, []),
+                    "width": facts[sha]["width"],
+                    "height": facts[sha]["height"],
+                    "label": facts[sha]["label"],
+                    "distance": dist,
+                }
+            )
+        report.clusters.append(Cluster(shas[keeper], entries, len(labels_seen) > 1))
+    report.clusters.sort(key=lambda c: (-len(c.members), c.keeper))
+    report.exact = [{"sha256": sha, "sources": found} for sha, found in sorted(source_map.items()) if len(found) > 1]
+    return report
+
+
+def _facts(workspace: Workspace) -> dict[str, dict[str, Any]]:
+    query = select(
+        images.c.sha256, images.c.width, images.c.height, images.c.added_at, images.c.review, labels.c.name
+    ).select_from(images.outerjoin(labels, images.c.label_id == labels.c.id))
+    with workspace.catalog.read() as conn:
+        return {
+            row.sha256: {
+                "pixels": row.width * row.height,
+                "width": row.width,
+                "height": row.height,
+                "added_at": row.added_at,
+                "review": row.review,
+                "label": row.name,
+            }
+            for row in conn.execute(query)
+        }
+
+
+def _sources(workspace: Workspace) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = defaultdict(list)
+    with workspace.catalog.read() as conn:
+        for sha, uri in conn.execute(select(sources.c.sha256, sources.c.uri).order_by(sources.c.id)):
+            found[sha].append(uri)
+    return found
+
+
+# --- applying --------------------------------------------------------------------------------------------------
+
+
+def apply_report(workspace: Workspace, report: DedupeReport) -> int:
+    """Mark every non-keeper as a duplicate of its keeper (objects are never deleted); returns how many changed."""
+    changed = 0
+    stamp = now()
+    with workspace.catalog.write() as conn:
+        for cluster in report.clusters:
+            for member in cluster.members:
+                if member["sha256"] == cluster.keeper:
+                    statement = update(images).where(
+                        images.c.sha256 == cluster.keeper, images.c.duplicate_of.isnot(None)
+                    )
+                    conn.execute(statement.values(duplicate_of=None, updated_at=stamp))
+                    continue
+                result = conn.execute(
+                    update(images)
+                    .where(images.c.sha256 == member["sha256"])
+                    .where((images.c.duplicate_of.is_(None)) | (images.c.duplicate_of != cluster.keeper))
+                    .values(duplicate_of=cluster.keeper, updated_at=stamp)
+                )
+                changed += result.rowcount
+    return changed
+
+
+def undo_duplicates(workspace: Workspace) -> int:
+    """Clear every duplicate mark (the reverse of --apply)."""
+    with workspace.catalog.write() as conn:
+        result = conn.execute(
+            update(images).where(images.c.duplicate_of.isnot(None)).values(duplicate_of=None, updated_at=now())
+        )
+    return int(result.rowcount)

@@ -1,0 +1,134 @@
+"""`curate dedupe` on real photos and their transformed copies, and on imagededup's ground truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from curate.cli import app as curate_app
+from curate.dedupe import image_groups, load_hash_rows, pair_distances
+from curate.hashing import HashArrays, distance
+from harvest.importer import import_paths
+from storage.catalog.schema import images
+from storage.hashing import ImageHashes
+from storage.workspace import Workspace
+
+
+def run(workspace: Workspace, *args: str) -> dict:
+    result = CliRunner().invoke(curate_app, [*args, "--json", "-w", str(workspace.root)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def screenshot(photo: Image.Image) -> Image.Image:
+    """The photo scaled into an application window: grey frame, title bar with dark 'text', margins."""
+    canvas = Image.new("RGB", (photo.width + 120, photo.height + 140), (236, 236, 236))
+    bar = Image.new("RGB", (canvas.width, 34), (60, 63, 70))
+    for x in range(40, 200, 9):
+        bar.paste((220, 220, 220), (x, 12, x + 5, 22))
+    canvas.paste(bar, (0, 0))
+    canvas.paste(photo.resize((photo.width - 20, photo.height - 20)), (70, 90))
+    return canvas
+
+
+def make_copies(photo_files: list[Path], out: Path) -> dict[str, list[Path]]:
+    """Per original: a mirrored copy, a 90° turn, a 5% crop and a screenshot, labelled like the original."""
+    groups: dict[str, list[Path]] = {}
+    for index, source in enumerate(photo_files):
+        label = "cats" if index % 2 else "dogs"
+        folder = out / label
+        folder.mkdir(parents=True, exist_ok=True)
+        base = Image.open(source).convert("RGB")
+        w, h = base.size
+        variants = {
+            "orig": base,
+            "mirror": ImageOps.mirror(base),
+            "turn": base.transpose(Image.Transpose.ROTATE_90),
+            "crop": base.crop((w // 20, h // 20, w - w // 20, h - h // 20)),
+            "shot": screenshot(base),
+        }
+        paths = []
+        for name, image in variants.items():
+            path = folder / f"{source.stem}-{name}.{'png' if name == 'shot' else 'jpg'}"
+            image.save(path, quality=90) if path.suffix == ".jpg" else image.save(path)
+            paths.append(path)
+        groups[source.stem] = paths
+    return groups
+
+
+@pytest.fixture
+def copies_workspace(workspace: Workspace, photo_files: list[Path], tmp_path: Path) -> tuple[Workspace, dict]:
+    groups = make_copies(photo_files[:12], tmp_path / "copies")
+    result = import_paths(workspace, [tmp_path / "copies"], labels_from_folders=True, workers=1)
+    assert result.summary.added == 12 * 5
+    return workspace, groups
+
+
+def test_transformed_copies_group_with_their_originals(copies_workspace: tuple[Workspace, dict]) -> None:
+    workspace, groups = copies_workspace
+    report = run(workspace, "dedupe")
+    found = {frozenset(Path(m["sources"][0]).stem.rsplit("-", 1)[0] for m in c["members"]) for c in report["clusters"]}
+    sizes = sorted(len(c["members"]) for c in report["clusters"])
+    assert found == {frozenset([stem]) for stem in groups}, found  # one group per original, nothing mixed
+    assert sizes == [5] * len(groups)
+    for cluster in report["clusters"]:
+        keeper = next(m for m in cluster["members"] if m["sha256"] == cluster["keeper"])
+        assert keeper["width"] * keeper["height"] == max(m["width"] * m["height"] for m in cluster["members"])
+        assert cluster["conflict"] is False
+    assert Path(report["html"]).read_text().count("<figure") == 12 * 5
+
+
+def test_apply_marks_non_keepers_and_undo_restores(copies_workspace: tuple[Workspace, dict]) -> None:
+    workspace, _ = copies_workspace
+    before = run(workspace, "labels")["labels"]
+    applied = run(workspace, "dedupe", "--apply")
+    assert applied["marked"] == 12 * 4
+    with workspace.catalog.read() as conn:
+        marked = conn.execute(select(images.c.sha256, images.c.duplicate_of)).all()
+    keepers = {c["keeper"] for c in applied["clusters"]}
+    assert {dup for _, dup in marked if dup} == keepers
+    assert sum(run(workspace, "labels")["labels"].values()) == 12  # duplicates no longer count
+    assert run(workspace, "dedupe", "--apply")["marked"] == 0  # idempotent
+    assert run(workspace, "dedupe", "--undo")["cleared"] == 12 * 4
+    assert run(workspace, "labels")["labels"] == before
+
+
+def test_label_conflicts_are_flagged(workspace: Workspace, photo_files: list[Path], tmp_path: Path) -> None:
+    base = Image.open(photo_files[0]).convert("RGB")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    base.save(tmp_path / "a" / "x.jpg", quality=92)
+    ImageOps.mirror(base).save(tmp_path / "b" / "y.jpg", quality=92)
+    import_paths(workspace, [tmp_path], labels_from_folders=True, workers=1)
+    report = run(workspace, "dedupe")
+    assert len(report["clusters"]) == 1 and report["clusters"][0]["conflict"] is True
+    assert report["conflicts"] == 1
+
+
+def test_imagededup_ground_truth(workspace: Workspace, near_duplicates_dir: Path) -> None:
+    mixed = near_duplicates_dir / "mixed_images"
+    result = import_paths(workspace, [mixed, near_duplicates_dir / "ukbench00120_gray.jpg"], workers=1)
+    assert [p["item"] for p in result.summary.problems] == [str(mixed / "ukbench09268_corrupt.jpg")]
+    report = run(workspace, "dedupe")
+    names = [sorted(Path(m["sources"][0]).name for m in c["members"]) for c in report["clusters"]]
+    assert names == [["ukbench00120.jpg", "ukbench00120_gray.jpg", "ukbench00120_hflip.jpg", "ukbench00120_resize.jpg"]]
+
+
+def test_vectorised_pair_distance_equals_the_reference(copies_workspace: tuple[Workspace, dict]) -> None:
+    workspace, _ = copies_workspace
+    shas, arrays = load_hash_rows(workspace)
+    with workspace.catalog.read() as conn:
+        blobs = {sha: blob for sha, blob in conn.execute(select(images.c.sha256, images.c.hash_variants))}
+    hashes = [ImageHashes.from_blob(blobs[sha]) for sha in shas]
+    rng = np.random.default_rng(0)
+    left, right = rng.integers(0, len(shas), 200), rng.integers(0, len(shas), 200)
+    expected = [distance(hashes[i], hashes[j]) for i, j in zip(left, right, strict=True)]
+    assert pair_distances(arrays, left, right).tolist() == expected
+    groups = image_groups(shas, HashArrays.from_hashes(hashes))
+    assert len(set(groups.values())) == 12
