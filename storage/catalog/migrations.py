@@ -36,9 +36,16 @@ def _v2_hashes_and_quality(conn: Connection) -> None:
     schema.quality_flags.create(conn)
 
 
+def _v3_predictions_and_review(conn: Connection) -> None:
+    """Per-image predictions of training runs (what the review UI filters on) and the review history."""
+    schema.predictions.create(conn)
+    schema.review_events.create(conn)
+
+
 # Steps from version N-1 to N. Version 1 is the initial schema and has no step.
 MIGRATIONS: list[Migration] = [
     (2, "transform-aware hashes, quality metrics and flags", _v2_hashes_and_quality),
+    (3, "training predictions and review history", _v3_predictions_and_review),
 ]
 
 

@@ -34,14 +34,16 @@ __all__ = [
     "labels",
     "meta",
     "metadata",
+    "predictions",
     "quality_flags",
+    "review_events",
     "runs",
     "snapshots",
     "sources",
     "targets",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -184,12 +186,43 @@ image_quality = Table(
 )
 
 quality_flags = Table(
+    "predictions",
     "quality_flags",
+    "review_events",
     metadata,
     Column("sha256", String(64), ForeignKey("images.sha256"), primary_key=True),
     Column("flag", String(32), primary_key=True),
     Column("value", Float, nullable=True),
     Index("ix_quality_flags_flag", "flag"),
+)
+
+# v3: model feedback and review history
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("runs.id"), nullable=False),
+    Column("sha256", String(64), ForeignKey("images.sha256"), nullable=False),
+    Column("split", String(8), nullable=True),
+    Column("true_label", String(200), nullable=True),
+    Column("predicted_label", String(200), nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("loss", Float, nullable=True),
+    Column("needs_review", Boolean, nullable=False, default=False),  # misclassified or low confidence
+    UniqueConstraint("run_id", "sha256", name="uq_predictions_run_sha"),
+    Index("ix_predictions_review", "run_id", "needs_review"),
+)
+
+review_events = Table(
+    "review_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("sha256", String(64), nullable=False),
+    Column("before", String(16), nullable=True),
+    Column("after", String(16), nullable=False),  # unreviewed | accepted | rejected
+    Column("actor", String(100), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_review_events_sha256", "sha256"),
 )
 
 jobs = Table(

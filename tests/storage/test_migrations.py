@@ -25,6 +25,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _downgrade_to_v1(catalog: Catalog) -> None:
     """Turn a fresh catalog into exactly what schema version 1 looked like."""
     with catalog.write() as conn:
+        conn.execute(sa.text("DROP TABLE predictions"))
+        conn.execute(sa.text("DROP TABLE review_events"))
         conn.execute(sa.text("DROP TABLE quality_flags"))
         conn.execute(sa.text("DROP TABLE image_quality"))
         for column in V2_COLUMNS:
@@ -54,7 +56,7 @@ def test_v1_catalog_is_migrated_and_keeps_its_rows(url: str) -> None:
         assert current_version(conn) == SCHEMA_VERSION
         columns = {c["name"] for c in sa.inspect(conn).get_columns("images")}
         assert set(V2_COLUMNS) <= columns
-        assert sa.inspect(conn).has_table("quality_flags")
+        assert all(sa.inspect(conn).has_table(t) for t in ("quality_flags", "predictions", "review_events"))
         image = get_image(conn, sha)
         assert image is not None and image["phash"] == phash and image["dhash"] is None
         assert label_counts(conn) == {"cat": 1}
