@@ -186,9 +186,7 @@ image_quality = Table(
 )
 
 quality_flags = Table(
-    "predictions",
     "quality_flags",
-    "review_events",
     metadata,
     Column("sha256", String(64), ForeignKey("images.sha256"), primary_key=True),
     Column("flag", String(32), primary_key=True),
