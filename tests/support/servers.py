@@ -107,7 +107,7 @@ def seaweedfs_server() -> Iterator[S3Server]:
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=3)  # a throw-away server: no reason to wait for a graceful shutdown
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
