@@ -25,6 +25,7 @@ from storage.catalog.sql import now, signed64
 from storage.hashing import HASH_VERSION, image_hashes
 from storage.parallel import map_objects
 from storage.perceptual import HASH_INPUT_SIZE
+from storage.similarity import pair_distances
 from storage.stores import ObjectStore
 from storage.workspace import Workspace
 
@@ -115,26 +116,6 @@ def load_hash_rows(workspace: Workspace, shas: Sequence[str] | None = None) -> t
 
 
 # --- pairs and groups -----------------------------------------------------------------------------------------
-
-
-def _combined(p_var: np.ndarray, d_var: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Per pair: min over the 8 variants of pHash + dHash distance (p_var/d_var (m, 8), p/d (m,))."""
-    return (np.bitwise_count(p_var ^ p[:, None]) + np.bitwise_count(d_var ^ d[:, None])).min(axis=1)
-
-
-def pair_distances(arrays: HashArrays, left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """The transform-aware distance (curate.hashing.distance) of each pair (left[k], right[k]), vectorised."""
-    a, b = arrays[left], arrays[right]
-    return np.minimum.reduce(
-        [
-            _combined(a.phash, a.dhash, b.phash[:, 0], b.dhash[:, 0]),
-            _combined(b.phash, b.dhash, a.phash[:, 0], a.dhash[:, 0]),
-            _combined(a.trim_phash, a.trim_dhash, b.trim_phash[:, 0], b.trim_dhash[:, 0]),
-            _combined(b.trim_phash, b.trim_dhash, a.trim_phash[:, 0], a.trim_dhash[:, 0]),
-            _combined(a.phash, a.dhash, b.center_phash, b.center_dhash),
-            _combined(b.phash, b.dhash, a.center_phash, a.center_dhash),
-        ]
-    ).astype(np.int64)
 
 
 def _candidates(arrays: HashArrays) -> tuple[np.ndarray, np.ndarray]:

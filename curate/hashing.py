@@ -13,13 +13,12 @@ The hashes are computed at ingest by storage.hashing; its public names are re-ex
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
-from typing import Protocol
+from collections.abc import Iterator
 
 import numpy as np
 
 from storage.hashing import CENTER_CUT, DIHEDRAL, HASH_VERSION, ImageHashes, image_hashes, trim_box
+from storage.similarity import DEFAULT_THRESHOLD, HashArrays, HashesLike, distance_matrix
 
 __all__ = [
     "CENTER_CUT",
@@ -39,29 +38,6 @@ __all__ = [
     "trim_box",
     "variant_distance",
 ]
-
-# Largest combined pHash + dHash distance (of 128 bits) still called a near-duplicate. Measured on 4,096
-# images made from 256 photos (bench/dedupe_eval.py): pair precision 0.9999 (3 false pairs of 28,849), recall
-# 1.0 for every transform but screenshots (0.992). 20 loses brightness/screenshot recall, 24 has 7x the false
-# pairs. Not on the scale of plain pHash thresholds (0..64).
-DEFAULT_THRESHOLD = 22
-
-
-class HashesLike(Protocol):
-    """What matching needs of an image: an ImageHashes, or the same values read back from the catalog."""
-
-    @property
-    def phash_variants(self) -> np.ndarray: ...
-    @property
-    def dhash_variants(self) -> np.ndarray: ...
-    @property
-    def trim_variants(self) -> np.ndarray: ...
-    @property
-    def trim_dhash_variants(self) -> np.ndarray: ...
-    @property
-    def center_phash(self) -> int: ...
-    @property
-    def center_dhash(self) -> int: ...
 
 
 def hamming(a: int, b: int) -> int:
@@ -99,88 +75,6 @@ def match(a: HashesLike, b: HashesLike, threshold: int = DEFAULT_THRESHOLD) -> b
 def plain_distance(a: HashesLike, b: HashesLike) -> int:
     """Plain pHash Hamming distance (imagehash-style), for comparison."""
     return hamming(int(a.phash_variants[0]), int(b.phash_variants[0]))
-
-
-@dataclass(frozen=True)
-class HashArrays:
-    """The hashes of n images as columns, for comparing many at once."""
-
-    phash: np.ndarray  # (n, 8) uint64: whole-image pHash variants
-    dhash: np.ndarray  # (n, 8)
-    trim_phash: np.ndarray  # (n, 8)
-    trim_dhash: np.ndarray  # (n, 8)
-    center_phash: np.ndarray  # (n,)
-    center_dhash: np.ndarray  # (n,)
-
-    def __len__(self) -> int:
-        return len(self.center_phash)
-
-    def __getitem__(self, index: slice | np.ndarray) -> HashArrays:
-        """The hashes of a subset of the images (a slice gives views, no copies)."""
-        return HashArrays(*(getattr(self, f.name)[index] for f in fields(self)))
-
-    @classmethod
-    def from_hashes(cls, hashes: Sequence[HashesLike]) -> HashArrays:
-        def column(name: str) -> np.ndarray:
-            return np.array([getattr(h, name) for h in hashes], dtype=np.uint64).reshape(len(hashes), 8)
-
-        return cls(
-            phash=column("phash_variants"),
-            dhash=column("dhash_variants"),
-            trim_phash=column("trim_variants"),
-            trim_dhash=column("trim_dhash_variants"),
-            center_phash=np.array([h.center_phash for h in hashes], dtype=np.uint64),
-            center_dhash=np.array([h.center_dhash for h in hashes], dtype=np.uint64),
-        )
-
-    @classmethod
-    def from_blobs(cls, blobs: Sequence[bytes]) -> HashArrays:
-        """From the catalog's hash blobs (ImageHashes.to_blob)."""
-        return cls.from_hashes([ImageHashes.from_blob(blob) for blob in blobs])
-
-
-def _pairing(left: tuple[np.ndarray, np.ndarray], right: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """(r, n) min over the 8 variants of the combined pHash + dHash distance between r left and n right images.
-    Each side is (pHashes, dHashes); exactly one side holds (m, 8) variants, the other (m,) hashes."""
-    (lp, ld), (rp, rd) = left, right
-    shape = (len(lp), len(rp))
-    xor, count, other = np.empty(shape, np.uint64), np.empty(shape, np.uint8), np.empty(shape, np.uint8)
-    best = np.full(shape, 255, np.uint8)
-    for k in range(len(DIHEDRAL)):
-        pl, dl = (lp[:, k], ld[:, k]) if lp.ndim == 2 else (lp, ld)
-        pr, dr = (rp[:, k], rd[:, k]) if rp.ndim == 2 else (rp, rd)
-        np.bitwise_count(np.bitwise_xor(pl[:, None], pr[None, :], out=xor), out=count)
-        np.bitwise_count(np.bitwise_xor(dl[:, None], dr[None, :], out=xor), out=other)
-        np.minimum(best, np.add(count, other, out=count), out=best)
-    return best
-
-
-def distance_matrix(arrays: HashArrays, rows: np.ndarray, *, plain: bool = False) -> np.ndarray:
-    """(len(rows), n) distances from images `rows` to every image, as `distance` computes them one by one.
-    plain=True: plain pHash Hamming distance instead."""
-    rows = np.asarray(rows)
-    if plain:
-        return np.bitwise_count(arrays.phash[rows, :1] ^ arrays.phash[None, :, 0]).astype(np.int64)
-    whole = (arrays.phash, arrays.dhash)
-    trim = (arrays.trim_phash, arrays.trim_dhash)
-    centre = (arrays.center_phash, arrays.center_dhash)
-
-    def take(view: tuple[np.ndarray, np.ndarray], k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The rows' part of a view (k=0: their hashes as they are, not the variants)."""
-        return (view[0][rows], view[1][rows]) if k is None else (view[0][rows, k], view[1][rows, k])
-
-    def identity(view: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        return view[0][:, 0], view[1][:, 0]
-
-    pairings = (
-        _pairing(take(whole), identity(whole)),  # the rows' variants against every image
-        _pairing(take(whole, 0), whole),  # every image's variants against the rows
-        _pairing(take(trim), identity(trim)),
-        _pairing(take(trim, 0), trim),
-        _pairing(take(whole), centre),  # the rows' variants against every image's centre
-        _pairing(take(centre), whole),  # the rows' centres against every image's variants
-    )
-    return np.minimum.reduce(pairings).astype(np.int64)
 
 
 def matching_pairs(

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from storage.catalog import Catalog, ImageFacts, SourceInfo, default_actor, record_image
+from sqlalchemy import Connection
+
+from storage.catalog import Catalog, ImageFacts, SourceInfo, default_actor, mark_duplicate, record_image
 from storage.errors import StoreError
 from storage.imaging import Rejected, analyze
 from storage.keys import image_key
+from storage.neardup import NearDuplicateIndex
 from storage.parallel import pool_context
 from storage.settings import IngestSettings
 from storage.stores import ObjectStore, open_store
@@ -68,6 +71,7 @@ class IngestSummary:
     duplicates: int = 0
     rejected: int = 0
     failed: int = 0
+    near_duplicates: int = 0  # among `duplicates`: new bytes, but a near-duplicate of a catalogued image
     problems: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, outcome: Outcome) -> None:
@@ -75,6 +79,7 @@ class IngestSummary:
             self.added += 1
         elif outcome.status == "duplicate":
             self.duplicates += 1
+            self.near_duplicates += outcome.reason is not None
         else:
             self.rejected += outcome.status == "rejected"
             self.failed += outcome.status == "failed"
@@ -90,6 +95,7 @@ class IngestSummary:
             "duplicates": self.duplicates,
             "rejected": self.rejected,
             "failed": self.failed,
+            "near_duplicates": self.near_duplicates,
             "problems": list(self.problems),
         }
 
@@ -163,6 +169,8 @@ class Ingestor:
         self.origin = origin
         self.actor = actor or default_actor()
         self.run_id = run_id
+        self._index: NearDuplicateIndex | None = None
+        self._index_state = "unloaded"
 
     @classmethod
     def for_workspace(cls, workspace: Any, **kwargs: Any) -> Ingestor:
@@ -182,12 +190,14 @@ class Ingestor:
         # A fixed order of row locks: two processes recording the same new images cannot deadlock (PostgreSQL).
         stored.sort(key=lambda pair: pair[1].facts.sha256 if pair[1].facts else "")
         added_by_item: dict[int, bool] = {}
+        near_of_item: dict[int, tuple[str, int]] = {}
         if stored:
             with self.catalog.write() as conn:
                 label_ids: dict[str, int] = {}
+                index = self._near_index(conn)
                 for item, prepared in stored:
                     assert prepared.facts is not None and prepared.object_key is not None
-                    added_by_item[id(item)] = record_image(
+                    added = added_by_item[id(item)] = record_image(
                         conn,
                         prepared.facts,
                         prepared.object_key,
@@ -198,14 +208,33 @@ class Ingestor:
                         run_id=self.run_id,
                         label_ids=label_ids,
                     )
+                    near = index.match(prepared.facts) if (added and index is not None) else None
+                    if near:
+                        mark_duplicate(conn, prepared.facts.sha256, near[0])
+                        near_of_item[id(item)] = near
+                    elif added and index is not None:
+                        index.add(prepared.facts)
         for item, prepared in batch:
             uri = item.source.uri
             if prepared.facts is None:
                 outcomes.append(Outcome(uri, prepared.status, reason=prepared.reason))
+            elif id(item) in near_of_item:
+                keeper, dist = near_of_item[id(item)]
+                reason = f"near-duplicate of {keeper[:12]} (distance {dist})"
+                outcomes.append(Outcome(uri, "duplicate", sha256=prepared.facts.sha256, reason=reason))
             else:
                 status: Status = "added" if added_by_item[id(item)] else "duplicate"
                 outcomes.append(Outcome(uri, status, sha256=prepared.facts.sha256))
         return outcomes
+
+    def _near_index(self, conn: Connection) -> NearDuplicateIndex | None:
+        """Loaded on the first commit, then kept up to date with the keepers this run adds."""
+        if not self.limits.near_duplicates:
+            return None
+        if self._index_state == "unloaded":
+            self._index = NearDuplicateIndex.load(conn, self.limits.near_duplicate_threshold)
+            self._index_state = "loaded"
+        return self._index
 
     def ingest(self, item: IngestItem) -> Outcome:
         """Ingest one item in this process."""

@@ -45,6 +45,8 @@ class IngestSettings:
     max_pixels: int = 178_956_970  # Pillow's own bomb limit (2x MAX_IMAGE_PIXELS)
     max_bytes: int = 256 * 1024 * 1024
     workers: int = 0  # 0: one process per core
+    near_duplicates: bool = True  # flag near-duplicates of catalogued images at ingest
+    near_duplicate_threshold: int = 22  # pHash + dHash bits (storage.similarity.DEFAULT_THRESHOLD)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,15 @@ from storage.catalog.frontier import (
     pending,
     requeue_failed,
 )
-from storage.catalog.images import count_images, get_image, image_sources, iter_images, mark_status, record_image
+from storage.catalog.images import (
+    count_images,
+    get_image,
+    image_sources,
+    iter_images,
+    mark_duplicate,
+    mark_status,
+    record_image,
+)
 from storage.catalog.labels import (
     add_label,
     ensure_label,
@@ -51,6 +59,7 @@ __all__ = [
     "label_history",
     "mark_batch",
     "mark_done",
+    "mark_duplicate",
     "mark_failed",
     "mark_skipped",
     "mark_status",

@@ -12,7 +12,15 @@ from storage.catalog.records import ImageFacts, SourceInfo
 from storage.catalog.schema import images, labels, sources
 from storage.catalog.sql import insert_ignore, now, signed64, unsigned64
 
-__all__ = ["count_images", "get_image", "image_sources", "iter_images", "mark_status", "record_image"]
+__all__ = [
+    "count_images",
+    "get_image",
+    "image_sources",
+    "iter_images",
+    "mark_duplicate",
+    "mark_status",
+    "record_image",
+]
 
 
 def record_image(
@@ -132,6 +140,11 @@ def count_images(conn: Connection) -> int:
 def image_sources(conn: Connection, sha256: str) -> list[dict[str, Any]]:
     query = select(sources).where(sources.c.sha256 == sha256).order_by(sources.c.id)
     return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def mark_duplicate(conn: Connection, sha256: str, keeper: str | None) -> None:
+    """Record `sha256` as a near-duplicate of `keeper` (None clears it); the object itself stays."""
+    conn.execute(images.update().where(images.c.sha256 == sha256).values(duplicate_of=keeper, updated_at=now()))
 
 
 def mark_status(conn: Connection, sha256: str, status: str) -> None:

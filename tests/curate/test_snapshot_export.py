@@ -21,7 +21,7 @@ from curate.snapshot import load_manifest
 from curate.splits import SplitItem, assign_splits, parse_ratios
 from harvest.importer import import_paths
 from storage.workspace import Workspace
-from tests.curate.test_dedupe import make_copies
+from tests.curate.test_dedupe import make_copies, without_ingest_check
 
 
 def run(workspace: Workspace, *args: str) -> dict:
@@ -33,6 +33,7 @@ def run(workspace: Workspace, *args: str) -> dict:
 @pytest.fixture
 def dataset(workspace: Workspace, photo_files: list[Path], tmp_path: Path) -> Workspace:
     """40 distinct photos in two labels, plus 10 of them with 4 transformed copies each."""
+    workspace = without_ingest_check(workspace)
     make_copies(photo_files[:10], tmp_path / "data")
     singles = tmp_path / "data"
     for index, photo in enumerate(photo_files[10:40]):
