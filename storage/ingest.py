@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection
 
-from storage.catalog import Catalog, ImageFacts, SourceInfo, default_actor, mark_duplicate, record_image
+from storage.catalog import Catalog, ImageFacts, Sighting, SourceInfo, default_actor, mark_duplicate, record_images
 from storage.errors import StoreError
 from storage.imaging import Rejected, analyze
 from storage.keys import image_key
@@ -193,21 +193,15 @@ class Ingestor:
         near_of_item: dict[int, tuple[str, int]] = {}
         if stored:
             with self.catalog.write() as conn:
-                label_ids: dict[str, int] = {}
-                index = self._near_index(conn)
-                for item, prepared in stored:
-                    assert prepared.facts is not None and prepared.object_key is not None
-                    added = added_by_item[id(item)] = record_image(
-                        conn,
-                        prepared.facts,
-                        prepared.object_key,
-                        item.source,
-                        label=item.label,
-                        origin=self.origin,
-                        actor=self.actor,
-                        run_id=self.run_id,
-                        label_ids=label_ids,
-                    )
+                index = self._near_index(conn)  # before recording: the batch must not match itself
+                sightings = [
+                    Sighting(prepared.facts, prepared.object_key, item.source, item.label)  # type: ignore[arg-type]
+                    for item, prepared in stored
+                ]
+                added_flags = record_images(conn, sightings, origin=self.origin, actor=self.actor, run_id=self.run_id)
+                for (item, prepared), added in zip(stored, added_flags, strict=True):
+                    assert prepared.facts is not None
+                    added_by_item[id(item)] = added
                     near = index.match(prepared.facts) if (added and index is not None) else None
                     if near:
                         mark_duplicate(conn, prepared.facts.sha256, near[0])

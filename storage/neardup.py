@@ -9,6 +9,7 @@ collectors down, so the check is skipped there and `curate dedupe` (sub-quadrati
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 
 import numpy as np
 from sqlalchemy import Connection, func, select
@@ -21,19 +22,23 @@ from storage.similarity import HashArrays, cross_distances
 __all__ = ["INDEX_LIMIT", "NearDuplicateIndex"]
 
 INDEX_LIMIT = 100_000
-_FLUSH = 256  # new keepers gathered before they are folded into the main block
 
 log = logging.getLogger(__name__)
 
 
 class NearDuplicateIndex:
-    """The catalog's keepers and their hashes; grows as new, distinct images are ingested."""
+    """The catalog's keepers and their hashes; grows as new, distinct images are ingested.
+
+    Rows live in preallocated arrays that double when full, so adding a keeper is O(1) amortised and a match
+    is one vectorised comparison against a view of the filled rows.
+    """
 
     def __init__(self, shas: list[str], arrays: HashArrays, threshold: int) -> None:
         self.threshold = threshold
         self._shas = list(shas)
-        self._blocks = [arrays] if len(shas) else []
-        self._pending: list[ImageHashes] = []
+        self._size = len(shas)
+        capacity = max(64, 2 * self._size)
+        self._columns = {f.name: _grow(getattr(arrays, f.name), capacity) for f in fields(HashArrays)}
 
     @classmethod
     def load(cls, conn: Connection, threshold: int) -> NearDuplicateIndex | None:
@@ -47,32 +52,33 @@ class NearDuplicateIndex:
         return cls([r[0] for r in rows], HashArrays.from_blobs([r[1] for r in rows]), threshold)
 
     def __len__(self) -> int:
-        return len(self._shas)
+        return self._size
 
-    def _arrays(self) -> list[HashArrays]:
-        if self._pending:
-            self._blocks.append(HashArrays.from_hashes(self._pending))
-            self._pending = []
-        if len(self._blocks) > 1 and len(self._blocks[-1]) >= _FLUSH:
-            self._blocks = [HashArrays.concat(self._blocks)]
-        return self._blocks
+    def _view(self) -> HashArrays:
+        return HashArrays(**{name: column[: self._size] for name, column in self._columns.items()})
 
     def match(self, facts: ImageFacts) -> tuple[str, int] | None:
         """(sha256, distance) of the closest keeper within the threshold, or None."""
-        if facts.hash_variants is None or not self._shas:
+        if facts.hash_variants is None or not self._size:
             return None
         probe = HashArrays.from_hashes([ImageHashes.from_blob(facts.hash_variants)])
-        best: tuple[int, int] | None = None
-        offset = 0
-        for block in self._arrays():
-            distances = cross_distances(probe, block)[0]
-            k = int(np.argmin(distances))
-            if distances[k] <= self.threshold and (best is None or distances[k] < best[1]):
-                best = (offset + k, int(distances[k]))
-            offset += len(block)
-        return None if best is None else (self._shas[best[0]], best[1])
+        distances = cross_distances(probe, self._view())[0]
+        k = int(np.argmin(distances))
+        return (self._shas[k], int(distances[k])) if distances[k] <= self.threshold else None
 
     def add(self, facts: ImageFacts) -> None:
-        if facts.hash_variants is not None:
-            self._shas.append(facts.sha256)
-            self._pending.append(ImageHashes.from_blob(facts.hash_variants))
+        if facts.hash_variants is None:
+            return
+        row = HashArrays.from_hashes([ImageHashes.from_blob(facts.hash_variants)])
+        if self._size == len(self._columns["center_phash"]):
+            self._columns = {name: _grow(column, 2 * len(column)) for name, column in self._columns.items()}
+        for name, column in self._columns.items():
+            column[self._size] = getattr(row, name)[0]
+        self._shas.append(facts.sha256)
+        self._size += 1
+
+
+def _grow(column: np.ndarray, capacity: int) -> np.ndarray:
+    grown = np.zeros((capacity, *column.shape[1:]), dtype=np.uint64)
+    grown[: len(column)] = column
+    return grown

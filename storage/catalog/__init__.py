@@ -15,6 +15,7 @@ from storage.catalog.frontier import (
     requeue_failed,
 )
 from storage.catalog.images import (
+    Sighting,
     count_images,
     get_image,
     image_sources,
@@ -22,6 +23,7 @@ from storage.catalog.images import (
     mark_duplicate,
     mark_status,
     record_image,
+    record_images,
 )
 from storage.catalog.labels import (
     add_label,
@@ -43,6 +45,7 @@ __all__ = [
     "FrontierEntry",
     "FrontierUpdate",
     "ImageFacts",
+    "Sighting",
     "SourceInfo",
     "add_label",
     "add_urls",
@@ -66,6 +69,7 @@ __all__ = [
     "merge_labels",
     "pending",
     "record_image",
+    "record_images",
     "rename_label",
     "requeue_failed",
     "resolve_sha",

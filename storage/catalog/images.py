@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from storage.catalog.labels import ensure_label, label_event, set_label
 from storage.catalog.records import ImageFacts, SourceInfo
-from storage.catalog.schema import images, labels, sources
+from storage.catalog.schema import images, label_events, labels, sources
 from storage.catalog.sql import insert_ignore, now, signed64, unsigned64
 
 __all__ = [
+    "Sighting",
     "count_images",
     "get_image",
     "image_sources",
@@ -20,6 +22,7 @@ __all__ = [
     "mark_duplicate",
     "mark_status",
     "record_image",
+    "record_images",
 ]
 
 
@@ -104,6 +107,130 @@ def record_image(
     elif label:
         set_label(conn, [facts.sha256], label, actor=actor, origin=origin, only_if_unlabelled=True)
     return added
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One stored object seen at one source, with the label that source suggests."""
+
+    facts: ImageFacts
+    object_key: str
+    source: SourceInfo
+    label: str | None = None
+
+
+def _dialect_insert(conn: Connection, table: Any) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def record_images(
+    conn: Connection, sightings: Sequence[Sighting], *, origin: str, actor: str, run_id: int | None = None
+) -> list[bool]:
+    """`record_image` for a batch, with a handful of statements instead of several per image; one bool each.
+
+    INSERT ... ON CONFLICT DO NOTHING RETURNING tells exactly which images this call created, also when
+    another process records the same bytes at the same moment.
+    """
+    if not sightings:
+        return []
+    stamp = now()
+    label_ids = {name: ensure_label(conn, name) for name in sorted({s.label for s in sightings if s.label})}
+    rows: dict[str, dict[str, Any]] = {}
+    for s in sightings:
+        if s.facts.sha256 not in rows:
+            rows[s.facts.sha256] = _new_image_row(s, label_ids.get(s.label or ""), stamp)
+    statement = _dialect_insert(conn, images).on_conflict_do_nothing(index_elements=["sha256"])
+    created = set(conn.execute(statement.returning(images.c.sha256), list(rows.values())).scalars())
+    others = [sha for sha in rows if sha not in created]
+    restored: set[str] = set()
+    current_label: dict[str, int | None] = {}
+    if others:
+        found = conn.execute(
+            select(images.c.sha256, images.c.status, images.c.label_id).where(images.c.sha256.in_(others))
+        ).all()
+        current_label = {sha: label_id for sha, _status, label_id in found}
+        broken = [sha for sha, status, _label in found if status != "ok"]
+        if broken:
+            # The object was written again before this call, so an image marked missing is whole again.
+            conn.execute(images.update().where(images.c.sha256.in_(broken)).values(status="ok", updated_at=stamp))
+            restored = set(broken)
+    source_rows = [_source_row(s, run_id, stamp) for s in sightings]
+    source_insert = _dialect_insert(conn, sources).on_conflict_do_nothing(index_elements=["sha256", "kind", "uri"])
+    conn.execute(source_insert, source_rows)
+    events = [
+        {
+            "sha256": sha,
+            "action": "set",
+            "before": None,
+            "after": s.label,
+            "origin": origin,
+            "actor": actor,
+            "at": stamp,
+        }
+        for sha, s in ((s.facts.sha256, s) for s in sightings)
+        if s.label and sha in created and rows[sha]["label_id"] == label_ids[s.label]
+    ]
+    seen_events: set[str] = set()
+    events = [e for e in events if not (e["sha256"] in seen_events or seen_events.add(e["sha256"]))]
+    if events:
+        conn.execute(label_events.insert(), events)
+    for s in sightings:  # the rare path: known images that have no label yet
+        sha = s.facts.sha256
+        if s.label and sha in current_label and current_label[sha] is None:
+            set_label(conn, [sha], s.label, actor=actor, origin=origin, only_if_unlabelled=True)
+            current_label[sha] = label_ids[s.label]
+    added: list[bool] = []
+    reported: set[str] = set()
+    for s in sightings:
+        sha = s.facts.sha256
+        added.append((sha in created or sha in restored) and sha not in reported)
+        reported.add(sha)
+    return added
+
+
+def _new_image_row(s: Sighting, label_id: int | None, stamp: Any) -> dict[str, Any]:
+    facts = s.facts
+    return {
+        "sha256": facts.sha256,
+        "object_key": s.object_key,
+        "ext": facts.ext,
+        "format": facts.format,
+        "size_bytes": facts.size_bytes,
+        "width": facts.width,
+        "height": facts.height,
+        "mode": facts.mode,
+        "phash": signed64(facts.phash),
+        "dhash": None if facts.dhash is None else signed64(facts.dhash),
+        "phash_trim": None if facts.phash_trim is None else signed64(facts.phash_trim),
+        "hash_variants": facts.hash_variants,
+        "hash_version": facts.hash_version,
+        "label_id": label_id,
+        "status": "ok",
+        "review": "unreviewed",
+        "duplicate_of": None,
+        "added_at": stamp,
+        "updated_at": stamp,
+    }
+
+
+def _source_row(s: Sighting, run_id: int | None, stamp: Any) -> dict[str, Any]:
+    source = s.source
+    return {
+        "sha256": s.facts.sha256,
+        "kind": source.kind,
+        "uri": source.uri,
+        "page_url": source.page_url,
+        "alt_text": source.alt_text,
+        "label": s.label,
+        "http_status": source.http_status,
+        "run_id": run_id,
+        "extra": source.extra or None,
+        "fetched_at": source.fetched_at or stamp,
+    }
 
 
 def _image_row(row: Any) -> dict[str, Any]:
