@@ -359,6 +359,31 @@ def export_command(
     )
 
 
+@app.command("review")
+@user_errors
+def review_command(
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on; anything but loopback prints a warning (no TLS)."
+    ),
+    port: int = typer.Option(None, "--port", help="Port (default: 8765, or a free one when taken; 0: a free one)."),
+    no_open: bool = typer.Option(False, "--no-open", help="Do not open a browser; just print the URL."),
+    workspace: Path = WorkspaceOption,
+) -> None:
+    """Review labels, duplicates and model mistakes in a local, keyboard-first web app (prints its URL)."""
+    from curate.review.server import serve  # web dependencies load only for this command
+    from storage.clikit import err_console
+
+    ws = open_workspace(workspace)
+    serve(
+        ws,
+        host=host,
+        port=port,
+        open_browser=not no_open,
+        announce=typer.echo,
+        warn=lambda message: err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False),
+    )
+
+
 def _report(json_output: bool, document: dict[str, object], message: str) -> None:
     if json_output:
         emit_json(document)

@@ -87,9 +87,17 @@ def compile_selector(css: str | None, option: str) -> Any:
         raise GleanerError(f"{option}: invalid CSS selector {css!r}: {str(exc).splitlines()[0]}") from None
 
 
-def parse_html(html: bytes | str) -> BeautifulSoup:
-    """Parse with lxml (recovering from broken markup); an empty document for anything unparseable."""
+def parse_html(html: bytes | str, encoding: str | None = None) -> BeautifulSoup:
+    """Parse with lxml (recovering from broken markup); an empty document for anything unparseable.
+
+    `encoding` is the charset from the HTTP header, which outranks a `<meta charset>` in the page.
+    """
     try:
+        if isinstance(html, bytes) and encoding:
+            try:
+                return BeautifulSoup(html, "lxml", from_encoding=encoding)
+            except LookupError:  # an unknown charset name: let the page and the bytes decide
+                pass
         return BeautifulSoup(html, "lxml")
     except Exception:  # lxml refuses a few pathological inputs outright; treat them as empty pages
         return BeautifulSoup("", "lxml")
@@ -251,13 +259,21 @@ def _select(soup: BeautifulSoup, selector: Any) -> Iterator[Tag]:
         return
 
 
-def _og_images(soup: BeautifulSoup) -> Iterator[str]:
+def _og_images(soup: BeautifulSoup) -> Iterator[tuple[str, str | None]]:
+    """`og:image` (and Twitter card) URLs with their `og:image:alt`, if the page gives one."""
+    found: list[str] = []
+    alt: str | None = None
     for meta in soup.find_all("meta"):
         key = (_attr(meta, "property") or _attr(meta, "name") or "").strip().lower()
+        content = _attr(meta, "content")
+        if not content:
+            continue
         if key in OG_IMAGE_KEYS:
-            content = _attr(meta, "content")
-            if content:
-                yield content
+            found.append(content)
+        elif key in ("og:image:alt", "twitter:image:alt") and alt is None:
+            alt = _WHITESPACE.sub(" ", content).strip()[:MAX_ALT_LENGTH] or None
+    for url in found:
+        yield url, alt
 
 
 def _base_url(soup: BeautifulSoup, page_url: str) -> str:
@@ -323,8 +339,8 @@ def extract_page(
         if result.truncated:
             break
     if select is None:
-        for content in _og_images(soup):
-            add(content, result.title, "og:image")
+        for content, alt in _og_images(soup):
+            add(content, alt, "og:image")
         for anchor in soup.find_all("a", href=True):
             url = normalize_url(_attr(anchor, "href"), base)
             if url and is_image_url(url):

@@ -10,6 +10,7 @@ browser that died is started again for the next page.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -20,8 +21,12 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "RenderedPage", "Renderer", "UrlCheck"]
+from harvest.fetch.client import Fetcher
+from harvest.fetch.ssrf import BlockedAddress
+
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "RenderedPage", "Renderer", "UrlCheck", "url_check"]
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +41,10 @@ CHROMIUM_ARGS = (
 )
 # Returns None when the URL may be requested, else (error_kind, message), e.g. ("robots", "...").
 UrlCheck = Callable[[str], tuple[str, str] | None]
+START_TIMEOUT = 120.0  # seconds to wait for Chromium to start (slow on a busy machine)
 _STATE_JS = "() => [document.querySelectorAll('img').length, document.documentElement.scrollHeight]"
-_SCROLL_JS = "() => window.scrollTo(0, document.documentElement.scrollHeight)"
+_SCROLL_JS = "() => { window.scrollTo(0, document.documentElement.scrollHeight); return true; }"
+_HTML_JS = "() => document.documentElement.outerHTML"
 
 
 @dataclass(frozen=True)
@@ -62,9 +69,9 @@ class RenderedPage:
 class Renderer:
     """One Chromium for a whole crawl; `render(url)` is safe to call from any thread (pages run one at a time).
 
-    Each call has a deadline on top of Playwright's own timeouts, because a script that spins forever after
-    `load` makes `page.evaluate` wait forever: then the browser thread is abandoned (it is a daemon thread,
-    so it cannot keep the process alive) and the next page gets a fresh browser.
+    The browser starts on the first page that passes the checks. Each page has a deadline on top of
+    Playwright's own timeouts, in case some call still waits on a page that never answers: then the browser
+    thread is abandoned (a daemon thread cannot keep the process alive) and the next page gets a fresh browser.
     """
 
     def __init__(
@@ -76,6 +83,7 @@ class Renderer:
         timeout: float = 30.0,
         settle: float = 1.5,
         executable: str = CHROMIUM,
+        deadline: float | None = None,
     ) -> None:
         self.check_url = check_url
         self.user_agent = user_agent
@@ -83,18 +91,25 @@ class Renderer:
         self.timeout = timeout
         self.settle = settle
         self.executable = executable
-        self.deadline = 2 * timeout + self.scroll_rounds * (settle + 2.0) + 10.0
+        self.deadline = deadline or 2 * timeout + self.scroll_rounds * (settle + 2.0) + 10.0
         self.blocked: list[tuple[str, str]] = []  # sub-resource requests refused by the guard: (url, reason)
         self._lock = threading.Lock()
         self._worker = _BrowserThread(self)
 
     def render(self, url: str) -> RenderedPage:
         """Load, scroll and snapshot one page; every failure comes back as an error result."""
+        refusal = self.check_url(url)
+        if refusal is not None:  # refused pages never start a browser
+            return RenderedPage(url, url, error_kind=refusal[0], error=refusal[1])
         with self._lock:
             worker = self._worker
+        try:  # starting Chromium is not the page's time: it has its own, generous limit
+            worker.submit(None).result(timeout=START_TIMEOUT)
+        except Exception as exc:
+            return RenderedPage(url, url, error_kind="browser", error=f"cannot start Chromium: {_first_line(exc)}")
         future = worker.submit(url)
         try:
-            return future.result(timeout=self.deadline)
+            page = future.result(timeout=self.deadline)
         except FutureTimeout:
             with self._lock:
                 if self._worker is worker:
@@ -103,7 +118,8 @@ class Renderer:
             message = f"page did not settle within {self.deadline:.0f}s"
             return RenderedPage(url, url, error_kind="timeout", error=message)
         except Exception as exc:  # the worker stopped under this call (closing, or abandoned)
-            return RenderedPage(url, url, error_kind="render", error=_first_line(exc))
+            return RenderedPage(url, url, error_kind="browser", error=_first_line(exc))
+        return page if page is not None else RenderedPage(url, url, error_kind="browser", error="no result")
 
     def close(self) -> None:
         """Close the browser (on its own thread) and stop the thread."""
@@ -123,15 +139,16 @@ class _BrowserThread:
 
     def __init__(self, config: Renderer) -> None:
         self.config = config
-        self._queue: queue.Queue[tuple[str, Future[RenderedPage]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[str | None, Future[RenderedPage | None]] | None] = queue.Queue()
         self._playwright: Any = None
         self._browser: Any = None
         self._context: Any = None
         self._thread = threading.Thread(target=self._run, name="render", daemon=True)
         self._thread.start()
 
-    def submit(self, url: str) -> Future[RenderedPage]:
-        future: Future[RenderedPage] = Future()
+    def submit(self, url: str | None) -> Future[RenderedPage | None]:
+        """Render `url` on the browser thread; `None` only makes sure the browser runs."""
+        future: Future[RenderedPage | None] = Future()
         self._queue.put((url, future))
         return future
 
@@ -163,7 +180,11 @@ class _BrowserThread:
                 if not future.set_running_or_notify_cancel():
                     continue
                 try:
-                    future.set_result(self._render(url))
+                    if url is None:
+                        self._ensure_browser()
+                        future.set_result(None)
+                    else:
+                        future.set_result(self._render(url))
                 except BaseException as exc:  # never let one page kill the thread
                     future.set_exception(exc)
         finally:
@@ -209,17 +230,21 @@ class _BrowserThread:
             self.config.blocked.append((url, f"{refusal[0]}: {refusal[1]}"))
             route.abort("blockedbyclient")
 
-    def _render(self, url: str) -> RenderedPage:
-        refusal = self.config.check_url(url)
-        if refusal is not None:
-            return RenderedPage(url, url, error_kind=refusal[0], error=refusal[1])
+    def _ensure_browser(self) -> None:
+        """Start Chromium, or start it again after it died (a crash of the browser, not of one tab)."""
         if self._browser is None or not self._browser.is_connected():
+            self._stop()
             try:
-                self._stop()
                 self._start()
-            except Exception as exc:
+            except Exception:
                 self._stop()
-                return RenderedPage(url, url, error_kind="render", error=f"cannot start Chromium: {_first_line(exc)}")
+                raise
+
+    def _render(self, url: str) -> RenderedPage:
+        try:
+            self._ensure_browser()
+        except Exception as exc:
+            return RenderedPage(url, url, error_kind="browser", error=f"cannot start Chromium: {_first_line(exc)}")
         return self._visit(url)
 
     def _visit(self, url: str) -> RenderedPage:
@@ -251,7 +276,7 @@ class _BrowserThread:
             if refusal is not None:  # a redirect led somewhere the guard refuses
                 return RenderedPage(url, final, status, error_kind=refusal[0], error=refusal[1])
             rounds = self._scroll(page)
-            return RenderedPage(url, page.url, status, page.content(), list(images), rounds)
+            return RenderedPage(url, page.url, status, self._query(page, _HTML_JS), list(images), rounds)
         except PlaywrightTimeout as exc:
             return RenderedPage(url, url, error_kind="timeout", error=_first_line(exc))
         except PlaywrightError as exc:
@@ -264,24 +289,56 @@ class _BrowserThread:
                 except Exception as exc:
                     log.debug("closing a page failed: %r", exc)
 
+    def _query(self, page: Any, script: str) -> Any:
+        """Run a script in the page with a timeout: `page.evaluate` has none, and waits for ever on a page
+        whose script spins; `wait_for_function` gives up, and the tab can still be closed afterwards."""
+        handle = page.wait_for_function(
+            f"() => JSON.stringify(({script})())", polling=100, timeout=self.config.timeout * 1000
+        )
+        return json.loads(handle.json_value())
+
     def _scroll(self, page: Any) -> int:
         """Scroll to the bottom until neither the number of images nor the page height grows."""
-        last = page.evaluate(_STATE_JS)
+        last = self._query(page, _STATE_JS)
         rounds = 0
         for _ in range(self.config.scroll_rounds):
-            page.evaluate(_SCROLL_JS)
+            self._query(page, _SCROLL_JS)
             rounds += 1
             deadline = time.monotonic() + self.config.settle
             grown = False
             while time.monotonic() < deadline:
                 page.wait_for_timeout(100)
-                state = page.evaluate(_STATE_JS)
+                state = self._query(page, _STATE_JS)
                 if state != last:
                     last, grown = state, True
                     break
             if not grown:
                 break
         return rounds
+
+
+def url_check(fetcher: Fetcher, obey_robots: bool) -> UrlCheck:
+    """The fetch layer's rules as a yes/no for the browser: scheme, SSRF guard, robots.txt."""
+
+    def check(url: str) -> tuple[str, str] | None:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            return ("invalid_url", f"invalid URL: {url[:200]}")
+        if parts.scheme not in ("http", "https") or not host:
+            return ("scheme", f"only http and https URLs are fetched: {url[:200]}")
+        try:
+            fetcher.guard.addresses(host)
+        except BlockedAddress as exc:
+            return ("ssrf", str(exc))
+        except (OSError, UnicodeError, ValueError) as exc:
+            return ("connection", f"cannot resolve {host}: {exc}")
+        if obey_robots and not fetcher.allowed_by_robots(url):
+            return ("robots", "disallowed by robots.txt")
+        return None
+
+    return check
 
 
 def _first_line(exc: BaseException) -> str:

@@ -43,7 +43,7 @@ __all__ = [
     "targets",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -85,7 +85,8 @@ images = Table(
     Column("duplicate_of", String(64), nullable=True),
     Column("added_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    Index("ix_images_label", "label_id"),
+    Index("ix_images_label_sha", "label_id", "sha256"),  # v4: grid pages of one label, keyset-paged
+    Index("ix_images_duplicate_of", "duplicate_of", "sha256"),
     Index("ix_images_phash", "phash"),
 )
 
@@ -105,6 +106,7 @@ sources = Table(
     Column("fetched_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("sha256", "kind", "uri", name="uq_sources_sha_kind_uri"),
     Index("ix_sources_sha256", "sha256"),
+    Index("ix_sources_sha_label", "sha256", "label"),  # v4: label conflicts between sources
 )
 
 label_events = Table(
@@ -191,7 +193,7 @@ quality_flags = Table(
     Column("sha256", String(64), ForeignKey("images.sha256"), primary_key=True),
     Column("flag", String(32), primary_key=True),
     Column("value", Float, nullable=True),
-    Index("ix_quality_flags_flag", "flag"),
+    Index("ix_quality_flags_flag_sha", "flag", "sha256"),
 )
 
 # v3: model feedback and review history

@@ -59,7 +59,8 @@ def test_lazy_attributes_beat_placeholders() -> None:
 def test_picture_sources_og_image_and_image_links() -> None:
     html = """<html><head><title>Shoes</title>
       <meta property="og:image" content="https://img.example/og.jpg">
-      <meta name="twitter:image" content="https://img.example/og.jpg"></head><body>
+      <meta name="twitter:image" content="https://img.example/og.jpg">
+      <meta property="og:image:alt" content="A pair of shoes"></head><body>
       <picture><source srcset="/p/pic-800.jpg 800w, /p/pic-1600.jpg 1600w" type="image/jpeg">
         <source srcset="/p/pic-1200.jpg 1200w"><img src="/p/pic-400.jpg" alt="pic"></picture>
       <a href="/full/big.JPG">full size</a> <a href="/full/page.html">not an image</a>
@@ -76,6 +77,7 @@ def test_picture_sources_og_image_and_image_links() -> None:
     ]
     assert by_url["http://shop.example/p/pic-1600.jpg"].via == "picture"
     assert by_url["https://img.example/og.jpg"].via == "og:image"
+    assert by_url["https://img.example/og.jpg"].alt == "A pair of shoes"
     assert by_url["http://shop.example/full/big.JPG"].alt == "full size"
     assert by_url["http://shop.example/full/with.png?x=1"].alt == "thumb"
 

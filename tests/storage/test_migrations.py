@@ -25,9 +25,12 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def _downgrade_to_v1(catalog: Catalog) -> None:
     """Turn a fresh catalog into exactly what schema version 1 looked like."""
     with catalog.write() as conn:
+        for index in ("ix_images_label_sha", "ix_images_duplicate_of", "ix_sources_sha_label"):
+            conn.execute(sa.text(f"DROP INDEX {index}"))
+        conn.execute(sa.text("CREATE INDEX ix_images_label ON images (label_id)"))
         conn.execute(sa.text("DROP TABLE predictions"))
         conn.execute(sa.text("DROP TABLE review_events"))
-        conn.execute(sa.text("DROP TABLE quality_flags"))
+        conn.execute(sa.text("DROP TABLE quality_flags"))  # with its indexes
         conn.execute(sa.text("DROP TABLE image_quality"))
         for column in V2_COLUMNS:
             conn.execute(sa.text(f"ALTER TABLE images DROP COLUMN {column}"))
@@ -57,6 +60,9 @@ def test_v1_catalog_is_migrated_and_keeps_its_rows(url: str) -> None:
         columns = {c["name"] for c in sa.inspect(conn).get_columns("images")}
         assert set(V2_COLUMNS) <= columns
         assert all(sa.inspect(conn).has_table(t) for t in ("quality_flags", "predictions", "review_events"))
+        index_names = {i["name"] for i in sa.inspect(conn).get_indexes("images")}
+        assert {"ix_images_label_sha", "ix_images_duplicate_of"} <= index_names
+        assert "ix_images_label" not in index_names
         image = get_image(conn, sha)
         assert image is not None and image["phash"] == phash and image["dhash"] is None
         assert label_counts(conn) == {"cat": 1}

@@ -1,0 +1,218 @@
+"""The review app's Starlette factory and its HTML and image routes (JSON API in `api.py`).
+
+Images are addressed by sha256 only: a request names a digest, the catalog row gives the object key, so no part
+of a request ever becomes a filesystem path or an arbitrary store key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from curate.review import api
+from curate.review.auth import AuthMiddleware, Guard, session_of
+from curate.review.cache import VersionCache, cached_legend
+from curate.review.detail import image_detail
+from curate.review.queries import (
+    DEFAULT_PAGE,
+    SHA_RE,
+    VIEWS,
+    Filter,
+    catalog_version,
+    count_view,
+    flag_counts,
+    grid_page,
+    latest_run,
+    neighbours,
+)
+from curate.review.thumbs import Thumbnails, browser_image
+from storage.catalog import default_actor, get_image
+from storage.errors import GleanerError
+from storage.workspace import Workspace
+
+__all__ = ["ReviewState", "create_app"]
+
+HERE = Path(__file__).resolve().parent
+IMMUTABLE = "private, max-age=31536000, immutable"  # content-addressed: the bytes of a sha never change
+
+
+@dataclass
+class ReviewState:
+    """What every request handler needs: the workspace, who acts, access control and the thumbnail cache."""
+
+    workspace: Workspace
+    guard: Guard
+    thumbs: Thumbnails
+    actor: str
+    templates: Jinja2Templates
+    cache: VersionCache
+
+
+def state_of(request: Request) -> ReviewState:
+    return request.app.state.review
+
+
+def require_sha(value: str) -> str:
+    """A full lowercase sha256 or a 400: the only form in which a request may name an image."""
+    if not SHA_RE.fullmatch(value):
+        raise HTTPException(400, "an image is named by its full sha256 (64 lowercase hex digits)")
+    return value
+
+
+def parse_filter(request: Request) -> Filter:
+    try:
+        return Filter.from_params(request.query_params)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+
+
+def page_size(request: Request) -> int:
+    try:
+        return int(request.query_params.get("n") or DEFAULT_PAGE)
+    except ValueError:
+        raise HTTPException(400, "n must be a number") from None
+
+
+def grid(request: Request) -> Response:
+    """The grid: one server-rendered page of cards; thumbnails load lazily as they scroll into view."""
+    state = state_of(request)
+    flt = parse_filter(request)
+    after, before = request.query_params.get("after"), request.query_params.get("before")
+    with state.workspace.catalog.read() as conn:
+        version = catalog_version(conn)
+        try:
+            page = grid_page(conn, flt, after=after, before=before, limit=page_size(request))
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if page.total is not None:
+            state.cache.put(version, ("count", flt), page.total)
+        context: dict[str, Any] = {
+            "flt": flt,
+            "page": page,
+            "legend": cached_legend(state.cache, conn, version),
+            "flags": state.cache.get(version, "flags", lambda: flag_counts(conn)),
+            "run_id": page.run_id if page.run_id is not None else latest_run(conn),
+            "total": state.cache.get(version, ("count", flt), lambda: count_view(conn, flt)),
+            "version": version,
+        }
+    context.update(views=VIEWS, page_size=page_size(request))
+    context["boot"] = _boot(request, context, page="grid", total=context["total"])
+    return state.templates.TemplateResponse(request, "grid.html", context, headers={"cache-control": "no-store"})
+
+
+def _boot(request: Request, context: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """What the page script starts from (embedded as JSON data, never as inline script: CSP forbids those)."""
+    return {
+        "csrf": session_of(request).csrf,
+        "version": context["version"],
+        "legend": [entry.__dict__ for entry in context["legend"]],
+        "filter": context["flt"].to_params(),
+        **extra,
+    }
+
+
+def detail(request: Request) -> Response:
+    state = state_of(request)
+    sha = require_sha(request.path_params["sha"])
+    flt = parse_filter(request)
+    with state.workspace.catalog.read() as conn:
+        found = image_detail(conn, sha)
+        if found is None:
+            raise HTTPException(404, "no such image")
+        prev, nxt = neighbours(conn, flt, sha)
+        version = catalog_version(conn)
+        context = {**found, "flt": flt, "prev": prev, "next": nxt, "version": version}
+        context["legend"] = cached_legend(state.cache, conn, version)
+    context["boot"] = _boot(request, context, page="detail", prev=prev, next=nxt)
+    return state.templates.TemplateResponse(request, "detail.html", context, headers={"cache-control": "no-store"})
+
+
+def _image_row(state: ReviewState, sha: str) -> dict[str, Any]:
+    with state.workspace.catalog.read() as conn:
+        row = get_image(conn, sha)
+    if row is None:
+        raise HTTPException(404, "no such image")
+    return row
+
+
+def thumbnail(request: Request) -> Response:
+    state = state_of(request)
+    sha = require_sha(request.path_params["sha"])
+    row = _image_row(state, sha)
+    try:
+        data = state.thumbs.get(sha, row["ext"])
+    except KeyError:
+        raise HTTPException(404, "the image's object is missing from the store (see `curate fsck`)") from None
+    except (OSError, ValueError):
+        raise HTTPException(415, "the stored image cannot be decoded") from None
+    return Response(data, media_type="image/jpeg", headers={"cache-control": IMMUTABLE, "etag": f'"t-{sha}"'})
+
+
+def original(request: Request) -> Response:
+    state = state_of(request)
+    sha = require_sha(request.path_params["sha"])
+    row = _image_row(state, sha)
+    try:
+        data, media_type = browser_image(state.workspace.store.get(row["object_key"]), row["ext"])
+    except KeyError:
+        raise HTTPException(404, "the image's object is missing from the store (see `curate fsck`)") from None
+    except (OSError, ValueError):
+        raise HTTPException(415, "the stored image cannot be decoded") from None
+    return Response(data, media_type=media_type, headers={"cache-control": IMMUTABLE, "etag": f'"o-{sha}"'})
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+    return PlainTextResponse(f"{exc.status_code}: {exc.detail}\n", status_code=exc.status_code)
+
+
+async def user_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": str(exc)}, status_code=400)
+
+
+def create_app(
+    workspace: Workspace,
+    *,
+    token: str | None = None,
+    allowed_hosts: set[str] | None = None,
+    actor: str | None = None,
+) -> Starlette:
+    """The review app for one workspace. `token` defaults to a fresh random one (`app.state.review.guard.token`);
+    `allowed_hosts` limits the Host header (the server passes the loopback names when bound to loopback)."""
+    guard = Guard(token, allowed_hosts=allowed_hosts)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["short"] = lambda sha: (sha or "")[:12]
+    routes = [
+        Route("/", grid),
+        Route("/image/{sha}", detail),
+        Route("/thumb/{sha}", thumbnail),
+        Route("/img/{sha}", original),
+        *api.routes(),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(AuthMiddleware, guard=guard)],
+        exception_handlers={HTTPException: http_error, GleanerError: user_error},
+    )
+    app.state.review = ReviewState(
+        workspace=workspace,
+        guard=guard,
+        thumbs=Thumbnails(workspace.store),
+        actor=actor or default_actor(),
+        templates=templates,
+        cache=VersionCache(),
+    )
+    return app

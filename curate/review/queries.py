@@ -1,0 +1,417 @@
+"""Filtered, keyset-paged grid queries over the catalog: the review app's only read path for lists of images.
+
+Keyset paging (WHERE key > cursor ORDER BY key LIMIT n) keeps every page as cheap as the first on a large
+catalog, where OFFSET paging would scan and throw away all the rows before the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlencode
+
+from sqlalchemy import ColumnElement, CompoundSelect, Connection, Select, and_, case, func, or_, select, tuple_, union
+
+from storage.catalog.schema import images, label_events, labels, predictions, quality_flags, review_events, sources
+
+__all__ = [
+    "DEFAULT_PAGE",
+    "MAX_PAGE",
+    "REVIEW_STATES",
+    "SHA_RE",
+    "VIEWS",
+    "WANTED_INDEXES",
+    "Filter",
+    "LegendEntry",
+    "Page",
+    "catalog_version",
+    "count_view",
+    "decode_cursor",
+    "encode_cursor",
+    "flag_counts",
+    "grid_page",
+    "image_states",
+    "label_names",
+    "latest_run",
+    "legend",
+    "neighbours",
+    "view_shas",
+]
+
+VIEWS = ("all", "unlabelled", "duplicates", "conflicts", "flagged", "misclassified", "lowconf")
+MODEL_VIEWS = ("misclassified", "lowconf")
+GROUP_VIEWS = ("duplicates", "conflicts")
+REVIEW_STATES = ("unreviewed", "accepted", "rejected")
+DEFAULT_PAGE = 200
+MAX_PAGE = 500
+SHA_RE = re.compile(r"[0-9a-f]{64}")
+
+# Indexes that keep every view's keyset page cheap at 100,000+ images (bench/review.py measures with and
+# without them). Portable DDL for SQLite and PostgreSQL; the catalog schema should own them.
+WANTED_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_images_label_sha ON images (label_id, sha256)",
+    "CREATE INDEX IF NOT EXISTS ix_images_duplicate_of ON images (duplicate_of, sha256)",
+    "CREATE INDEX IF NOT EXISTS ix_quality_flags_flag_sha ON quality_flags (flag, sha256)",
+    "CREATE INDEX IF NOT EXISTS ix_sources_sha_label ON sources (sha256, label)",
+)
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What the grid shows: a view plus optional label, review state and quality flag."""
+
+    view: str = "all"
+    label: str | None = None
+    review: str | None = None
+    flag: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> Filter:
+        """Parse query parameters; unknown values raise ValueError (the app answers 400)."""
+        view = params.get("view") or "all"
+        if view == "unreviewed":  # a shorthand the sidebar uses
+            view, review = "all", "unreviewed"
+        else:
+            review = params.get("review") or None
+        if view not in VIEWS:
+            raise ValueError(f"unknown view {view!r}")
+        if review is not None and review not in REVIEW_STATES:
+            raise ValueError(f"unknown review state {review!r}")
+        label = params.get("label") or None
+        flag = params.get("flag") or None
+        if label is not None and len(label) > 200:
+            raise ValueError("label too long")
+        if flag is not None and len(flag) > 32:
+            raise ValueError("flag too long")
+        return cls(view=view, label=None if view == "unlabelled" else label, review=review, flag=flag)
+
+    def to_params(self) -> dict[str, str]:
+        found = {"view": self.view, "label": self.label, "review": self.review, "flag": self.flag}
+        return {k: v for k, v in found.items() if v and not (k == "view" and v == "all")}
+
+    def query_string(self, **extra: str | None) -> str:
+        params = {**self.to_params(), **{k: v for k, v in extra.items() if v is not None}}
+        return urlencode(params)
+
+    def with_(self, **changes: Any) -> Filter:
+        return replace(self, **changes)
+
+
+@dataclass
+class Page:
+    """One page of the grid: card rows, cursors to the neighbouring pages, and the view's size."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    prev_cursor: str | None
+    run_id: int | None
+    total: int | None = None  # the view's size, when the query found it on the way (first page of group views)
+    flags: dict[str, list[str]] = field(default_factory=dict)  # sha256 -> quality flags
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    name: str
+    count: int
+    key: int | None  # the digit that assigns it (1-9), None beyond the ninth
+    id: int  # stable across renames and new labels: the page derives the label's colour from it
+
+
+# --- cursors ---------------------------------------------------------------------------------------------------
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    raw = json.dumps(list(values), separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, width: int) -> list[Any]:
+    """The key values a cursor carries; ValueError for anything that is not a list of scalars of the width."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except Exception as exc:
+        raise ValueError("invalid cursor") from exc
+    if (
+        not isinstance(values, list)
+        or len(values) != width
+        or not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values)
+    ):
+        raise ValueError("invalid cursor")
+    return values
+
+
+# --- the query ------------------------------------------------------------------------------------------------
+
+
+def latest_run(conn: Connection) -> int | None:
+    """The newest training run with predictions (the model views show its mistakes)."""
+    return conn.execute(select(func.max(predictions.c.run_id))).scalar()
+
+
+def _group_key() -> ColumnElement[Any]:
+    return func.coalesce(images.c.duplicate_of, images.c.sha256)
+
+
+def _sort_keys(view: str) -> list[ColumnElement[Any]]:
+    """Ascending sort keys, the last one unique, so that a tuple of them is a keyset cursor."""
+    if view in MODEL_VIEWS:
+        return [-func.coalesce(predictions.c.loss, -1.0), predictions.c.confidence, images.c.sha256]
+    if view in GROUP_VIEWS:
+        keeper_first = case((images.c.duplicate_of.is_(None), 0), else_=1)
+        return [_group_key(), keeper_first, images.c.sha256]
+    return [images.c.sha256]
+
+
+def _group_members() -> CompoundSelect:
+    """Images in an applied near-duplicate group: marked duplicates and the keepers they point to."""
+    marked = images.alias("marked")
+    return union(
+        select(marked.c.sha256).where(marked.c.duplicate_of.isnot(None)),
+        select(marked.c.duplicate_of).where(marked.c.duplicate_of.isnot(None)),
+    )
+
+
+def _conflict_members() -> CompoundSelect:
+    """Label conflicts: every member of a group whose members carry different labels, and images whose
+    sources suggested different labels. One IN over a union lets the database look the few rows up by key."""
+    members = _group_members().subquery("members")
+    member = images.alias("member")
+    group = func.coalesce(member.c.duplicate_of, member.c.sha256)
+    groups = (
+        select(group.label("g"))
+        .where(member.c.sha256.in_(select(members.c.sha256)))
+        .group_by(group)
+        .having(func.count(func.distinct(member.c.label_id)) > 1)
+        .cte("conflict_groups")
+    )
+    duplicate = images.alias("duplicate")
+    return union(
+        select(sources.c.sha256)
+        .where(sources.c.label.isnot(None))
+        .group_by(sources.c.sha256)
+        .having(func.count(func.distinct(sources.c.label)) > 1),
+        select(groups.c.g),
+        select(duplicate.c.sha256).where(duplicate.c.duplicate_of.in_(select(groups.c.g))),
+    )
+
+
+def _filtered(conn: Connection, flt: Filter, run_id: int | None, columns: Sequence[Any]) -> Select[Any] | None:
+    """The filtered SELECT (no order, no limit), or None when the view is empty by definition."""
+    query = select(*columns).where(images.c.status == "ok")
+    if flt.view in MODEL_VIEWS:
+        if run_id is None:
+            return None
+        query = query.select_from(
+            images.join(predictions, and_(predictions.c.sha256 == images.c.sha256, predictions.c.run_id == run_id))
+        )
+        if flt.view == "misclassified":
+            query = query.where(
+                predictions.c.true_label.isnot(None), predictions.c.predicted_label != predictions.c.true_label
+            )
+        else:
+            query = query.where(
+                predictions.c.needs_review.is_(True),
+                or_(predictions.c.true_label.is_(None), predictions.c.predicted_label == predictions.c.true_label),
+            )
+    if flt.view == "unlabelled":
+        query = query.where(images.c.label_id.is_(None))
+    elif flt.label is not None:
+        label_id = conn.execute(select(labels.c.id).where(labels.c.name == flt.label)).scalar()
+        if label_id is None:
+            return None
+        query = query.where(images.c.label_id == label_id)
+    if flt.review is not None:
+        query = query.where(images.c.review == flt.review)
+    if flt.view == "duplicates":
+        query = query.where(images.c.sha256.in_(_group_members()))
+    elif flt.view == "conflicts":
+        query = query.where(images.c.sha256.in_(_conflict_members()))
+    if flt.view == "flagged" or flt.flag:
+        flagged = select(quality_flags.c.sha256)
+        if flt.flag:
+            flagged = flagged.where(quality_flags.c.flag == flt.flag)
+        query = query.where(images.c.sha256.in_(flagged))
+    return query
+
+
+_CARD_COLUMNS = (
+    images.c.sha256,
+    images.c.ext,
+    images.c.width,
+    images.c.height,
+    images.c.label_id,
+    images.c.review,
+    images.c.duplicate_of,
+)
+_MODEL_COLUMNS = (
+    predictions.c.predicted_label,
+    predictions.c.true_label,
+    predictions.c.confidence,
+    predictions.c.loss,
+)
+
+
+def grid_page(
+    conn: Connection,
+    flt: Filter,
+    *,
+    after: str | None = None,
+    before: str | None = None,
+    limit: int = DEFAULT_PAGE,
+) -> Page:
+    """One page of cards after (or before) a cursor; cursors come from a previous Page."""
+    limit = max(1, min(int(limit), MAX_PAGE))
+    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
+    keys = _sort_keys(flt.view)
+    columns = [*_CARD_COLUMNS, *(_MODEL_COLUMNS if flt.view in MODEL_VIEWS else ())]
+    columns += [key.label(f"k{i}") for i, key in enumerate(keys)]
+    backwards = before is not None and after is None
+    cursor = before if backwards else after
+    counted = cursor is None and flt.view in GROUP_VIEWS
+    if counted:
+        # Group views are small sets that are costly to find: the first page counts them in the same pass.
+        # Elsewhere a window count would materialise the whole view, and a separate count is cheaper.
+        columns.append(func.count().over().label("total"))
+    query = _filtered(conn, flt, run_id, columns)
+    if query is None:
+        return Page([], None, None, run_id, total=0 if counted else None)
+    if cursor is not None:
+        values = decode_cursor(cursor, len(keys))
+        query = query.where(_after(keys, values, backwards=backwards))
+    order = [key.desc() for key in keys] if backwards else list(keys)
+    rows = [dict(row._mapping) for row in conn.execute(query.order_by(*order).limit(limit + 1))]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if backwards:
+        rows.reverse()
+    names = label_names(conn)
+    for row in rows:
+        row["label"] = names.get(row["label_id"])
+    first_key = [rows[0][f"k{i}"] for i in range(len(keys))] if rows else None
+    last_key = [rows[-1][f"k{i}"] for i in range(len(keys))] if rows else None
+    has_next = more if not backwards else True
+    has_prev = (cursor is not None) if not backwards else more
+    page = Page(
+        items=rows,
+        next_cursor=encode_cursor(last_key) if rows and has_next else None,
+        prev_cursor=encode_cursor(first_key) if rows and has_prev else None,
+        run_id=run_id,
+        total=(int(rows[0]["total"]) if rows else 0) if counted else None,
+    )
+    for row in rows:
+        row.pop("total", None)
+    page.flags = _flags_of(conn, [row["sha256"] for row in rows])
+    return page
+
+
+def _after(keys: Sequence[ColumnElement[Any]], values: Sequence[Any], *, backwards: bool) -> ColumnElement[bool]:
+    if len(keys) == 1:
+        return keys[0] < values[0] if backwards else keys[0] > values[0]
+    left, right = tuple_(*keys), tuple_(*values)
+    return left < right if backwards else left > right
+
+
+def _flags_of(conn: Connection, shas: Sequence[str]) -> dict[str, list[str]]:
+    if not shas:
+        return {}
+    found: dict[str, list[str]] = {}
+    query = select(quality_flags.c.sha256, quality_flags.c.flag).where(quality_flags.c.sha256.in_(shas))
+    for sha, flag in conn.execute(query.order_by(quality_flags.c.sha256, quality_flags.c.flag)):
+        found.setdefault(sha, []).append(flag)
+    return found
+
+
+def count_view(conn: Connection, flt: Filter) -> int:
+    """How many images the whole filtered view holds (what a bulk action on the view would touch)."""
+    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
+    query = _filtered(conn, flt, run_id, [func.count()])
+    return 0 if query is None else int(conn.execute(query).scalar_one())
+
+
+def view_shas(conn: Connection, flt: Filter) -> Iterator[str]:
+    """Every sha256 of the filtered view, in grid order (bulk actions on the whole view)."""
+    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
+    query = _filtered(conn, flt, run_id, [images.c.sha256])
+    if query is not None:
+        yield from conn.execute(query.order_by(*_sort_keys(flt.view))).scalars()
+
+
+def neighbours(conn: Connection, flt: Filter, sha: str) -> tuple[str | None, str | None]:
+    """The images before and after `sha` in the filtered view (the detail view's previous/next)."""
+    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
+    keys = _sort_keys(flt.view)
+    query = _filtered(conn, flt, run_id, [*(k.label(f"k{i}") for i, k in enumerate(keys))])
+    if query is None:
+        return None, None
+    here = conn.execute(query.where(images.c.sha256 == sha)).first()
+    if here is None:
+        return None, None
+    values = list(here)
+    base = _filtered(conn, flt, run_id, [images.c.sha256])
+    assert base is not None
+    prev = conn.execute(
+        base.where(_after(keys, values, backwards=True)).order_by(*(k.desc() for k in keys)).limit(1)
+    ).scalar()
+    nxt = conn.execute(base.where(_after(keys, values, backwards=False)).order_by(*keys).limit(1)).scalar()
+    return prev, nxt
+
+
+# --- legend, counts, states, version ---------------------------------------------------------------------------
+
+
+def label_names(conn: Connection) -> dict[int, str]:
+    return {row.id: row.name for row in conn.execute(select(labels.c.id, labels.c.name))}
+
+
+def legend(conn: Connection) -> list[LegendEntry]:
+    """Every label in alphabetical order with its image count; the first nine get digit keys 1-9.
+
+    Counts follow `curate labels` (storage.catalog.label_counts: images that are whole, not rejected and not
+    duplicates) but come from one grouped table scan: walking the label or duplicate index instead costs a row
+    lookup per image, several times slower. The coalesce() calls keep SQLite's planner off those indexes."""
+    names = label_names(conn)
+    counted = (
+        select(func.coalesce(images.c.label_id, 0).label("label_key"), func.count())
+        .where(
+            images.c.status == "ok",
+            images.c.review != "rejected",
+            func.coalesce(images.c.duplicate_of, "") == "",
+        )
+        .group_by("label_key")  # by name: PostgreSQL sees two bound zeros as two different expressions
+    )
+    counts = {int(label_id): int(count) for label_id, count in conn.execute(counted)}
+    ordered = sorted(names.items(), key=lambda item: (item[1].casefold(), item[1]))
+    return [
+        LegendEntry(name, counts.get(label_id, 0), i + 1 if i < 9 else None, label_id)
+        for i, (label_id, name) in enumerate(ordered)
+    ]
+
+
+def flag_counts(conn: Connection) -> dict[str, int]:
+    query = select(quality_flags.c.flag, func.count()).group_by(quality_flags.c.flag).order_by(quality_flags.c.flag)
+    return {flag: int(count) for flag, count in conn.execute(query)}
+
+
+def image_states(conn: Connection, shas: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Current label and review state of some images (what cards show), for refreshing open pages."""
+    found: dict[str, dict[str, Any]] = {}
+    names = label_names(conn)
+    wanted = [sha for sha in shas if SHA_RE.fullmatch(sha)]
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        query = select(images.c.sha256, images.c.label_id, images.c.review).where(images.c.sha256.in_(chunk))
+        for sha, label_id, review in conn.execute(query):
+            found[sha] = {"label": names.get(label_id), "review": review}
+    return found
+
+
+def catalog_version(conn: Connection) -> str:
+    """A cheap token that changes with every label or review change, from any process (two max() lookups)."""
+    last_label = conn.execute(select(func.max(label_events.c.id))).scalar() or 0
+    last_review = conn.execute(select(func.max(review_events.c.id))).scalar() or 0
+    return f"{last_label}.{last_review}"

@@ -1,0 +1,465 @@
+/* Gleaner review: the keyboard-first grid and detail view. Plain JS, no dependencies, served locally.
+ *
+ * Actions change the page at once (optimistic) and go to the server one at a time, in order; each answer
+ * carries the confirmed state of the touched images, which replaces the guess. Open tabs poll a cheap
+ * version endpoint and refresh the cards they show when someone else changed the catalog.
+ */
+"use strict";
+
+(() => {
+  const boot = JSON.parse(document.getElementById("boot").textContent);
+  const isGrid = boot.page === "grid";
+  const cards = Array.from(document.querySelectorAll(".card[data-sha]"));
+  const cardOf = new Map(cards.map((card) => [card.dataset.sha, card]));
+  const selected = new Set();
+  const REVIEW = { accept: "accepted", reject: "rejected", unreview: "unreviewed" };
+  const POLL_MS = 2000;
+  let legend = boot.legend;
+  let version = boot.version;
+  let focus = 0;
+  let inflight = 0;
+  let queue = Promise.resolve();
+  let saved = false; // "saved" shows once something was
+
+  const $ = (selector) => document.querySelector(selector);
+  const statusEl = $("#status");
+
+  // --- small helpers -------------------------------------------------------------------------------------
+
+  // Labels created one after another get hues a golden angle apart: neighbours never look alike.
+  function hue(name) {
+    const entry = legend.find((item) => item.name === name);
+    let seed = entry ? entry.id : 0;
+    if (!entry) for (const ch of name) seed = (seed * 31 + ch.codePointAt(0)) % 9973;
+    return Math.round(seed * 137.508) % 360;
+  }
+
+  function tint(element, name) {
+    element.style.background = name ? `hsl(${hue(name)} 75% 82%)` : "";
+  }
+
+  let toastTimer = null;
+  function toast(message, error = false) {
+    const el = $("#toast");
+    el.textContent = message;
+    el.classList.toggle("error", error);
+    el.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => (el.hidden = true), error ? 5000 : 2000);
+  }
+
+  function showStatus() {
+    document.body.dataset.inflight = String(inflight); // tests wait for "0": every change confirmed
+    statusEl.classList.toggle("busy", inflight > 0);
+    statusEl.textContent = inflight > 0 || !saved ? "" : "saved";
+    const sel = $("#selection");
+    if (sel) sel.textContent = selected.size ? `${selected.size} selected` : "";
+  }
+
+  async function api(path, body) {
+    const response = await fetch(path, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "content-type": "application/json", "x-csrf-token": boot.csrf },
+      body: JSON.stringify(body || {}),
+    });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(data.error || `the server answered ${response.status}`);
+    return data;
+  }
+
+  // One request at a time, in the order of the key presses: undo always undoes what the user last saw.
+  function enqueue(work) {
+    inflight += 1;
+    saved = true;
+    showStatus();
+    const result = queue.then(work);
+    queue = result
+      .catch(() => {})
+      .finally(() => {
+        inflight -= 1;
+        showStatus();
+      });
+    return result;
+  }
+
+  // --- cards ----------------------------------------------------------------------------------------------
+
+  function paint(card) {
+    const label = card.dataset.label;
+    const review = card.dataset.review;
+    card.classList.remove("r-unreviewed", "r-accepted", "r-rejected");
+    card.classList.add(`r-${review}`);
+    const lab = card.querySelector(".lab");
+    lab.textContent = label || "unlabelled";
+    tint(lab, label);
+    card.querySelector(".rev").textContent = review;
+  }
+
+  function apply(states) {
+    for (const [sha, state] of Object.entries(states || {})) {
+      const card = cardOf.get(sha);
+      if (!card) continue;
+      card.dataset.label = state.label || "";
+      card.dataset.review = state.review;
+      paint(card);
+    }
+  }
+
+  function snapshot(shas) {
+    const saved = {};
+    for (const sha of shas) {
+      const card = cardOf.get(sha);
+      if (card) saved[sha] = { label: card.dataset.label, review: card.dataset.review };
+    }
+    return saved;
+  }
+
+  function setFocus(index, { scroll = true } = {}) {
+    if (!cards.length) return;
+    index = Math.max(0, Math.min(cards.length - 1, index));
+    cards[focus]?.classList.remove("focus");
+    focus = index;
+    cards[focus].classList.add("focus");
+    if (scroll && isGrid) cards[focus].scrollIntoView({ block: "nearest" });
+  }
+
+  function toggle(index, on) {
+    const card = cards[index];
+    if (!card) return;
+    const sha = card.dataset.sha;
+    const select = on === undefined ? !selected.has(sha) : on;
+    if (select) selected.add(sha);
+    else selected.delete(sha);
+    card.classList.toggle("selected", select);
+    showStatus();
+  }
+
+  function clearSelection() {
+    for (const sha of selected) cardOf.get(sha)?.classList.remove("selected");
+    selected.clear();
+    showStatus();
+  }
+
+  function columns() {
+    if (cards.length < 2) return 1;
+    const top = cards[0].offsetTop;
+    let count = 0;
+    for (const card of cards) {
+      if (card.offsetTop !== top) break;
+      count += 1;
+    }
+    return Math.max(1, count);
+  }
+
+  function targets() {
+    if (selected.size) return Array.from(selected);
+    return cards[focus] ? [cards[focus].dataset.sha] : [];
+  }
+
+  // --- legend ---------------------------------------------------------------------------------------------
+
+  function legendHref(name) {
+    const params = new URLSearchParams(boot.filter);
+    if (params.get("label") === name) params.delete("label");
+    else params.set("label", name);
+    if (params.get("view") === "unlabelled") params.delete("view");
+    const query = params.toString();
+    return query ? `/?${query}` : "/";
+  }
+
+  function renderLegend() {
+    const list = $("#legend");
+    if (!list) return;
+    list.replaceChildren(
+      ...legend.map((entry) => {
+        const item = document.createElement("li");
+        item.dataset.label = entry.name;
+        if (boot.filter.label === entry.name) item.className = "active";
+        const key = document.createElement("kbd");
+        key.textContent = entry.key || "";
+        const swatch = document.createElement("span");
+        swatch.className = "swatch";
+        tint(swatch, entry.name);
+        const name = document.createElement(isGrid ? "a" : "span");
+        name.textContent = entry.name;
+        if (isGrid) name.href = legendHref(entry.name);
+        const count = document.createElement("span");
+        count.className = "count";
+        count.textContent = entry.count.toLocaleString("en");
+        item.append(key, swatch, name, count);
+        return item;
+      }),
+    );
+    const options = $("#picker-labels");
+    options.replaceChildren(
+      ...legend.map((entry) => {
+        const option = document.createElement("option");
+        option.value = entry.name;
+        return option;
+      }),
+    );
+  }
+
+  function settle(data) {
+    if (data.version) version = data.version;
+    if (data.legend) {
+      legend = data.legend;
+      renderLegend();
+      cards.forEach(paint); // a new label may have brought its colour
+    }
+    apply(data.images);
+    if (data.reload) refresh();
+    if (!isGrid && data.changed) refreshFacts();
+  }
+
+  // --- actions --------------------------------------------------------------------------------------------
+
+  function act(kind, label = null) {
+    const shas = targets();
+    if (!shas.length) return;
+    const before = snapshot(shas);
+    for (const sha of shas) {
+      const card = cardOf.get(sha);
+      if (!card) continue;
+      if (kind === "label") card.dataset.label = label;
+      else if (kind === "clear") card.dataset.label = "";
+      else card.dataset.review = REVIEW[kind];
+      card.classList.add("pending");
+      paint(card);
+    }
+    if (isGrid && !selected.size) setFocus(focus + 1);
+    enqueue(async () => {
+      try {
+        settle(await api("/api/action", { action: kind, label, shas }));
+      } catch (error) {
+        apply(before);
+        toast(`not saved: ${error.message}`, true);
+      } finally {
+        for (const sha of shas) cardOf.get(sha)?.classList.remove("pending");
+      }
+    });
+  }
+
+  function actOnView(kind, label = null) {
+    const total = Number(($("#total")?.textContent || "0").replace(/,/g, ""));
+    const verb = kind === "label" ? `Label as "${label}"` : kind === "accept" ? "Accept" : "Reject";
+    if (!window.confirm(`${verb} all ${total.toLocaleString("en")} images of this view (every page)?`)) return;
+    enqueue(async () => {
+      try {
+        const data = await api("/api/action", { action: kind, label, scope: "view", filter: boot.filter });
+        settle(data);
+        toast(`${data.changed.toLocaleString("en")} image(s) changed (u undoes)`);
+      } catch (error) {
+        toast(`not saved: ${error.message}`, true);
+      }
+    });
+  }
+
+  function undo() {
+    enqueue(async () => {
+      try {
+        const data = await api("/api/undo", {});
+        settle(data);
+        if (data.action) toast(`undone: ${data.changed} change(s)${data.skipped ? `, ${data.skipped} changed since` : ""}`);
+        else toast("nothing to undo");
+      } catch (error) {
+        toast(`undo failed: ${error.message}`, true);
+      }
+    });
+  }
+
+  async function addLabel(name) {
+    const data = await api("/api/labels", { name });
+    settle(data);
+    return data;
+  }
+
+  function labelByKey(digit) {
+    const entry = legend.find((item) => item.key === digit);
+    if (!entry) {
+      toast(`no label on key ${digit}: add one in the legend`, true);
+      return;
+    }
+    act("label", entry.name);
+  }
+
+  // --- label picker (l, "label all…") ---------------------------------------------------------------------
+
+  let pickerScope = "targets";
+  function openPicker(scope) {
+    pickerScope = scope;
+    $("#picker").hidden = false;
+    const input = $("#picker-input");
+    input.value = "";
+    input.focus();
+  }
+
+  function closePicker() {
+    $("#picker").hidden = true;
+  }
+
+  $("#picker-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const name = $("#picker-input").value.trim();
+    closePicker();
+    if (!name) return;
+    const run = () => (pickerScope === "view" ? actOnView("label", name) : act("label", name));
+    if (legend.some((entry) => entry.name === name)) run();
+    else
+      enqueue(() => addLabel(name))
+        .then(run)
+        .catch((error) => toast(`label not added: ${error.message}`, true));
+  });
+
+  // --- keeping tabs consistent ----------------------------------------------------------------------------
+
+  async function refresh() {
+    try {
+      const data = await api("/api/state", { shas: cards.map((card) => card.dataset.sha) });
+      settle(data);
+      if (!isGrid) refreshFacts();
+    } catch (error) {
+      /* the next poll tries again */
+    }
+  }
+
+  async function refreshFacts() {
+    const response = await fetch(window.location.href, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const fresh = new DOMParser().parseFromString(await response.text(), "text/html").querySelector(".facts");
+    const here = $(".facts");
+    if (fresh && here) {
+      here.replaceWith(fresh);
+      renderLegend();
+    }
+  }
+
+  async function poll() {
+    if (inflight || document.hidden) return;
+    try {
+      const response = await fetch("/api/version", { credentials: "same-origin" });
+      if (!response.ok) return;
+      const data = await response.json();
+      if (data.version !== version && !inflight) {
+        version = data.version;
+        await refresh();
+      }
+    } catch (error) {
+      /* server gone or restarting: keep the page as it is */
+    }
+  }
+  setInterval(poll, POLL_MS);
+
+  // --- keys -----------------------------------------------------------------------------------------------
+
+  function toggleHelp(show) {
+    const help = $("#help");
+    help.hidden = show === undefined ? !help.hidden : !show;
+  }
+
+  function follow(selector) {
+    const link = $(selector);
+    if (link) window.location.href = link.href;
+  }
+
+  function move(delta, extend) {
+    if (!isGrid) return;
+    if (extend) toggle(focus, true);
+    setFocus(focus + delta);
+    if (extend) toggle(focus, true);
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (target instanceof HTMLInputElement || target instanceof HTMLSelectElement || target instanceof HTMLTextAreaElement) {
+      if (event.key === "Escape") {
+        closePicker();
+        target.blur();
+      }
+      return;
+    }
+    if (!$("#help").hidden) {
+      if (event.key === "Escape" || event.key === "?") toggleHelp(false);
+      event.preventDefault();
+      return;
+    }
+    if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "a" && isGrid) {
+      cards.forEach((_, index) => toggle(index, true));
+      event.preventDefault();
+      return;
+    }
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key;
+    let handled = true;
+    if (key === "ArrowRight") isGrid ? move(1, event.shiftKey) : follow("#next-image");
+    else if (key === "ArrowLeft") isGrid ? move(-1, event.shiftKey) : follow("#prev-image");
+    else if (key === "ArrowDown") move(columns(), event.shiftKey);
+    else if (key === "ArrowUp") move(-columns(), event.shiftKey);
+    else if (key === " ") isGrid && toggle(focus);
+    else if (/^[1-9]$/.test(key)) labelByKey(Number(key));
+    else if (key === "0") act("clear");
+    else if (key === "a") act("accept");
+    else if (key === "x") act("reject");
+    else if (key === "A") isGrid && actOnView("accept");
+    else if (key === "X") isGrid && actOnView("reject");
+    else if (key === "u") undo();
+    else if (key === "l") openPicker("targets");
+    else if (key === "?") toggleHelp();
+    else if (key === "Enter") isGrid && cards[focus] && follow(`.card[data-sha="${cards[focus].dataset.sha}"] a.thumb`);
+    else if (key === "n") follow(isGrid ? "#next-page" : "#next-image");
+    else if (key === "p") follow(isGrid ? "#prev-page" : "#prev-image");
+    else if (key === "Escape") {
+      if (selected.size) clearSelection();
+      else if (!isGrid) follow("#back");
+    } else handled = false;
+    if (handled) event.preventDefault();
+  });
+
+  // --- mouse ----------------------------------------------------------------------------------------------
+
+  cards.forEach((card, index) => {
+    card.addEventListener("click", (event) => {
+      if (!isGrid) return;
+      if (event.shiftKey || event.ctrlKey || event.metaKey) {
+        event.preventDefault();
+        toggle(index);
+      }
+      setFocus(index, { scroll: false });
+    });
+  });
+  document.querySelectorAll("[data-help]").forEach((button) => button.addEventListener("click", () => toggleHelp()));
+  $("#help").addEventListener("click", (event) => event.target === $("#help") && toggleHelp(false));
+  $("#picker").addEventListener("click", (event) => event.target === $("#picker") && closePicker());
+  document.querySelectorAll("[data-bulk]").forEach((button) =>
+    button.addEventListener("click", () => {
+      button.blur();
+      if (button.dataset.bulk === "label") openPicker("view");
+      else actOnView(button.dataset.bulk);
+    }),
+  );
+  $("#review-select")?.addEventListener("change", (event) => event.target.form.submit());
+  $("#add-label")?.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = event.target.elements.name;
+    const name = input.value.trim();
+    if (!name) return;
+    enqueue(() =>
+      addLabel(name)
+        .then((data) => {
+          input.value = "";
+          input.blur();
+          toast(data.created ? `label "${data.name}" added` : `label "${data.name}" exists`);
+        })
+        .catch((error) => toast(`label not added: ${error.message}`, true)),
+    );
+  });
+
+  // --- start ----------------------------------------------------------------------------------------------
+
+  cards.forEach(paint);
+  renderLegend();
+  if (isGrid) setFocus(0, { scroll: false });
+  showStatus();
+  document.body.dataset.ready = "1";
+})();

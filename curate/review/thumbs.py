@@ -1,0 +1,113 @@
+"""Grid thumbnails, made once per image and kept in the object store under `thumbs/<sha[:2]>/<sha>.jpg`.
+
+Keeping them in the store (not a local cache folder) means every reviewer of a shared S3 workspace pays the
+decoding cost only once, and the thumbnails travel with the data.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+
+from PIL import Image, ImageOps
+
+from storage.keys import image_key
+from storage.stores import ObjectStore
+
+__all__ = ["BROWSER_FORMATS", "THUMB_SIDE", "Thumbnails", "browser_image", "make_thumbnail", "thumb_key"]
+
+THUMB_SIDE = 320  # twice the card size: sharp on high-density screens
+BROWSER_FORMATS = {
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "png": "image/png",
+    "gif": "image/gif",
+    "webp": "image/webp",
+    "bmp": "image/bmp",
+}
+PREVIEW_SIDE = 2048  # formats browsers cannot show are converted to PNG up to this size
+
+
+def thumb_key(sha256: str) -> str:
+    """The store key of an image's thumbnail (a pure function of the digest, like image keys)."""
+    image_key(sha256, "jpg")  # validates the digest
+    return f"thumbs/{sha256[:2]}/{sha256}.jpg"
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """RGB on white: transparency and palettes would otherwise turn black in a JPEG."""
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        image = image.convert("RGBA")
+        canvas = Image.new("RGB", image.size, "white")
+        canvas.paste(image, mask=image.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+def make_thumbnail(data: bytes, side: int = THUMB_SIDE) -> bytes:
+    """A JPEG no larger than side x side, upright (EXIF orientation applied), drafted for cheap decoding."""
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", (side, side))
+    image = ImageOps.exif_transpose(image)
+    image.thumbnail((side, side))
+    buffer = io.BytesIO()
+    _flatten(image).save(buffer, "JPEG", quality=82, optimize=True)
+    return buffer.getvalue()
+
+
+def browser_image(data: bytes, ext: str) -> tuple[bytes, str]:
+    """The original bytes when browsers can show the format, else a PNG rendering of it."""
+    media_type = BROWSER_FORMATS.get(ext.lower())
+    if media_type:
+        return data, media_type
+    image = Image.open(io.BytesIO(data))
+    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    buffer = io.BytesIO()
+    image.convert("RGBA" if "A" in image.getbands() else "RGB").save(buffer, "PNG")
+    return buffer.getvalue(), "image/png"
+
+
+class Thumbnails:
+    """Thumbnails from the store, generated on first request; a small in-memory LRU saves store round trips."""
+
+    def __init__(self, store: ObjectStore, *, memory_items: int = 2000) -> None:
+        self.store = store
+        self.memory_items = memory_items
+        self._memory: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self._making: dict[str, threading.Lock] = {}
+
+    def get(self, sha256: str, ext: str) -> bytes:
+        """The thumbnail of an image (sha256 and ext from the catalog row, never from a request path)."""
+        cached = self._remember(sha256)
+        if cached is not None:
+            return cached
+        with self._lock:
+            making = self._making.setdefault(sha256, threading.Lock())
+        with making:  # two requests for the same new image decode it once
+            cached = self._remember(sha256)
+            if cached is not None:
+                return cached
+            key = thumb_key(sha256)
+            try:
+                data = self.store.get(key)
+            except KeyError:
+                data = make_thumbnail(self.store.get(image_key(sha256, ext)))
+                self.store.put(key, data, content_type="image/jpeg")
+            self._remember(sha256, data)
+        with self._lock:
+            self._making.pop(sha256, None)
+        return data
+
+    def _remember(self, sha256: str, data: bytes | None = None) -> bytes | None:
+        with self._lock:
+            if data is None:
+                found = self._memory.get(sha256)
+                if found is not None:
+                    self._memory.move_to_end(sha256)
+                return found
+            self._memory[sha256] = data
+            while len(self._memory) > self.memory_items:
+                self._memory.popitem(last=False)
+            return data

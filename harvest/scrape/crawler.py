@@ -1,0 +1,610 @@
+"""The crawl behind `harvest scrape`: a frontier in the catalog, fetches on threads, ingest in processes.
+
+Why it is shaped this way:
+- Every page and image URL lives in the catalog's frontier (job = the seeds and the options that change
+  what is found), so a rerun continues where the last one stopped: done URLs are skipped, pending ones
+  fetched, failed ones retried. A page's discoveries and its `done` mark commit in one transaction, and an
+  image is marked done only after ingest committed it; so a SIGKILL at any point loses at most in-flight
+  work, which the rerun redoes, and content addressing makes a redone image a duplicate, never a copy.
+- Network waits run on a bounded thread pool; decoding and hashing run in `Ingestor.ingest_many`'s worker
+  processes; all catalog writes happen on the calling thread (one writer, no lock contention).
+- `--render` pages go through one shared Chromium (see `render.py`); their images are fetched again by the
+  fetch layer so that robots.txt, size limits and `noai` apply exactly as for static pages.
+
+Depth: seed pages have depth 0 and a link found on a depth-d page has depth d+1. `depth=None` means
+0 without `follow` (only the given pages) and unlimited with `follow` (pagination ends by itself; scope and
+the frontier keep it finite). Without `follow`, pages within the depth follow every in-scope link. Scope
+is the seeds' hosts (host:port); images may come from any host the fetch layer allows.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Connection, func, or_, select
+
+from harvest.fetch.client import Fetcher, FetchResult
+from harvest.fetch.policy import FetchPolicy
+from harvest.scrape.extract import (
+    ImageCandidate,
+    PageExtract,
+    compile_selector,
+    extract_page,
+    normalize_url,
+    parse_html,
+)
+from harvest.scrape.labels import LabelRule, parse_label_rule
+from harvest.scrape.render import Renderer, url_check
+from storage.catalog import SourceInfo, finish_run, start_run
+from storage.catalog.frontier import (
+    FrontierEntry,
+    add_urls,
+    frontier_counts,
+    job_key,
+    mark_done,
+    mark_failed,
+    mark_skipped,
+    pending,
+    requeue_failed,
+)
+from storage.catalog.schema import frontier
+from storage.errors import GleanerError
+from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome
+from storage.workspace import Workspace
+
+__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_SCROLL", "ScrapeOptions", "ScrapeProgress", "ScrapeResult", "scrape"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 16
+DEFAULT_SCROLL = 10
+_BATCH = 256  # frontier rows read per query
+_PROGRESS_EVERY = 0.2  # seconds between progress callbacks
+# Fetch errors a rerun retries (state `failed`): passing trouble, a browser that would not start, a page that
+# crashed the parser or the tab. Everything else is final (state `skipped`): 404s, wrong content types,
+# redirect loops, oversized bodies, noai, pages the browser refused to show, robots and SSRF refusals, images
+# ingest rejected. A rerun that lifts a refusal (--ignore-robots, --allow-private) re-queues what it refused.
+RETRIED_ERRORS = frozenset({"timeout", "http_5xx", "rate_limited", "connection", "parse", "browser", "crash"})
+
+
+@dataclass(frozen=True)
+class ScrapeOptions:
+    """Everything `harvest scrape` was asked to do; the fields that change what is found make the job key."""
+
+    seeds: tuple[str, ...]
+    label: str | None = None
+    label_from: str | None = None
+    select: str | None = None
+    follow: str | None = None
+    depth: int | None = None
+    render: bool = False
+    scroll: int = DEFAULT_SCROLL
+    max_images: int | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    allow_private: bool = False
+    ignore_robots: bool = False
+    retry_failed: bool = False
+    ingest_workers: int | None = None
+
+    @property
+    def max_depth(self) -> int | None:
+        """None: unlimited."""
+        if self.depth is not None:
+            return self.depth
+        return None if self.follow else 0
+
+    def policy(self) -> FetchPolicy:
+        return FetchPolicy(obey_robots=not self.ignore_robots, allow_private=self.allow_private)
+
+
+@dataclass
+class ScrapeProgress:
+    """Counters for the progress display; a snapshot is passed to `on_progress`."""
+
+    pages_done: int = 0
+    pages_failed: int = 0
+    pages_queued: int = 0  # page fetches started this run
+    images_queued: int = 0  # image fetches started this run
+    images_done: int = 0  # images with a final outcome this run (stored, duplicate, rejected or failed)
+    added: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # error kind -> count
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        return self.images_done / max(time.monotonic() - self.started, 1e-9)
+
+
+@dataclass
+class ScrapeResult:
+    summary: IngestSummary
+    progress: ScrapeProgress
+    run_id: int
+    job: str
+    seconds: float
+    limited: bool  # stopped early by --max-images
+    frontier: dict[str, int]
+    pages_pending: int
+    images_pending: int
+    requeued: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The collectors' shape (DESIGN.md) plus page and frontier counts."""
+        p = self.progress
+        problems = [{**problem, "kind": problem.get("kind", "image")} for problem in self.summary.problems]
+        return {
+            **self.summary.to_json(),
+            "problems": problems,
+            "pages": {
+                "fetched": p.pages_done,
+                "failed": p.pages_failed,
+                "pending": self.pages_pending,
+            },
+            "images": {"requested": p.images_queued, "pending": self.images_pending},
+            "errors": dict(p.errors),
+            "frontier": self.frontier,
+            "requeued": self.requeued,
+            "complete": self.pages_pending == 0 and self.images_pending == 0,
+            "limited": self.limited,
+            "job": self.job,
+            "run_id": self.run_id,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class _Task:
+    kind: str  # page | image
+    url: str
+    depth: int
+    referrer: str | None
+    label: str | None
+
+
+@dataclass
+class _LoadedPage:
+    task: _Task
+    final_url: str
+    status: int | None
+    extract: PageExtract | None = None
+    page_label: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Sighting:
+    """What the page said about an image URL (kept in memory for provenance; the frontier keeps the label)."""
+
+    page_url: str
+    alt: str | None
+    via: str
+
+
+def _normalize_seeds(seeds: tuple[str, ...]) -> tuple[str, ...]:
+    found: dict[str, None] = {}
+    for seed in seeds:
+        url = normalize_url(seed, "")
+        if url is None:
+            raise GleanerError(f"not an http(s) URL: {seed!r}")
+        found.setdefault(url, None)
+    if not found:
+        raise GleanerError("give at least one page URL to scrape")
+    return tuple(found)
+
+
+def _host(url: str) -> str:
+    netloc = urlsplit(url).netloc
+    return netloc.rpartition("@")[2].lower()
+
+
+def _charset(content_type: str | None) -> str | None:
+    for part in (content_type or "").split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key.lower() == "charset" and value.strip(" \"'"):
+            return value.strip(" \"'")
+    return None
+
+
+def _reason(kind: str | None, error: str | None) -> str:
+    return f"{kind or 'error'}: {error or 'failed'}"
+
+
+def _mark_error(conn: Connection, job: str, kind: str, url: str, error_kind: str | None, reason: str) -> None:
+    if (error_kind or "error") in RETRIED_ERRORS:
+        mark_failed(conn, job, kind, url, reason)
+    else:
+        mark_skipped(conn, job, kind, url, reason)
+
+
+def _requeue_refusals(conn: Connection, job: str, kinds: list[str]) -> int:
+    """Back to pending: rows skipped for a refusal this run's flags lift (e.g. `robots:` with --ignore-robots)."""
+    if not kinds:
+        return 0
+    result = conn.execute(
+        frontier.update()
+        .where((frontier.c.job == job) & _refused(kinds))
+        .values(state="pending", updated_at=datetime.now(UTC)),
+        execution_options={"preserve_rowcount": True},
+    )
+    return max(0, result.rowcount)
+
+
+def _pending_by_kind(conn: Connection, job: str) -> dict[str, int]:
+    query = (
+        select(frontier.c.kind, func.count())
+        .where((frontier.c.job == job) & (frontier.c.state == "pending"))
+        .group_by(frontier.c.kind)
+    )
+    return {str(kind): int(count) for kind, count in conn.execute(query)}
+
+
+def _refused(kinds: list[str]) -> Any:
+    return (frontier.c.state == "skipped") & or_(*(frontier.c.last_error.startswith(f"{kind}:") for kind in kinds))
+
+
+def _retry_urls(conn: Connection, job: str, lifted: list[str]) -> dict[str, set[str]]:
+    """The URLs `--retry-failed` may fetch: failures, and refusals this run's flags lift."""
+    retried = frontier.c.state == "failed"
+    if lifted:
+        retried = retried | _refused(lifted)
+    query = select(frontier.c.kind, frontier.c.url).where((frontier.c.job == job) & retried)
+    found: dict[str, set[str]] = {"page": set(), "image": set()}
+    for kind, url in conn.execute(query):
+        found.setdefault(str(kind), set()).add(str(url))
+    return found
+
+
+class _Crawl:
+    """One run over one job's frontier. Driven from the calling thread by `scrape()`."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        options: ScrapeOptions,
+        fetcher: Fetcher,
+        on_progress: Callable[[ScrapeProgress], None] | None,
+    ) -> None:
+        self.ws = workspace
+        self.options = options
+        self.fetcher = fetcher
+        self.on_progress = on_progress
+        self.seeds = _normalize_seeds(options.seeds)
+        self.select = compile_selector(options.select, "--select")
+        self.follow = compile_selector(options.follow, "--follow")
+        self.rule: LabelRule = parse_label_rule(options.label_from, options.label)
+        if options.concurrency < 1:
+            raise GleanerError("--concurrency must be at least 1")
+        if options.max_images is not None and options.max_images < 0:
+            raise GleanerError("--max-images must be zero or more")
+        if options.depth is not None and options.depth < 0:
+            raise GleanerError("--depth must be zero or more")
+        self.scope = {_host(seed) for seed in self.seeds}
+        max_depth = options.max_depth
+        self.job = job_key(
+            "scrape",
+            *sorted(self.seeds),
+            f"select={options.select or ''}",
+            f"follow={options.follow or ''}",
+            f"depth={'all' if max_depth is None else max_depth}",
+            f"render={int(options.render)}",
+        )
+        self.progress = ScrapeProgress()
+        self.summary = IngestSummary()
+        self.limited = False
+        self.renderer: Renderer | None = None
+        self._queues: dict[str, deque[_Task]] = {"page": deque(), "image": deque()}
+        self._dirty = {"page": True, "image": True}  # the frontier may hold rows not read yet
+        self._cursor: dict[str, int | None] = {"page": None, "image": None}
+        self._claimed: dict[str, set[str]] = {"page": set(), "image": set()}
+        self._awaiting: dict[str, _Task] = {}  # image URL handed to ingest -> its frontier task
+        self._sightings: dict[str, _Sighting] = {}
+        self._only: dict[str, set[str]] | None = None  # --retry-failed: the URLs this run may fetch
+        self._last_progress = 0.0
+
+    # --- frontier -----------------------------------------------------------------------------------------
+
+    def _load(self, kind: str) -> None:
+        """Read the next pending rows of `kind` (by id, so each row is seen once per run) into the local queue."""
+        with self.ws.catalog.read() as conn:
+            rows = pending(conn, self.job, kind=kind, limit=_BATCH, after_id=self._cursor[kind])
+        only = self._only[kind] if self._only is not None else None
+        for row in rows:
+            url = row["url"]
+            if url in self._claimed[kind] or (only is not None and url not in only):
+                continue
+            depth = int(row.get("depth") or 0)
+            self._queues[kind].append(_Task(kind, url, depth, row.get("referrer"), row.get("label")))
+        if rows:
+            self._cursor[kind] = int(rows[-1]["id"])
+        self._dirty[kind] = len(rows) >= _BATCH
+
+    def _available(self, kind: str) -> bool:
+        queue = self._queues[kind]
+        while not queue and self._dirty[kind]:
+            self._load(kind)
+        return bool(queue)
+
+    def _next(self, kind: str) -> _Task | None:
+        return self._queues[kind].popleft() if self._available(kind) else None
+
+    # --- page work (runs on pool threads) -----------------------------------------------------------------
+
+    def _want_links(self, depth: int) -> bool:
+        limit = self.options.max_depth
+        return limit is None or depth < limit
+
+    def _load_page(self, task: _Task) -> _LoadedPage:
+        try:
+            if self.renderer is not None:
+                return self._rendered_page(task)
+            result = self.fetcher.fetch(task.url, kind="page", referer=task.referrer)
+            if not result.ok:
+                return _LoadedPage(
+                    task, result.final_url or task.url, result.status, None, None, result.error_kind, result.error
+                )
+            return self._parse(
+                task, result.final_url or task.url, result.status, result.data or b"", _charset(result.content_type), []
+            )
+        except Exception as exc:  # a bug or a parser failure must become a problem entry, not a dead crawl
+            log.exception("page %s", task.url)
+            return _LoadedPage(task, task.url, None, error_kind="parse", error=repr(exc))
+
+    def _rendered_page(self, task: _Task) -> _LoadedPage:
+        assert self.renderer is not None
+        rendered = self.renderer.render(task.url)
+        if not rendered.ok:
+            return _LoadedPage(
+                task, rendered.final_url, rendered.status, None, None, rendered.error_kind, rendered.error
+            )
+        return self._parse(task, rendered.final_url, rendered.status, rendered.html, None, rendered.image_urls)
+
+    def _parse(
+        self,
+        task: _Task,
+        final_url: str,
+        status: int | None,
+        html: bytes | str,
+        encoding: str | None,
+        loaded_images: list[str],
+    ) -> _LoadedPage:
+        soup = parse_html(html, encoding)
+        extract = extract_page(
+            soup, final_url, select=self.select, follow=self.follow, collect_links=self._want_links(task.depth)
+        )
+        if self.select is None:  # images the browser loaded that the DOM no longer shows (virtual lists)
+            known = {c.url for c in extract.images}
+            for raw in loaded_images:
+                url = normalize_url(raw, final_url)
+                if url and url not in known:
+                    known.add(url)
+                    extract.images.append(ImageCandidate(url, None, "response"))
+        return _LoadedPage(task, final_url, status, extract, self.rule.page_value(soup, final_url))
+
+    # --- results (calling thread) -------------------------------------------------------------------------
+
+    def _page_loaded(self, page: _LoadedPage) -> None:
+        task = page.task
+        self._claimed["page"].discard(task.url)
+        if page.extract is None:
+            self.progress.pages_failed += 1
+            self.progress.errors[page.error_kind or "error"] += 1
+            reason = _reason(page.error_kind, page.error)
+            self.summary.failed += 1
+            self.summary.problems.append({"item": task.url, "reason": reason, "kind": "page"})
+            with self.ws.catalog.write() as conn:
+                _mark_error(conn, self.job, "page", task.url, page.error_kind, reason)
+            return
+        if task.depth == 0:  # a seed that redirected to another host brings that host into scope
+            self.scope.add(_host(page.final_url))
+        images: list[FrontierEntry] = []
+        for candidate in page.extract.images:
+            label = self.rule.image_label(page.page_label, candidate.alt)
+            images.append(FrontierEntry(candidate.url, "image", depth=task.depth, referrer=page.final_url, label=label))
+            self._sightings.setdefault(candidate.url, _Sighting(page.final_url, candidate.alt, candidate.via))
+        links = [
+            FrontierEntry(link, "page", depth=task.depth + 1, referrer=page.final_url)
+            for link in page.extract.links
+            if _host(link) in self.scope
+        ]
+        with self.ws.catalog.write() as conn:
+            new_images = add_urls(conn, self.job, images) if images else 0
+            new_pages = add_urls(conn, self.job, links) if links else 0
+            mark_done(conn, self.job, "page", task.url)
+        self._dirty["image"] = self._dirty["image"] or new_images > 0
+        self._dirty["page"] = self._dirty["page"] or new_pages > 0
+        self.progress.pages_done += 1
+
+    def _image_fetched(self, task: _Task, result: FetchResult) -> IngestItem | None:
+        if not result.ok:
+            self._claimed["image"].discard(task.url)
+            reason = _reason(result.error_kind, result.error)
+            self.progress.errors[result.error_kind or "error"] += 1
+            self.progress.images_done += 1
+            self.summary.failed += 1
+            self.summary.problems.append({"item": task.url, "reason": reason, "kind": "image"})
+            with self.ws.catalog.write() as conn:
+                _mark_error(conn, self.job, "image", task.url, result.error_kind, reason)
+            return None
+        seen = self._sightings.get(task.url)
+        extra: dict[str, Any] = {"job": self.job, "depth": task.depth}
+        if seen is not None:
+            extra["via"] = seen.via
+        if result.final_url and result.final_url != task.url:
+            extra["final_url"] = result.final_url
+        if result.content_type:
+            extra["content_type"] = result.content_type
+        source = SourceInfo(
+            kind="scrape",
+            uri=task.url,
+            page_url=seen.page_url if seen else task.referrer,
+            alt_text=seen.alt if seen else None,
+            http_status=result.status,
+            fetched_at=result.fetched_at or datetime.now(UTC),
+            extra=extra,
+        )
+        self._awaiting[task.url] = task
+        return IngestItem(source=source, label=task.label, data=result.data)
+
+    def _ingested(self, outcome: Outcome) -> None:
+        task = self._awaiting.pop(outcome.item, None)
+        self.summary.add(outcome)
+        self.progress.images_done += 1
+        self.progress.added += outcome.status == "added"
+        if outcome.status == "rejected":
+            self.progress.errors["rejected"] += 1
+        if task is None:
+            return
+        self._claimed["image"].discard(task.url)
+        with self.ws.catalog.write() as conn:
+            if outcome.status in ("added", "duplicate"):
+                mark_done(conn, self.job, "image", task.url, sha256=outcome.sha256)
+            elif outcome.status == "rejected":
+                mark_skipped(conn, self.job, "image", task.url, f"rejected: {outcome.reason}")
+            else:
+                mark_failed(conn, self.job, "image", task.url, outcome.reason or "failed")
+        self._tick()
+
+    def _tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.on_progress and (force or now - self._last_progress >= _PROGRESS_EVERY):
+            self._last_progress = now
+            self.on_progress(self.progress)
+
+    # --- the loop -----------------------------------------------------------------------------------------
+
+    def _budget_left(self) -> bool:
+        """False once --max-images fetches were started; the run then stops and says it was limited."""
+        cap = self.options.max_images
+        if cap is not None and self.progress.images_queued >= cap:
+            self.limited = self.limited or self._available("image") or self._available("page")
+            return False
+        return True
+
+    def items(self, pool: ThreadPoolExecutor) -> Iterator[IngestItem]:
+        """Fetch pages and images from the frontier; yield fetched images for ingest (bounded in flight)."""
+        concurrency = self.options.concurrency
+        # Pages get a quarter of the slots while images wait, all of them otherwise; rendered pages go one
+        # at a time through the one browser.
+        page_slots = max(1, concurrency // 4)
+        inflight: dict[Future[Any], _Task] = {}
+        pages_inflight = 0
+        while True:
+            while len(inflight) < concurrency:
+                budget = self._budget_left()
+                images_ok = budget and self._available("image")
+                page_cap = 1 if self.options.render else page_slots if images_ok else concurrency
+                if budget and pages_inflight < page_cap and self._available("page"):
+                    task = self._next("page")
+                elif images_ok:
+                    task = self._next("image")
+                else:
+                    break
+                if task is None:
+                    break
+                self._claimed[task.kind].add(task.url)
+                if task.kind == "page":
+                    pages_inflight += 1
+                    self.progress.pages_queued += 1
+                    inflight[pool.submit(self._load_page, task)] = task
+                else:
+                    self.progress.images_queued += 1
+                    inflight[pool.submit(self.fetcher.fetch, task.url, kind="image", referer=task.referrer)] = task
+            if not inflight:
+                return
+            done, _ = wait(inflight, timeout=_PROGRESS_EVERY, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = inflight.pop(future)
+                if task.kind == "page":
+                    pages_inflight -= 1
+                    self._page_loaded(future.result())
+                else:
+                    item = self._image_fetched(task, future.result())
+                    if item is not None:
+                        yield item
+            self._tick()
+
+    def run(self) -> ScrapeResult:
+        started = time.monotonic()
+        config = {
+            "seeds": list(self.seeds),
+            "label": self.options.label,
+            "label_from": self.options.label_from,
+            "select": self.options.select,
+            "follow": self.options.follow,
+            "depth": self.options.max_depth,
+            "render": self.options.render,
+            "max_images": self.options.max_images,
+            "job": self.job,
+        }
+        with self.ws.catalog.write() as conn:
+            run_id = start_run(conn, "scrape", config)
+            add_urls(conn, self.job, [FrontierEntry(seed, "page", depth=0) for seed in self.seeds])
+            flags = (("robots", self.options.ignore_robots), ("ssrf", self.options.allow_private))
+            lifted = [kind for kind, on in flags if on]
+            if self.options.retry_failed:
+                self._only = _retry_urls(conn, self.job, lifted)
+            requeued = _requeue_refusals(conn, self.job, lifted) + requeue_failed(conn, self.job)
+        ingestor = Ingestor.for_workspace(self.ws, origin="scrape", run_id=run_id)
+        status = "interrupted"
+        pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="scrape")
+        # A live thread before the ingest pool is made: forking a process that runs fetch threads is unsafe,
+        # and the storage pool picks a thread-safe start method when it sees one.
+        pool.submit(lambda: None).result()
+        if self.options.render:
+            self.renderer = Renderer(
+                check_url=url_check(self.fetcher, not self.options.ignore_robots),
+                user_agent=self.options.policy().user_agent,
+                scroll_rounds=self.options.scroll,
+            )
+        try:
+            for outcome in ingestor.ingest_many(self.items(pool), workers=self.options.ingest_workers):
+                self._ingested(outcome)
+            status = "done"
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            if self.renderer is not None:
+                self.renderer.close()
+            with self.ws.catalog.write() as conn:
+                counts = frontier_counts(conn, self.job)
+                finish_run(conn, run_id, status, {**self.summary.to_json(), "frontier": counts})
+        with self.ws.catalog.read() as conn:
+            left = _pending_by_kind(conn, self.job)
+        self._tick(force=True)
+        return ScrapeResult(
+            summary=self.summary,
+            progress=self.progress,
+            run_id=run_id,
+            job=self.job,
+            seconds=time.monotonic() - started,
+            limited=self.limited,
+            frontier=counts,
+            pages_pending=left.get("page", 0),
+            images_pending=left.get("image", 0),
+            requeued=requeued,
+        )
+
+
+def scrape(
+    workspace: Workspace,
+    options: ScrapeOptions,
+    *,
+    fetcher: Fetcher | None = None,
+    on_progress: Callable[[ScrapeProgress], None] | None = None,
+) -> ScrapeResult:
+    """Crawl from `options.seeds` and ingest every image found; problems are reported, never raised."""
+    own = fetcher is None
+    fetcher = fetcher or Fetcher(options.policy())
+    try:
+        return _Crawl(workspace, options, fetcher, on_progress).run()
+    finally:
+        if own:
+            fetcher.close()
