@@ -89,6 +89,121 @@ def import_command(
     render_summary(result.summary, elapsed)
 
 
+@app.command("urls")
+@user_errors
+def urls_command(
+    file: Path = typer.Argument(..., help="URL list: .csv, .tsv, .jsonl, .parquet or .txt (optionally .gz)."),
+    url_col: str = typer.Option("url", "--url-col", help="Column (or JSON key) holding the image URL."),
+    label_col: str = typer.Option(
+        None, "--label-col", help="Column holding each image's label (default: 'label' when the list has it)."
+    ),
+    label: str = typer.Option(None, "--label", "-l", help="Label for images whose row has none."),
+    list_format: str = typer.Option(
+        None, "--format", help="List format when the extension does not tell: csv, tsv, jsonl, parquet, txt."
+    ),
+    allow_private: bool = typer.Option(
+        False, "--allow-private", help="Allow loopback and private addresses (off: SSRF guard)."
+    ),
+    ignore_robots: bool = typer.Option(False, "--ignore-robots", help="Do not fetch or obey robots.txt."),
+    concurrency: int = typer.Option(32, "--concurrency", min=1, help="Downloads in parallel."),
+    per_host_rate: float = typer.Option(
+        10.0, "--per-host-rate", help="Requests per second to any one host (0: no limit)."
+    ),
+    per_host_concurrency: int = typer.Option(
+        16, "--per-host-concurrency", min=1, help="Requests in progress to any one host."
+    ),
+    user_agent: str = typer.Option(None, "--user-agent", help="User-Agent header (default: GleanerBot/...)."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Only retry this list's failed URLs; do not read the list for new ones."
+    ),
+    workers: int = typer.Option(None, "--workers", help="Processes for decoding and hashing (default: one per core)."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Download the images of a URL list. Rerun to resume: done URLs are skipped, failed ones retried."""
+    from collections import Counter
+
+    from harvest.fetch import FetchPolicy
+    from harvest.urls import harvest_urls
+
+    ws = open_workspace(workspace)
+    policy = FetchPolicy(
+        obey_robots=not ignore_robots,
+        allow_private=allow_private,
+        per_host_rate=per_host_rate,
+        per_host_concurrency=per_host_concurrency,
+        **({"user_agent": user_agent} if user_agent else {}),
+    )
+    started = time.perf_counter()
+    errors: Counter[str] = Counter()
+    with make_progress() as progress:
+        task = progress.add_task("fetching", total=None, rate="")
+
+        def on_start(total: int) -> None:
+            progress.update(task, total=total)
+
+        def on_item(_status: str, error_kind: str | None) -> None:
+            if error_kind:
+                errors[error_kind] += 1
+            done = progress.tasks[task].completed + 1
+            rate = f"{done / max(time.perf_counter() - started, 1e-9):,.0f} URL/s"
+            shown = " ".join(f"{kind} {count}" for kind, count in errors.most_common(4))
+            progress.update(task, completed=done, rate=f"{rate}  {shown}".rstrip())
+
+        result = harvest_urls(
+            ws,
+            file,
+            url_col=url_col,
+            label_col=label_col,
+            label=label,
+            fmt=list_format,
+            policy=policy,
+            concurrency=concurrency,
+            retry_failed=retry_failed,
+            workers=workers,
+            on_start=on_start,
+            on_item=on_item,
+        )
+    if json_output:
+        emit_json(result.to_json())
+        return
+    render_fetch_summary(result.summary, result.errors, result.previously_done, time.perf_counter() - started)
+
+
+def render_fetch_summary(summary: IngestSummary, errors: dict[str, int], previously_done: int, elapsed: float) -> None:
+    """`harvest urls`' end-of-run tables: counts, errors by kind, then the first problems."""
+    table = Table(title="URL list summary", show_header=True)
+    for column in ("added", "duplicates", "rejected", "failed", "images/s"):
+        table.add_column(column, justify="right")
+    fetched = summary.total - previously_done
+    rate = fetched / elapsed if elapsed > 0 else 0.0
+    table.add_row(
+        str(summary.added), str(summary.duplicates), str(summary.rejected), str(summary.failed), f"{rate:,.0f}"
+    )
+    out_console.print(table)
+    if previously_done:
+        err_console.print(f"{previously_done:,} URL(s) were done by an earlier run and were not fetched again")
+    if errors:
+        kinds = Table(title="errors by kind", show_header=True)
+        kinds.add_column("kind")
+        kinds.add_column("count", justify="right")
+        for kind, count in sorted(errors.items(), key=lambda pair: -pair[1]):
+            kinds.add_row(kind, f"{count:,}")
+        out_console.print(kinds)
+    shown = summary.problems[:50]
+    if shown:
+        problems = Table(title=f"{len(summary.problems):,} problem(s)", show_header=True)
+        problems.add_column("item", overflow="fold")
+        problems.add_column("reason", overflow="fold")
+        for problem in shown:
+            problems.add_row(problem["item"], problem["reason"])
+        out_console.print(problems)
+        if len(summary.problems) > len(shown):
+            err_console.print(f"... and {len(summary.problems) - len(shown):,} more (all of them with --json)")
+    elif summary.total:
+        err_console.print("[green]no problems[/]")
+
+
 def render_summary(summary: IngestSummary, elapsed: float) -> None:
     """The collectors' end-of-run table: counts, then each problem with its reason."""
     table = Table(title="Import summary", show_header=True)
@@ -108,6 +223,105 @@ def render_summary(summary: IngestSummary, elapsed: float) -> None:
         out_console.print(problems)
     elif summary.total:
         err_console.print("[green]no problems[/]")
+
+
+# --- harvest scrape --------------------------------------------------------------------------------------------
+
+
+@app.command("scrape")
+@user_errors
+def scrape_command(
+    urls: list[str] = typer.Argument(..., help="Page URLs to start from (the seeds)."),
+    label: str = typer.Option(None, "--label", "-l", help="Label for every image (the fallback of --label-from)."),
+    label_from: str = typer.Option(
+        None,
+        "--label-from",
+        help="Label from the page: css:SELECTOR (text of the first match), url:REGEX (first group), or alt.",
+    ),
+    select: str = typer.Option(None, "--select", help="CSS selector of the img elements to take (default: all)."),
+    follow: str = typer.Option(None, "--follow", help="CSS selector of the links to follow, e.g. 'li.next a'."),
+    depth: int = typer.Option(
+        None, "--depth", help="Link hops from the seeds (default: 0, or unlimited with --follow).", min=0
+    ),
+    render: bool = typer.Option(False, "--render", help="Load pages in Chromium and scroll (JavaScript pages)."),
+    scroll: int = typer.Option(10, "--scroll", help="With --render: at most this many scrolls per page.", min=0),
+    max_images: int = typer.Option(None, "--max-images", help="Fetch at most N images in this run.", min=0),
+    concurrency: int = typer.Option(16, "--concurrency", help="Fetches in flight at once.", min=1, max=512),
+    allow_private: bool = typer.Option(
+        False, "--allow-private", help="Allow loopback and private addresses (local test sites)."
+    ),
+    ignore_robots: bool = typer.Option(False, "--ignore-robots", help="Do not obey robots.txt."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Only retry the URLs that failed in earlier runs of this scrape."
+    ),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Collect images from web pages; rerun the same command to resume, skipping what is done."""
+    from harvest.scrape.crawler import ScrapeOptions, ScrapeProgress, scrape
+
+    options = ScrapeOptions(
+        seeds=tuple(urls),
+        label=label,
+        label_from=label_from,
+        select=select,
+        follow=follow,
+        depth=depth,
+        render=render,
+        scroll=scroll,
+        max_images=max_images,
+        concurrency=concurrency,
+        allow_private=allow_private,
+        ignore_robots=ignore_robots,
+        retry_failed=retry_failed,
+    )
+    ws = open_workspace(workspace)
+    with make_progress() as progress:
+        task = progress.add_task("scraping", total=None, rate="")
+
+        def on_progress(state: ScrapeProgress) -> None:
+            errors = ", ".join(f"{kind} {count}" for kind, count in state.errors.most_common(4))
+            text = f"pages {state.pages_done}/{state.pages_queued} · {state.rate:,.0f} img/s"
+            progress.update(
+                task,
+                completed=state.images_done,
+                total=max(state.images_queued, state.images_done) or None,
+                rate=text + (f" · errors: {errors}" if errors else ""),
+            )
+
+        result = scrape(ws, options, on_progress=on_progress)
+    if json_output:
+        emit_json(result.to_json())
+        return
+    document = result.to_json()
+    table = Table(title="Scrape summary", show_header=True)
+    for column in ("added", "duplicates", "rejected", "failed", "pages", "pending", "images/s"):
+        table.add_column(column, justify="right")
+    rate = result.summary.total / result.seconds if result.seconds > 0 else 0.0
+    pages = document["pages"]
+    table.add_row(
+        *(str(document[key]) for key in ("added", "duplicates", "rejected", "failed")),
+        f"{pages['fetched']} ({pages['failed']} failed)",
+        str(pages["pending"] + document["images"]["pending"]),
+        f"{rate:,.1f}",
+    )
+    out_console.print(table)
+    render_summary_problems(result.summary.problems)
+    if document["limited"]:
+        err_console.print("stopped at --max-images; run the same command again to continue")
+
+
+def render_summary_problems(problems: list[dict[str, str]]) -> None:
+    """The problems table shared by the web collectors (one row per URL with its reason)."""
+    if not problems:
+        err_console.print("[green]no problems[/]")
+        return
+    table = Table(title=f"{len(problems)} problem(s)", show_header=True)
+    table.add_column("item", overflow="fold")
+    table.add_column("reason", overflow="fold")
+    for problem in problems:
+        table.add_row(problem["item"], problem["reason"])
+    out_console.print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,13 +2,257 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
 from rich.table import Table
 
-from storage.clikit import JsonOption, emit_json, out_console, user_errors
+from storage.clikit import JsonOption, WorkspaceOption, emit_json, err_console, out_console, user_errors
 from train.devices import list_devices
 
 app = typer.Typer(help="Train image classifiers on a Gleaner dataset.", no_args_is_help=True, add_completion=False)
+
+# Options shared by `run` and `sweep`. None means "not given": the config's default, or on --resume the run's value.
+DatasetOpt = typer.Option(None, "--dataset", help="Snapshot name (default: a new snapshot of the catalog as it is).")
+ModelOpt = typer.Option(None, "--model", help="smallcnn (default), resnet18, or any torchvision classifier name.")
+WeightsOpt = typer.Option(
+    None, "--weights", help="Start from a state dict file, or a torchvision weight name found in its local cache."
+)
+FreezeOpt = typer.Option(False, "--freeze-backbone", help="Train only the classifier head (use with --weights).")
+DepthOpt = typer.Option(None, "--depth", help="smallcnn conv blocks, 1-4 (default 3).")
+BatchOpt = typer.Option(None, "--batch-size", help="Images per step (default 128).")
+SizeOpt = typer.Option(None, "--img-size", help="Square input size in pixels (default 64).")
+AugmentOpt = typer.Option(None, "--augment", help="Comma list: flip, rotate, color, zoom, translate, noise.")
+AutoAugmentOpt = typer.Option(False, "--auto-augment", help="Add torchvision's AutoAugment (ImageNet policy).")
+SmoothingOpt = typer.Option(None, "--label-smoothing", help="Label smoothing, 0-1 (default 0).")
+ScheduleOpt = typer.Option(None, "--schedule", help="Learning-rate schedule: onecycle (default) or cosine.")
+PatienceOpt = typer.Option(None, "--patience", help="Stop after N epochs without a better val score (default 0: off).")
+BalancedOpt = typer.Option(False, "--balanced", help="Sample every class equally often.")
+SeedOpt = typer.Option(None, "--seed", help="Random seed (default 0); same seed, same result on CPU.")
+DeviceOpt = typer.Option(None, "--device", help="auto (default), cpu or cuda.")
+WorkersOpt = typer.Option(None, "--workers", help="Decoding threads/loader processes (default: automatic).")
+
+
+def _config_values(**options: Any) -> dict[str, Any]:
+    from train.augment import parse_augment
+
+    values = {k: v for k, v in options.items() if v is not None and v is not False}
+    if "augment" in values:
+        values["augment"] = parse_augment(values["augment"])
+    return values
+
+
+def _targets_table(targets: list[dict[str, Any]]) -> Table:
+    table = Table(title="What to collect next (most urgent first)")
+    table.add_column("label")
+    table.add_column("want", justify="right")
+    table.add_column("reason")
+    for target in targets:
+        table.add_row(target["label"], f"{target['want']:,}", target["reason"])
+    return table
+
+
+def _classes_table(per_class: dict[str, dict[str, Any]]) -> Table:
+    table = Table(title="Per class (test split)")
+    for column in ("label", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for label, m in per_class.items():
+        table.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    return table
+
+
+@app.command("run")
+@user_errors
+def run_command(
+    out: Path = typer.Option(..., "--out", help="Run folder: config, labels, metrics, checkpoints, report."),
+    dataset: str = DatasetOpt,
+    model: str = ModelOpt,
+    weights: str = WeightsOpt,
+    freeze_backbone: bool = FreezeOpt,
+    depth: int = DepthOpt,
+    epochs: int = typer.Option(None, "--epochs", help="Epochs (default 10); with --resume, a larger number extends."),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate (default 3e-3)."),
+    batch_size: int = BatchOpt,
+    img_size: int = SizeOpt,
+    augment: str = AugmentOpt,
+    auto_augment: bool = AutoAugmentOpt,
+    label_smoothing: float = SmoothingOpt,
+    schedule: str = ScheduleOpt,
+    patience: int = PatienceOpt,
+    balanced: bool = BalancedOpt,
+    seed: int = SeedOpt,
+    device: str = DeviceOpt,
+    workers: int = WorkersOpt,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Train a model, evaluate it on the test split, write the report and the collection targets."""
+    from storage.workspace import open_workspace
+    from train.config import TrainConfig
+    from train.progress import CliProgress
+    from train.run import run_training
+
+    values = _config_values(
+        model=model, weights=weights, freeze_backbone=freeze_backbone, depth=depth, epochs=epochs, lr=lr,
+        batch_size=batch_size, img_size=img_size, augment=augment, auto_augment=auto_augment,
+        label_smoothing=label_smoothing, schedule=schedule, patience=patience, balanced=balanced, seed=seed,
+        device=device, workers=workers,
+    )  # fmt: skip
+    overrides = {k: values[k] for k in ("epochs", "device", "workers", "patience") if k in values}
+    config = TrainConfig(**values)
+    ws = open_workspace(workspace)
+    with CliProgress(config.epochs) as progress:
+        summary = run_training(
+            ws, out, config, dataset=dataset, resume=resume, overrides=overrides, callbacks=progress.callbacks()
+        )
+    if json_output:
+        emit_json(summary)
+        return
+    if summary["status"] != "done":
+        err_console.print(f"run stopped after {summary.get('epochs_done')} epochs; `--resume` continues it")
+        return
+    for warning in summary["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+    out_console.print(_classes_table(summary["per_class"]))
+    if summary["targets"]:
+        out_console.print(_targets_table(summary["targets"]))
+    out_console.print(
+        f"Test accuracy [bold]{summary['accuracy']:.2%}[/] · best epoch {summary['best_epoch']} of "
+        f"{summary['epochs_done']} · trained in {summary['train_seconds']:.0f}s on {summary['device']}\n"
+        f"Report: {summary['report']}"
+    )
+
+
+@app.command("sweep")
+@user_errors
+def sweep_command(
+    out: Path = typer.Option(..., "--out", help="Folder for the trials, sweep.csv and sweep.html."),
+    lr: str = typer.Option(None, "--lr", help="Learning rates, comma separated, e.g. 1e-2,1e-3."),
+    epochs: str = typer.Option(None, "--epochs", help="Epoch counts, comma separated, e.g. 5,10."),
+    repeats: int = typer.Option(1, "--repeats", help="Runs per combination (seeds seed, seed+1, ...)."),
+    dataset: str = DatasetOpt,
+    model: str = ModelOpt,
+    weights: str = WeightsOpt,
+    freeze_backbone: bool = FreezeOpt,
+    depth: int = DepthOpt,
+    batch_size: int = BatchOpt,
+    img_size: int = SizeOpt,
+    augment: str = AugmentOpt,
+    auto_augment: bool = AutoAugmentOpt,
+    label_smoothing: float = SmoothingOpt,
+    schedule: str = ScheduleOpt,
+    patience: int = PatienceOpt,
+    balanced: bool = BalancedOpt,
+    seed: int = SeedOpt,
+    device: str = DeviceOpt,
+    workers: int = WorkersOpt,
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Train every combination of --lr and --epochs; medians over repeats, the best marked."""
+    from storage.workspace import open_workspace
+    from train.config import TrainConfig, parse_list
+    from train.progress import CliProgress
+    from train.sweep import run_sweep
+
+    base = TrainConfig(
+        **_config_values(
+            model=model, weights=weights, freeze_backbone=freeze_backbone, depth=depth, batch_size=batch_size,
+            img_size=img_size, augment=augment, auto_augment=auto_augment, label_smoothing=label_smoothing,
+            schedule=schedule, patience=patience, balanced=balanced, seed=seed, device=device, workers=workers,
+        )
+    )  # fmt: skip
+    lrs, epoch_list = parse_list(lr, float), parse_list(epochs, int)
+    ws = open_workspace(workspace)
+    with CliProgress(base.epochs) as progress:
+        result = run_sweep(
+            ws, out, base, lrs, epoch_list, repeats=repeats, dataset=dataset, callbacks=progress.callbacks()
+        )
+    if json_output:
+        emit_json(result)
+        return
+    table = Table(title=f"Sweep ({len(result['trials'])} trials; medians over repeats)")
+    for column in ("lr", "epochs", "train acc", "val acc", "train loss", "val loss", "seconds", ""):
+        table.add_column(column, justify="right")
+    for row in result["rows"]:
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        table.add_row(
+            f"{row['lr']:g}", str(row["epochs"]), fmt(row["train_acc"]), fmt(row["val_acc"]), fmt(row["train_loss"]),
+            fmt(row["val_loss"]), f"{row['seconds']:.1f}", "[bold green]★ best[/]" if row["best"] else "",
+        )  # fmt: skip
+    out_console.print(table)
+    out_console.print(f"CSV {result['files']['sweep.csv']} · HTML {result['files']['sweep.html']}")
+
+
+@app.command("report")
+@user_errors
+def report_command(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `train run`."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Show a run's test evaluation: accuracy, per-class metrics, confusion matrix, targets."""
+    from train.reporting import report_for
+
+    report = report_for(run_dir)
+    if json_output:
+        emit_json(report)
+        return
+    out_console.print(_classes_table(report["per_class"]))
+    pairs = ", ".join(f"{p['true']}→{p['predicted']} ({p['count']})" for p in report["most_confused"][:5])
+    if pairs:
+        out_console.print(f"Most confused: {pairs}")
+    if report["targets"]:
+        out_console.print(_targets_table(report["targets"]))
+    out_console.print(f"Test accuracy [bold]{report['accuracy']:.2%}[/] · report {run_dir / 'report.html'}")
+
+
+@app.command("predict")
+@user_errors
+def predict_command(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `train run`."),
+    images: list[Path] = typer.Argument(..., help="Image files to classify."),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="How many labels to show per image."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Classify image files with the run's best model."""
+    from train.predict import predict_files
+
+    results = predict_files(run_dir, images, top_k)
+    if json_output:
+        emit_json({"predictions": results})
+        return
+    table = Table(title="Predictions")
+    table.add_column("image", overflow="fold")
+    table.add_column("label")
+    table.add_column("top", overflow="fold")
+    for item in results:
+        top = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in item["top"])
+        table.add_row(item["image"], item["label"], top)
+    out_console.print(table)
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `train run`."),
+    fmt: str = typer.Option("torchscript", "--format", help="torchscript or onnx."),
+    out: Path = typer.Option(None, "--out", help="Output file (default RUN_DIR/model.ts or model.onnx)."),
+    json_output: bool = JsonOption,
+) -> None:
+    """Export the best model and check that it predicts what the checkpoint predicts."""
+    from train.export import export_run
+
+    result = export_run(run_dir, fmt, out)
+    if json_output:
+        emit_json(result)
+        return
+    out_console.print(
+        f"Wrote {result['path']} ({result['bytes']:,} bytes); same predictions as the checkpoint on "
+        f"{result['checked_images']} images (max logit difference {result['max_abs_diff']:.1e}). "
+        f"Input: floats in [0, 1], shape {result['input']['shape']}."
+    )
 
 
 @app.command("devices")

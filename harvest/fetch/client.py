@@ -169,7 +169,7 @@ class Fetcher:
     `resolver` replaces the DNS cache (tests point names at chosen addresses with `Resolver(overrides=...)`).
     """
 
-    def __init__(self, policy: FetchPolicy = FetchPolicy(), *, resolver: Resolver | None = None) -> None:  # noqa: B008
+    def __init__(self, policy: FetchPolicy = FetchPolicy(), *, resolver: Resolver | None = None) -> None:
         self.policy = policy
         self.resolver = resolver or Resolver(ttl=policy.dns_ttl)
         self.guard = AddressGuard(
@@ -186,6 +186,7 @@ class Fetcher:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
+        self._closed = threading.Event()  # set by close(): fetches in progress stop at their next step
 
     # -- public API -------------------------------------------------------------------------------------
 
@@ -193,6 +194,8 @@ class Fetcher:
         """GET `url` within the policy; network and HTTP problems come back as an error result."""
         clock = _Clock(self.policy.item_deadline)
         trace = _Trace(final_url=url)
+        if self._closed.is_set():
+            return self._result(url, trace, clock, error=FetchError("connection", "the fetcher is closed"))
         try:
             body = self._follow(url, kind, referer, clock, trace, check_robots=self.policy.obey_robots)
         except FetchError as exc:
@@ -223,6 +226,9 @@ class Fetcher:
         return self.robots.allowed(url)
 
     def close(self) -> None:
+        """Close the sessions; fetches still running give up at their next chunk or retry (Ctrl-C exits fast),
+        and later fetches fail at once."""
+        self._closed.set()
         with self._lock:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
@@ -245,6 +251,8 @@ class Fetcher:
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = self.policy.user_agent
+            if self.policy.ca_bundle:
+                session.verify = self.policy.ca_bundle
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
@@ -309,10 +317,13 @@ class Fetcher:
             raise FetchError("connection", f"cannot resolve {parts.hostname}: {exc}") from None
         if check_robots:
             started = time.monotonic()
-            allowed = self.robots.allowed(url)
+            rules, path = self.robots.rules_for_url(url)
             clock.extend(time.monotonic() - started)  # the one-off robots fetch is not this item's fault
-            if not allowed:
-                raise FetchError("robots", f"disallowed by {parts.scheme}://{parts.netloc}/robots.txt")
+            origin = f"{parts.scheme}://{parts.netloc}"
+            if rules.unavailable:  # RFC 9309: do not crawl; a retryable failure, not a final refusal
+                raise FetchError(rules.unavailable, f"{origin}/robots.txt {rules.note}: not fetching until it answers")
+            if not rules.allowed(path):
+                raise FetchError("robots", f"disallowed by {origin}/robots.txt")
 
     def _with_retries(
         self, url: str, kind: str, referer: str | None, clock: _Clock, trace: _Trace, *, max_bytes: int | None
@@ -334,7 +345,7 @@ class Fetcher:
                 else:
                     step = min(self.policy.backoff_max, self.policy.backoff_base * 2**retry)
                     wait = step / 2 + random.uniform(0, step / 2)
-                if wait >= clock.remaining():
+                if wait >= clock.remaining() or self._closed.is_set():
                     raise FetchError(
                         error.kind,
                         f"{error.message}; gave up: waiting {wait:.1f} s would pass the item deadline",
@@ -377,7 +388,7 @@ class Fetcher:
         except HostPaused as exc:
             raise FetchError("connection", str(exc)) from None
         except LimiterTimeout as exc:
-            raise FetchError("rate_limited" if exc.args and "asked" in str(exc) else "timeout", str(exc)) from None
+            raise FetchError(exc.kind, str(exc)) from None
         except BlockedAddress as exc:
             raise FetchError("ssrf", str(exc)) from None
         except (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError) as exc:
@@ -394,7 +405,11 @@ class Fetcher:
         ) as exc:
             self.limiter.record(host, ok=False)
             raise _Retryable(FetchError("connection", _short(exc))) from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema, urllib3.exceptions.LocationValueError) as exc:
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidSchema,
+            urllib3.exceptions.LocationValueError,
+        ) as exc:
             raise FetchError("invalid_url", _short(exc)) from None
         except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise FetchError("connection", _short(exc)) from None
@@ -452,6 +467,8 @@ class Fetcher:
         checked = not sniff
         while True:
             remaining = clock.remaining()
+            if self._closed.is_set():
+                raise FetchError("connection", "the fetcher was closed while reading", status)
             if remaining <= 0:
                 raise FetchError(
                     "timeout",
@@ -505,5 +522,3 @@ def _short(exc: BaseException) -> str:
     if "Caused by" in text:
         text = text.split("Caused by", 1)[1].strip(" ()")
     return " ".join(text.split())[:300]
-
-

@@ -38,3 +38,4 @@ class FetchPolicy:
     dns_ttl: float = 300.0  # seconds a resolved host is reused
     host_failure_limit: int = 8  # consecutive connection failures before a host is paused
     host_pause: float = 30.0  # seconds a failing host is skipped (items fail fast with `connection`)
+    ca_bundle: str | None = None  # PEM file of extra CAs to trust instead of certifi's (in-house or test servers)

@@ -17,7 +17,11 @@ __all__ = ["HostLimiter", "HostPaused", "LimiterTimeout"]
 
 
 class LimiterTimeout(Exception):
-    """No slot or token became free before the item's deadline."""
+    """No slot or token became free before the item's deadline; `kind` says which fetch error it is."""
+
+    def __init__(self, message: str, kind: str = "timeout") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class HostPaused(Exception):
@@ -76,9 +80,8 @@ class HostLimiter:
                 raise HostPaused(f"{host} failed {self.failure_limit} times in a row; skipped for now")
             while state.active >= self.concurrency:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not state.cond.wait(remaining):
-                    if state.active >= self.concurrency:
-                        raise LimiterTimeout(f"no free connection slot for {host} before the deadline")
+                if (remaining <= 0 or not state.cond.wait(remaining)) and state.active >= self.concurrency:
+                    raise LimiterTimeout(f"no free connection slot for {host} before the deadline")
             state.active += 1
         try:
             self._take_token(state, host, deadline)
@@ -98,7 +101,8 @@ class HostLimiter:
                 if state.tokens < 1.0:
                     start = max(start, now + (1.0 - state.tokens) / self.rate)
             if start > deadline:
-                raise LimiterTimeout(f"{host} may not be asked again before the deadline")
+                kind = "rate_limited" if state.not_before > now else "timeout"
+                raise LimiterTimeout(f"{host} may not be asked again before the deadline", kind)
             if self.rate > 0:
                 state.tokens -= 1.0  # reserve now, so waiting threads queue up in order
         delay = start - time.monotonic()

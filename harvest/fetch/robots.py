@@ -3,8 +3,9 @@
 Python's `urllib.robotparser` is not used: it takes the first matching rule instead of the longest and
 ignores `*` and `$`, so it disagrees with Google and Bing on common files.
 Availability (RFC 9309 2.3.1): 2xx → the rules; 4xx → no rules, allow all; 5xx, 429 or unreachable
-(connection error, timeout, refused by the SSRF guard) → disallow all, remembered for `retry_after`
-seconds, after which the next request asks again.
+(connection error, timeout) → disallow all, remembered for `retry_after` seconds, after which the next
+request asks again. Such rules carry `unavailable` (the fetch error kind), so that collectors report the
+host's trouble as a retryable failure instead of a final robots refusal.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class RobotsRules:
     rules: tuple[_Rule, ...] = ()
     allow_all: bool = False
     disallow_all: bool = False
+    unavailable: str | None = None  # fetch error kind when robots.txt could not be read (disallow_all is set)
+    note: str = ""
 
     def allowed(self, path_and_query: str) -> bool:
         if self.disallow_all:
@@ -118,11 +121,16 @@ class RobotsCache:
         self._lock = threading.Lock()
 
     def allowed(self, url: str) -> bool:
+        rules, path = self.rules_for_url(url)
+        return rules.allowed(path)
+
+    def rules_for_url(self, url: str) -> tuple[RobotsRules, str]:
+        """The rules of the URL's origin and the path (with query) they apply to."""
         parts = urlsplit(url)
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        return self.rules_for(f"{parts.scheme}://{parts.netloc}".lower()).allowed(path)
+        return self.rules_for(f"{parts.scheme}://{parts.netloc}".lower()), path
 
     def rules_for(self, origin: str) -> RobotsRules:
         cached = self._cache.get(origin)
@@ -143,4 +151,9 @@ class RobotsCache:
             return _Cached(parse_robots(body.decode("utf-8", errors="replace"), self.agent), float("inf"))
         if status is not None and 400 <= status < 500 and status != 429:
             return _Cached(RobotsRules(allow_all=True), float("inf"))
-        return _Cached(RobotsRules(disallow_all=True), time.monotonic() + self.retry_after)
+        if status is None:
+            kind, note = "connection", "unreachable"
+        else:
+            kind, note = ("rate_limited" if status == 429 else "http_5xx"), f"HTTP {status}"
+        rules = RobotsRules(disallow_all=True, unavailable=kind, note=note)
+        return _Cached(rules, time.monotonic() + self.retry_after)

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 STATES = ("pending", "done", "failed", "skipped")
-_INSERT_CHUNK = 400  # rows per INSERT: 8 columns each stays far below SQLite's bound-parameter limit
+_INSERT_CHUNK = 1000  # rows per executemany
 
 
 @dataclass(frozen=True)
@@ -62,20 +62,30 @@ def job_key(kind: str, *parts: str) -> str:
     return f"{kind}:{digest}"
 
 
-def _insert(conn: Connection) -> Any:
+def _insert_ignore(conn: Connection) -> Any:
+    """INSERT ... ON CONFLICT (job, kind, url) DO NOTHING, built once per dialect: executed with a list of
+    rows it runs as one executemany, without compiling a statement per chunk."""
     dialect = conn.dialect.name
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:  # pragma: no cover - other databases are not supported targets
-        raise NotImplementedError(f"catalog on {dialect} is not supported")
-    return insert
+    statement = _STATEMENTS.get(dialect)
+    if statement is None:
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:  # pragma: no cover - other databases are not supported targets
+            raise NotImplementedError(f"catalog on {dialect} is not supported")
+        statement = _STATEMENTS[dialect] = insert(frontier).on_conflict_do_nothing(
+            index_elements=["job", "kind", "url"]
+        )
+    return statement
+
+
+_STATEMENTS: dict[str, Any] = {}
 
 
 def add_urls(conn: Connection, job: str, entries: Iterable[FrontierEntry]) -> int:
     """Insert entries that are not there yet (insert-ignore on job, kind, url); returns how many were new."""
-    insert = _insert(conn)
+    statement = _insert_ignore(conn)
     stamp = now()
     added = 0
     iterator = iter(entries)
@@ -90,12 +100,13 @@ def add_urls(conn: Connection, job: str, entries: Iterable[FrontierEntry]) -> in
                 "depth": e.depth,
                 "referrer": e.referrer,
                 "label": e.label,
+                "last_error": None,
+                "sha256": None,
                 "updated_at": stamp,
             }
             for e in chunk
         ]
-        statement = insert(frontier).values(rows).on_conflict_do_nothing(index_elements=["job", "kind", "url"])
-        result = conn.execute(statement, execution_options={"preserve_rowcount": True})
+        result = conn.execute(statement, rows, execution_options={"preserve_rowcount": True})
         added += max(0, result.rowcount)
     return added
 

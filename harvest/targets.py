@@ -1,0 +1,139 @@
+"""Collection targets: which labels need more images. Training runs write them; people can set them by hand.
+
+Read from the catalog's `targets` table (the trainer writes it; harvest never imports train). One open
+target per label is listed: one set by hand wins over a run's, and hand-set targets come first, then the
+run's in its order of urgency. `harvest targets set LABEL --want 0` closes a label's open targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+from rich.table import Table
+from sqlalchemy import Connection, select
+
+from storage.catalog.schema import targets
+from storage.catalog.sql import now
+from storage.clikit import JsonOption, WorkspaceOption, emit_json, out_console, user_errors
+from storage.errors import GleanerError
+from storage.workspace import open_workspace
+
+__all__ = ["OpenTarget", "list_targets", "set_target", "targets_app"]
+
+MANUAL_REASON = "set by hand"
+
+
+@dataclass(frozen=True)
+class OpenTarget:
+    label: str
+    want: int
+    reason: str
+    origin: str  # "manual" or "run <id>"
+    priority: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"label": self.label, "want": self.want, "reason": self.reason, "origin": self.origin}
+
+
+def list_targets(conn: Connection) -> list[OpenTarget]:
+    """Open targets, one per label, most urgent first (hand-set ones before those of training runs)."""
+    rows = conn.execute(
+        select(targets.c.label, targets.c.want, targets.c.reason, targets.c.run_id, targets.c.priority, targets.c.id)
+        .where(targets.c.status == "open")
+        .order_by(targets.c.run_id.is_not(None), targets.c.priority, targets.c.id.desc())
+    ).all()
+    seen: set[str] = set()
+    result = []
+    for label, want, reason, run_id, priority, _ in rows:
+        if label in seen:
+            continue
+        seen.add(label)
+        origin = "manual" if run_id is None else f"run {run_id}"
+        result.append(OpenTarget(label, int(want), reason, origin, int(priority)))
+    return result
+
+
+def set_target(conn: Connection, label: str, want: int, reason: str | None = None) -> OpenTarget | None:
+    """Replace the label's open targets with one set by hand; want 0 only closes them (returns None)."""
+    label = label.strip()
+    if not label:
+        raise GleanerError("a target needs a label")
+    if want < 0:
+        raise GleanerError(f"--want must be 0 or more, not {want}")
+    stamp = now()
+    conn.execute(
+        targets.update()
+        .where(targets.c.status == "open", targets.c.label == label)
+        .values(status="done" if want == 0 else "dropped", updated_at=stamp)
+    )
+    if want == 0:
+        return None
+    text = reason or MANUAL_REASON
+    conn.execute(
+        targets.insert().values(
+            label=label, want=want, reason=text, status="open", priority=0, run_id=None, created_at=stamp,
+            updated_at=stamp,
+        )
+    )  # fmt: skip
+    return OpenTarget(label, want, text, "manual", 0)
+
+
+targets_app = typer.Typer(
+    help="Collection targets: labels that need more images (from `train run`, or set by hand).",
+    invoke_without_command=True,
+    add_completion=False,
+)
+
+
+@targets_app.callback()
+@user_errors
+def targets_command(
+    ctx: typer.Context,
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """List the open collection targets, most urgent first."""
+    ctx.obj = {"workspace": workspace}
+    if ctx.invoked_subcommand is not None:
+        return
+    ws = open_workspace(workspace)
+    with ws.catalog.read() as conn:
+        found = list_targets(conn)
+    if json_output:
+        emit_json({"targets": [t.to_json() for t in found]})
+        return
+    if not found:
+        out_console.print("No open targets: run `train run` to get some, or set one with `harvest targets set`.")
+        return
+    table = Table(title="Collection targets (most urgent first)")
+    for column, justify in (("label", "left"), ("want", "right"), ("reason", "left"), ("from", "left")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for target in found:
+        table.add_row(target.label, f"{target.want:,}", target.reason, target.origin)
+    out_console.print(table)
+
+
+@targets_app.command("set")
+@user_errors
+def set_command(
+    ctx: typer.Context,
+    label: str = typer.Argument(..., help="The label that needs images."),
+    want: int = typer.Option(..., "--want", min=0, help="How many more images to collect (0 closes the target)."),
+    reason: str = typer.Option(None, "--reason", help="Why (shown to whoever collects)."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Set a label's target by hand; it replaces the label's open target until set again."""
+    ws = open_workspace(workspace or (ctx.obj or {}).get("workspace"))
+    with ws.catalog.write() as conn:
+        target = set_target(conn, label, want, reason)
+    document = {"label": label, "want": want, "reason": target.reason if target else None, "open": target is not None}
+    if json_output:
+        emit_json(document)
+        return
+    if target:
+        out_console.print(f"Target set: [bold]{label}[/] wants {want:,} more images ({target.reason})")
+    else:
+        out_console.print(f"Closed the open targets of [bold]{label}[/]")

@@ -1,0 +1,194 @@
+"""Images of a snapshot as tensors: read through the object store (with a local cache), decoded fast, once.
+
+Decoding dominates small-image training, so a dataset that fits in memory is decoded a single time into one
+uint8 tensor (`decode_all`); the epochs then only index it. JPEGs are decoded in draft mode (DCT scaling)
+straight to about the target size, which skips most of the work for photos much larger than the model input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from storage.errors import GleanerError
+from storage.stores import ObjectStore
+
+__all__ = [
+    "GREY_MODES",
+    "ObjectReader",
+    "Sample",
+    "SnapshotDataset",
+    "channels_for_modes",
+    "decode_all",
+    "decode_image",
+    "samples_from_manifest",
+]
+
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
+
+
+@dataclass(frozen=True)
+class Sample:
+    sha256: str
+    key: str  # object key in the store
+    label: str
+    target: int  # index of `label` in the run's label list
+    split: str
+
+
+def samples_from_manifest(entries: Iterable[object], labels: Sequence[str]) -> list[Sample]:
+    """Manifest entries (curate.snapshot.ManifestEntry) as samples with class indices, in manifest order."""
+    index = {label: k for k, label in enumerate(labels)}
+    return [Sample(e.sha256, e.key, e.label, index[e.label], e.split) for e in entries]  # type: ignore[attr-defined]
+
+
+def channels_for_modes(modes: Iterable[str]) -> int:
+    """1 when every image is greyscale (a grey model is 3x cheaper at the input), else 3."""
+    modes = list(modes)
+    return 1 if modes and all(mode in GREY_MODES for mode in modes) else 3
+
+
+class ObjectReader:
+    """Object bytes by key; objects of a remote store are kept in a local cache folder after the first read."""
+
+    def __init__(self, store: ObjectStore, cache_dir: Path | None = None) -> None:
+        self.store = store
+        self.cache_dir = cache_dir if getattr(store, "remote", False) else None
+
+    def read(self, key: str) -> bytes:
+        if self.cache_dir is None:
+            return self._get(key)
+        digest = hashlib.sha256(f"{self.store.url}|{key}".encode()).hexdigest()
+        path = self.cache_dir / digest[:2] / digest
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        data = self._get(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+        return data
+
+    def _get(self, key: str) -> bytes:
+        try:
+            return self.store.get(key)
+        except KeyError:
+            raise GleanerError(f"object {key} is missing from the store (run `curate fsck`)") from None
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Transparent pixels become white, as a person sees them on a page, instead of whatever colour they hide."""
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, rgba)
+
+
+def _to_mode(img: Image.Image, channels: int) -> Image.Image:
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = _flatten_alpha(img)
+    elif img.mode.startswith("I") or img.mode == "F":  # 16/32-bit greys: scale to 8 bits, not clip
+        array = np.asarray(img, dtype=np.float64)
+        top = float(array.max()) or 1.0
+        img = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L")
+    target = "L" if channels == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
+
+
+def _fit(img: Image.Image, size: int) -> Image.Image:
+    """Shorter side to `size`, then the centre square: keeps the aspect ratio, like torchvision's eval resize."""
+    width, height = img.size
+    if (width, height) == (size, size):
+        return img
+    scale = size / min(width, height)
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    img = img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
+    """Bytes → uint8 array (channels, size, size). Greys, palettes, alpha and 16-bit images all come out right."""
+    with Image.open(io.BytesIO(data)) as img:
+        if img.format == "JPEG":
+            img.draft("L" if channels == 1 else "RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale
+        img = _fit(_to_mode(img, channels), size)
+        array = np.asarray(img, dtype=np.uint8)
+    if array.ndim == 2:
+        return array[None, :, :].copy()
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+class SnapshotDataset(Dataset):
+    """(uint8 CxHxW tensor, class index) per sample; reads from `images` when decoded ahead, else decodes."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        reader: ObjectReader,
+        size: int,
+        channels: int,
+        images: torch.Tensor | None = None,
+    ) -> None:
+        self.samples = list(samples)
+        self.reader = reader
+        self.size = size
+        self.channels = channels
+        self.images = images
+        self.targets = torch.tensor([s.target for s in self.samples], dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> np.ndarray:
+        sample = self.samples[index]
+        try:
+            return decode_image(self.reader.read(sample.key), self.size, self.channels)
+        except GleanerError:
+            raise
+        except Exception as exc:
+            raise GleanerError(f"cannot decode image {sample.sha256[:12]} ({sample.key}): {exc}") from exc
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.images is not None:
+            return self.images[index], int(self.targets[index])
+        return torch.from_numpy(self.load(index)), int(self.targets[index])
+
+    def nbytes(self) -> int:
+        return len(self.samples) * self.channels * self.size * self.size
+
+
+def decode_all(
+    dataset: SnapshotDataset, workers: int | None = None, on_progress: Callable[[int], None] | None = None
+) -> torch.Tensor:
+    """Decode every image once into one uint8 tensor (N, C, S, S); threads overlap reads and decoding."""
+    out = torch.empty((len(dataset), dataset.channels, dataset.size, dataset.size), dtype=torch.uint8)
+    target = out.numpy()
+    threads = workers or min(8, (os.cpu_count() or 1) + 2)
+    chunk = 256
+
+    def work(start: int) -> int:
+        stop = min(start + chunk, len(dataset))
+        for index in range(start, stop):
+            target[index] = dataset.load(index)
+        return stop - start
+
+    with ThreadPoolExecutor(threads) as pool:
+        for done in pool.map(work, range(0, len(dataset), chunk)):
+            if on_progress:
+                on_progress(done)
+    dataset.images = out
+    return out

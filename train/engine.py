@@ -1,0 +1,261 @@
+"""The training loop: AdamW, one-cycle or cosine, label smoothing, AMP and channels-last on CUDA, checkpoints
+every epoch, the best one by validation score, exact `--resume`, early stopping that restores the best weights.
+
+Every epoch reseeds torch from (seed, epoch), and the batch order and augmentation draws come from
+generators seeded the same way, so an epoch computes the same thing whether or not the process restarted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.augment import BatchAugment
+from train.checkpoint import BEST, LAST, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from train.config import TrainConfig
+from train.evaluate import autocast, predict, to_input
+from train.loaders import Batches, epoch_generator
+from train.weights import set_train_mode
+
+__all__ = ["EpochRecord", "FitState", "Trainer", "resolve_device"]
+
+log = logging.getLogger(__name__)
+METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+def resolve_device(name: str) -> torch.device:
+    from storage.errors import GleanerError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GleanerError("--device cuda: torch sees no CUDA GPU here (see `train devices`)")
+    return torch.device(name)
+
+
+@dataclass
+class EpochRecord:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_loss: float | None
+    val_acc: float | None
+    lr: float
+    seconds: float
+
+    def score(self) -> tuple[float, float]:
+        """Higher is better: validation accuracy, then lower validation loss (train figures without a val split)."""
+        if self.val_acc is None or self.val_loss is None:
+            return (self.train_acc, -self.train_loss)
+        return (self.val_acc, -self.val_loss)
+
+
+@dataclass
+class FitState:
+    epochs_done: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: tuple[float, float] | None = None
+    bad_epochs: int = 0
+    stopped_early: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["best_score"] = list(self.best_score) if self.best_score else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FitState:
+        history = [EpochRecord(**record) for record in data.get("history", [])]
+        best = data.get("best_score")
+        return cls(
+            data["epochs_done"], history, data["best_epoch"], tuple(best) if best else None, data["bad_epochs"],
+            data["stopped_early"],
+        )  # fmt: skip
+
+
+class Trainer:
+    """Owns the net, optimizer, scheduler and run-dir files of one run."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        config: TrainConfig,
+        device: torch.device,
+        run_dir: Path,
+        train: Batches,
+        val: Batches | None,
+    ) -> None:
+        self.net, self.config, self.device, self.run_dir = net, config, device, run_dir
+        self.train_batches, self.val_batches = train, val
+        self.cuda = device.type == "cuda"
+        self.net.to(device)
+        if self.cuda:
+            self.net.to(memory_format=torch.channels_last)
+        self.augment = BatchAugment(config.augment, config.auto_augment)
+        self.optimizer = self._optimizer()
+        self.steps_per_epoch = max(1, len(train))
+        self.scheduler = self._scheduler(config.epochs)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        self.state = FitState()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """AdamW; no weight decay on biases and batch-norm weights (decaying them only hurts)."""
+        trainable = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
+        decay = [p for n, p in trainable if p.ndim > 1]
+        other = [p for n, p in trainable if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": other, "weight_decay": 0.0}]
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.config.lr)
+
+    def _scheduler(self, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
+        total = epochs * self.steps_per_epoch
+        if self.config.schedule == "onecycle" and total >= 4:  # fewer steps cannot hold its two phases
+            return torch.optim.lr_scheduler.OneCycleLR(
+                self.optimizer, max_lr=self.config.lr, total_steps=total, pct_start=max(0.25, 2 / total)
+            )
+        return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
+
+    # --- checkpoints -------------------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def _save(self) -> None:
+        payload = {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.state.epochs_done,
+            "config": self.config.to_json(),
+            "state": self.state.to_json(),
+            "rng": rng_state(),
+        }
+        save_checkpoint(self.checkpoint_dir / LAST, payload)
+
+    def _save_best(self) -> None:
+        payload = {"model": self.net.state_dict(), "epoch": self.state.epochs_done, "score": self.state.best_score}
+        save_checkpoint(self.checkpoint_dir / BEST, payload)
+
+    def resume(self) -> None:
+        """Continue from `checkpoints/last.pt`; a longer --epochs re-plans the LR schedule from where it was."""
+        checkpoint = load_checkpoint(self.checkpoint_dir / LAST, full=True)
+        self.net.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = FitState.from_json(checkpoint["state"])
+        planned = TrainConfig.from_json(checkpoint["config"]).epochs
+        if planned == self.config.epochs:
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+        else:
+            log.warning("resume: --epochs %d (was %d) re-plans the learning-rate schedule", self.config.epochs, planned)
+            self.state.stopped_early = False
+            self.scheduler = self._scheduler(self.config.epochs)
+            for _ in range(self.state.epochs_done * self.steps_per_epoch):
+                self.scheduler.step()
+        restore_rng(checkpoint["rng"])
+
+    def restore_best(self) -> None:
+        best = self.checkpoint_dir / BEST
+        if best.is_file():
+            self.net.load_state_dict(load_checkpoint(best)["model"])
+
+    # --- the loop ----------------------------------------------------------------------------------------
+    def fit(
+        self,
+        on_epoch: Callable[[EpochRecord], None] | None = None,
+        on_batch: Callable[[int, int], None] | None = None,
+        stop_after: int | None = None,
+    ) -> FitState:
+        """Train up to `config.epochs`; `stop_after` ends this call after that many epochs in all (a simulated kill)."""
+        cfg = self.config
+        while self.state.epochs_done < cfg.epochs and not self.state.stopped_early:
+            if stop_after is not None and self.state.epochs_done >= stop_after:
+                return self.state
+            record = self._epoch(self.state.epochs_done, on_batch)
+            self._after_epoch(record)
+            if on_epoch:
+                on_epoch(record)
+        self.restore_best()
+        return self.state
+
+    def _epoch(self, epoch: int, on_batch: Callable[[int, int], None] | None) -> EpochRecord:
+        cfg = self.config
+        started = time.perf_counter()
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and AutoAugment draw from the global RNG
+        augment_rng = epoch_generator(cfg.seed, epoch, salt=1)
+        self.train_batches.set_epoch(epoch)
+        set_train_mode(self.net, cfg.freeze_backbone)
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        for step, (images, labels) in enumerate(self.train_batches):
+            x = to_input(images, self.device, False)
+            if self.augment:
+                x = self.augment(x, augment_rng)
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = labels.to(self.device, non_blocking=True)
+            with autocast(self.device, self.cuda):
+                logits = self.net(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            total_loss += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            if on_batch:
+                on_batch(step + 1, len(self.train_batches))
+        val_loss = val_acc = None
+        if self.val_batches is not None and len(self.val_batches.targets):
+            result = predict(self.net, self.val_batches, self.device, amp=self.cuda, channels_last=self.cuda)
+            val_loss, val_acc = result.loss, result.accuracy
+        return EpochRecord(
+            epoch=epoch + 1,
+            train_loss=float(total_loss) / max(seen, 1),
+            train_acc=float(correct) / max(seen, 1),
+            val_loss=val_loss,
+            val_acc=val_acc,
+            lr=float(lr),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
+    def _after_epoch(self, record: EpochRecord) -> None:
+        state = self.state
+        state.epochs_done = record.epoch
+        state.history.append(record)
+        score = record.score()
+        if state.best_score is None or score > state.best_score:
+            state.best_score, state.best_epoch, state.bad_epochs = score, record.epoch, 0
+            self._save_best()
+        else:
+            state.bad_epochs += 1
+        if self.config.patience and state.bad_epochs >= self.config.patience and record.epoch < self.config.epochs:
+            state.stopped_early = True
+        self._save()
+        self.write_metrics()
+
+    def write_metrics(self) -> None:
+        """metrics.csv and metrics.json, rewritten whole each epoch (a resumed run keeps one consistent file)."""
+        rows = [asdict(r) for r in self.state.history]
+        with (self.run_dir / "metrics.csv").open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        summary = {"epochs": rows, "best_epoch": self.state.best_epoch, "stopped_early": self.state.stopped_early}
+        (self.run_dir / "metrics.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")

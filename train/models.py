@@ -1,0 +1,134 @@
+"""Models by name: a registry of factories (smallcnn, resnet18, and every torchvision classification model).
+
+`Net` wraps a model with its input preparation (normalisation, grey → RGB for 3-channel models), so that a
+checkpoint, `train predict` and an exported model all take the same input: floats in [0, 1], (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from storage.errors import GleanerError
+
+__all__ = ["MODELS", "Net", "SmallCNN", "build_model", "head_name", "model_names", "register_model"]
+
+Factory = Callable[..., nn.Module]
+MODELS: dict[str, Factory] = {}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def register_model(name: str) -> Callable[[Factory], Factory]:
+    def decorate(factory: Factory) -> Factory:
+        MODELS[name] = factory
+        return factory
+
+    return decorate
+
+
+class SmallCNN(nn.Module):
+    """`depth` blocks of conv 3x3 → batch norm → ReLU → max-pool, widths 32, 64, 128, 256; then a linear head.
+
+    Small enough to train on a laptop CPU in minutes, and the right first model for "is this data any good?".
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, depth: int = 3, width: int = 32) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for block in range(depth):
+            out = width * 2**block
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(2)  # keeps a little layout (top/bottom, left/right) for the head
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(channels * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.pool(self.features(x)), 1)))
+
+
+@register_model("smallcnn")
+def smallcnn(num_classes: int, in_channels: int, depth: int = 3, **_: object) -> nn.Module:
+    return SmallCNN(num_classes, in_channels, depth)
+
+
+def _torchvision(name: str, num_classes: int) -> nn.Module:
+    import torchvision
+
+    try:
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    except TypeError:  # models with auxiliary heads want them off when trained from a state dict
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, aux_logits=False)
+
+
+@register_model("resnet18")
+def resnet18(num_classes: int, **_: object) -> nn.Module:
+    return _torchvision("resnet18", num_classes)
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def model_names() -> list[str]:
+    """Registered names; any other torchvision classification model name works too."""
+    return sorted(MODELS)
+
+
+def build_model(name: str, num_classes: int, in_channels: int, depth: int = 3) -> tuple[nn.Module, int]:
+    """(model, the number of input channels it expects). Unknown names are a user error, not a traceback."""
+    if name in MODELS:
+        model = MODELS[name](num_classes=num_classes, in_channels=in_channels, depth=depth)
+        return model, in_channels if name == "smallcnn" else 3
+    known = torchvision_names()
+    if name not in known:
+        close = [n for n in known if name.lower()[:4] in n][:6] or known[:6]
+        raise GleanerError(f"unknown model {name!r}: use smallcnn, or a torchvision model such as {', '.join(close)}")
+    return _torchvision(name, num_classes), 3
+
+
+def head_name(model: nn.Module) -> str:
+    """The classifier head: the last Linear layer (fc, classifier.N, heads.head...). Frozen backbones keep the rest."""
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise GleanerError(f"{type(model).__name__} has no linear classifier head to train alone")
+    return names[-1]
+
+
+class Net(nn.Module):
+    """Input preparation + model. Input: floats in [0, 1], (N, C, H, W) with C the dataset's channels."""
+
+    def __init__(self, body: nn.Module, channels: int, body_channels: int, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.body = body
+        self.channels = channels
+        self.body_channels = body_channels
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        if self.body_channels != self.channels:
+            x = x.expand(-1, self.body_channels, -1, -1)
+        return self.body(x)
+
+
+def default_normalization(name: str, channels: int) -> tuple[list[float], list[float]] | None:
+    """ImageNet statistics for torchvision models (their pretrained weights expect them); None: use the data's."""
+    if name == "smallcnn":
+        return None
+    if channels == 1:
+        return [sum(IMAGENET_MEAN) / 3], [sum(IMAGENET_STD) / 3]
+    return list(IMAGENET_MEAN), list(IMAGENET_STD)

@@ -1,0 +1,55 @@
+"""The run dir: config.json, labels.json, metrics, checkpoints/, report files. Enough to use a model later
+(`train predict`, `train export`, `train report`) without the workspace it was trained from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from storage.errors import GleanerError
+from train.checkpoint import BEST, LAST, load_checkpoint
+from train.config import TrainConfig
+from train.models import Net, build_model
+
+__all__ = ["RUN_CONFIG", "build_net", "load_net", "read_meta", "write_meta"]
+
+RUN_CONFIG = "config.json"
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    """config.json (the training config plus dataset facts) and labels.json (class index → label)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_CONFIG).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+    (run_dir / "labels.json").write_text(json.dumps(meta["labels"], indent=2), encoding="utf-8")
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_CONFIG
+    if not path.is_file():
+        raise GleanerError(f"{run_dir} is not a training run folder (no {RUN_CONFIG})")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def build_net(config: TrainConfig, classes: int, channels: int, mean: list[float], std: list[float]) -> Net:
+    body, body_channels = build_model(config.model, classes, channels, config.depth)
+    return Net(body, channels, body_channels, mean, std)
+
+
+def load_net(run_dir: Path, which: str = "best") -> tuple[Net, dict[str, Any]]:
+    """The run's model in eval mode, from its best checkpoint (or the last one when there is no best)."""
+    meta = read_meta(run_dir)
+    config = TrainConfig.from_json(meta["train"])
+    net = build_net(config, len(meta["labels"]), meta["channels"], meta["mean"], meta["std"])
+    checkpoints = run_dir / "checkpoints"
+    path = checkpoints / (BEST if which == "best" else LAST)
+    if not path.is_file():
+        path = checkpoints / LAST
+    net.load_state_dict(load_checkpoint(path)["model"] if path.name == BEST else _last_model(path))
+    net.eval()
+    return net, meta
+
+
+def _last_model(path: Path) -> dict[str, Any]:
+    return load_checkpoint(path, full=True)["model"]
