@@ -31,6 +31,9 @@ PatienceOpt = typer.Option(None, "--patience", help="Stop after N epochs without
 BalancedOpt = typer.Option(False, "--balanced", help="Sample every class equally often.")
 SeedOpt = typer.Option(None, "--seed", help="Random seed (default 0); same seed, same result on CPU.")
 DeviceOpt = typer.Option(None, "--device", help="auto (default), cpu or cuda.")
+PrecisionOpt = typer.Option(
+    None, "--precision", help="auto (default: fp16 on CUDA, bf16 on CPUs with bf16 units), fp32, bf16 or fp16."
+)
 WorkersOpt = typer.Option(None, "--workers", help="Decoding threads/loader processes (default: automatic).")
 
 
@@ -83,6 +86,7 @@ def run_command(
     balanced: bool = BalancedOpt,
     seed: int = SeedOpt,
     device: str = DeviceOpt,
+    precision: str = PrecisionOpt,
     workers: int = WorkersOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     workspace: Path = WorkspaceOption,
@@ -98,9 +102,9 @@ def run_command(
         model=model, weights=weights, freeze_backbone=freeze_backbone, depth=depth, epochs=epochs, lr=lr,
         batch_size=batch_size, img_size=img_size, augment=augment, auto_augment=auto_augment,
         label_smoothing=label_smoothing, schedule=schedule, patience=patience, balanced=balanced, seed=seed,
-        device=device, workers=workers,
+        device=device, precision=precision, workers=workers,
     )  # fmt: skip
-    overrides = {k: values[k] for k in ("epochs", "device", "workers", "patience") if k in values}
+    overrides = {k: values[k] for k in ("epochs", "device", "precision", "workers", "patience") if k in values}
     config = TrainConfig(**values)
     ws = open_workspace(workspace)
     with CliProgress(config.epochs) as progress:
@@ -147,6 +151,7 @@ def sweep_command(
     balanced: bool = BalancedOpt,
     seed: int = SeedOpt,
     device: str = DeviceOpt,
+    precision: str = PrecisionOpt,
     workers: int = WorkersOpt,
     workspace: Path = WorkspaceOption,
     json_output: bool = JsonOption,
@@ -161,7 +166,8 @@ def sweep_command(
         **_config_values(
             model=model, weights=weights, freeze_backbone=freeze_backbone, depth=depth, batch_size=batch_size,
             img_size=img_size, augment=augment, auto_augment=auto_augment, label_smoothing=label_smoothing,
-            schedule=schedule, patience=patience, balanced=balanced, seed=seed, device=device, workers=workers,
+            schedule=schedule, patience=patience, balanced=balanced, seed=seed, device=device, precision=precision,
+            workers=workers,
         )
     )  # fmt: skip
     lrs, epoch_list = parse_list(lr, float), parse_list(epochs, int)

@@ -9,9 +9,10 @@ from typing import Any
 
 from storage.errors import GleanerError
 
-__all__ = ["SCHEDULES", "TrainConfig", "parse_list"]
+__all__ = ["PRECISIONS", "SCHEDULES", "TrainConfig", "parse_list"]
 
 SCHEDULES = ("onecycle", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class TrainConfig:
     balanced: bool = False
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # autocast dtype: fp16 on CUDA, bf16 on CPUs with native bf16, else float32
     workers: int = 0
     memory_cache_bytes: int = 4 << 30  # decode the whole dataset once into memory when it fits in this
 
@@ -48,6 +50,7 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), not {self.label_smoothing}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"),
             (self.patience >= 0, f"--patience must be 0 or more, not {self.patience}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
             (self.workers >= 0, f"--workers must be 0 or more, not {self.workers}"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"bad --device {self.device}"),
         ]

@@ -27,7 +27,7 @@ from train.evaluate import autocast, predict, to_input
 from train.loaders import Batches, epoch_generator
 from train.weights import set_train_mode
 
-__all__ = ["EpochRecord", "FitState", "Trainer", "resolve_device"]
+__all__ = ["EpochRecord", "FitState", "Trainer", "cpu_has_bf16", "resolve_device", "resolve_precision"]
 
 log = logging.getLogger(__name__)
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
@@ -41,6 +41,29 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise GleanerError("--device cuda: torch sees no CUDA GPU here (see `train devices`)")
     return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix units (AMX, AVX512-BF16): there bf16 autocast is 1.5-2.5x faster than float32."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `--precision`: auto is fp16 on CUDA, bf16 on CPUs that have it, else float32."""
+    from storage.errors import GleanerError
+
+    if name == "fp32":
+        return None
+    if name == "fp16":
+        if device.type != "cuda":
+            raise GleanerError("--precision fp16 needs CUDA; on the CPU use bf16 or fp32")
+        return torch.float16
+    if name == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else None
 
 
 @dataclass
@@ -99,14 +122,14 @@ class Trainer:
         self.net, self.config, self.device, self.run_dir = net, config, device, run_dir
         self.train_batches, self.val_batches = train, val
         self.cuda = device.type == "cuda"
+        self.amp_dtype = resolve_precision(config.precision, device)
         self.net.to(device)
-        if self.cuda:
-            self.net.to(memory_format=torch.channels_last)
+        self.net.to(memory_format=torch.channels_last)  # faster convolutions with cuDNN and oneDNN alike
         self.augment = BatchAugment(config.augment, config.auto_augment)
         self.optimizer = self._optimizer()
         self.steps_per_epoch = max(1, len(train))
         self.scheduler = self._scheduler(config.epochs)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.state = FitState()
 
     def _optimizer(self) -> torch.optim.Optimizer:
@@ -124,6 +147,11 @@ class Trainer:
                 self.optimizer, max_lr=self.config.lr, total_steps=total, pct_start=max(0.25, 2 / total)
             )
         return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
+
+    @property
+    def eval_dtype(self) -> torch.dtype | None:
+        """Evaluation in float32 on the CPU (cheap, and the same numbers `train predict` and exports give)."""
+        return self.amp_dtype if self.cuda else None
 
     # --- checkpoints -------------------------------------------------------------------------------------
     @property
@@ -204,10 +232,9 @@ class Trainer:
             x = to_input(images, self.device, False)
             if self.augment:
                 x = self.augment(x, augment_rng)
-            if self.cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             y = labels.to(self.device, non_blocking=True)
-            with autocast(self.device, self.cuda):
+            with autocast(self.device, self.amp_dtype):
                 logits = self.net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
@@ -223,7 +250,7 @@ class Trainer:
                 on_batch(step + 1, len(self.train_batches))
         val_loss = val_acc = None
         if self.val_batches is not None and len(self.val_batches.targets):
-            result = predict(self.net, self.val_batches, self.device, amp=self.cuda, channels_last=self.cuda)
+            result = predict(self.net, self.val_batches, self.device, amp_dtype=self.eval_dtype, channels_last=True)
             val_loss, val_acc = result.loss, result.accuracy
         return EpochRecord(
             epoch=epoch + 1,

@@ -37,11 +37,11 @@ class Predictions:
         return float(self.losses.mean()) if len(self.losses) else float("nan")
 
 
-def autocast(device: torch.device, enabled: bool) -> torch.autocast | nullcontext:
-    """Mixed precision on CUDA (fp16 matmuls and convolutions); plain float32 on the CPU."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast | nullcontext:
+    """Mixed precision (fp16 on CUDA, bf16 on CPUs with native bf16 units); None: plain float32."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def to_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -56,7 +56,7 @@ def predict(
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     device: torch.device,
     *,
-    amp: bool = False,
+    amp_dtype: torch.dtype | None = None,
     channels_last: bool = False,
 ) -> Predictions:
     was_training = net.training
@@ -65,7 +65,7 @@ def predict(
     for images, labels in batches:
         x = to_input(images, device, channels_last)
         y = labels.to(device, non_blocking=True)
-        with autocast(device, amp):
+        with autocast(device, amp_dtype):
             logits = net(x)
         logits = logits.float()
         losses.append(F.cross_entropy(logits, y, reduction="none").cpu())

@@ -100,15 +100,15 @@ def fit_prepared(
     if resume:
         trainer.resume()
     trainer.fit(on_epoch=callbacks.on_epoch, on_batch=callbacks.on_batch, stop_after=stop_after)
-    return trainer, {"weights": weights_info, "device": str(device)}
+    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[trainer.amp_dtype]
+    return trainer, {"weights": weights_info, "device": str(device), "precision": precision}
 
 
 def _evaluate_all(trainer: Trainer, data: PreparedData, batch_size: int) -> dict[str, Predictions]:
-    cuda = trainer.device.type == "cuda"
     result = {}
     for name, dataset in data.splits.items():
         batches = make_batches(dataset, max(256, batch_size), workers=trainer.config.workers, device=trainer.device)
-        result[name] = predict(trainer.net, batches, trainer.device, amp=cuda, channels_last=cuda)
+        result[name] = predict(trainer.net, batches, trainer.device, amp_dtype=trainer.eval_dtype, channels_last=True)
     return result
 
 
@@ -223,6 +223,7 @@ def run_training(
             "snapshot": data.snapshot.name,
             "model": config.model,
             "device": fit_info["device"],
+            "precision": fit_info["precision"],
             "epochs_done": state.epochs_done,
             "best_epoch": state.best_epoch,
             "stopped_early": state.stopped_early,
