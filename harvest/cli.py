@@ -9,11 +9,13 @@ import typer
 from rich.table import Table
 
 from harvest.importer import import_paths
+from harvest.targets import targets_app
 from storage.clikit import JsonOption, WorkspaceOption, emit_json, err_console, make_progress, out_console, user_errors
 from storage.ingest import IngestSummary, Outcome
 from storage.workspace import init_workspace, open_workspace
 
 app = typer.Typer(help="Collect images into a Gleaner workspace.", no_args_is_help=True, add_completion=False)
+app.add_typer(targets_app, name="targets")
 
 
 @app.command("init")
