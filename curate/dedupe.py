@@ -25,7 +25,7 @@ from storage.catalog.sql import now, signed64
 from storage.hashing import HASH_VERSION, image_hashes
 from storage.parallel import map_objects
 from storage.perceptual import HASH_INPUT_SIZE
-from storage.similarity import pair_distances
+from storage.similarity import pair_distances, pair_threshold
 from storage.stores import ObjectStore
 from storage.workspace import Workspace
 
@@ -102,6 +102,13 @@ def _store_hashes(workspace: Workspace, batch: list[tuple[str, int, int, int, by
             )
 
 
+def shorter_sides(workspace: Workspace, shas: Sequence[str]) -> list[int]:
+    """The shorter side of each image, in the order of `shas` (for storage.similarity.pair_threshold)."""
+    with workspace.catalog.read() as conn:
+        sizes = {sha: min(w, h) for sha, w, h in conn.execute(select(images.c.sha256, images.c.width, images.c.height))}
+    return [sizes[sha] for sha in shas]
+
+
 def load_hash_rows(workspace: Workspace, shas: Sequence[str] | None = None) -> tuple[list[str], HashArrays]:
     """The sha256s (sorted) and hash arrays of whole images with current hashes; all of them when shas is None."""
     query = select(images.c.sha256, images.c.hash_variants).where(
@@ -133,8 +140,17 @@ def _candidates(arrays: HashArrays) -> tuple[np.ndarray, np.ndarray]:
     return unique // n, unique % n
 
 
-def similar_pairs(arrays: HashArrays, threshold: int = DEFAULT_THRESHOLD) -> Iterator[tuple[int, int, int]]:
-    """Every pair (i, j, distance), i < j, within `threshold`."""
+def similar_pairs(
+    arrays: HashArrays, threshold: int = DEFAULT_THRESHOLD, sides: Sequence[int] | None = None
+) -> Iterator[tuple[int, int, int]]:
+    """Every pair (i, j, distance), i < j, within `threshold` (stricter for tiny images when `sides`, the
+    shorter side of each image, is given: storage.similarity.pair_threshold)."""
+    for i, j, dist in _pairs(arrays, threshold):
+        if sides is None or dist <= pair_threshold(sides[i], sides[j], threshold):
+            yield i, j, dist
+
+
+def _pairs(arrays: HashArrays, threshold: int) -> Iterator[tuple[int, int, int]]:
     if len(arrays) <= BRUTE_FORCE_LIMIT:
         yield from matching_pairs(arrays, threshold)
         return
@@ -146,9 +162,11 @@ def similar_pairs(arrays: HashArrays, threshold: int = DEFAULT_THRESHOLD) -> Ite
             yield int(part_left[k]), int(part_right[k]), int(dist[k])
 
 
-def image_groups(shas: Sequence[str], arrays: HashArrays, threshold: int = DEFAULT_THRESHOLD) -> dict[str, str]:
+def image_groups(
+    shas: Sequence[str], arrays: HashArrays, threshold: int = DEFAULT_THRESHOLD, sides: Sequence[int] | None = None
+) -> dict[str, str]:
     """sha256 → its group's key (the smallest sha256 in the group); singletons are their own group."""
-    pairs = list(similar_pairs(arrays, threshold))
+    pairs = list(similar_pairs(arrays, threshold, sides))
     left = np.array([p[0] for p in pairs], dtype=np.int64)
     right = np.array([p[1] for p in pairs], dtype=np.int64)
     ids = groups_from_pairs(len(shas), left, right)
@@ -195,7 +213,8 @@ def find_clusters(workspace: Workspace, threshold: int = DEFAULT_THRESHOLD) -> D
     live = [k for k, sha in enumerate(shas) if facts.get(sha, {}).get("review") != "rejected"]
     shas = [shas[k] for k in live]
     arrays = arrays[np.array(live, dtype=np.int64)] if live else arrays
-    pairs = list(similar_pairs(arrays, threshold))
+    sides = [min(facts[sha]["width"], facts[sha]["height"]) for sha in shas]
+    pairs = list(similar_pairs(arrays, threshold, sides))
     left = np.array([p[0] for p in pairs], dtype=np.int64)
     right = np.array([p[1] for p in pairs], dtype=np.int64)
     ids = groups_from_pairs(len(shas), left, right)

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from curate.dedupe import DEFAULT_THRESHOLD, ensure_hashes, image_groups, load_hash_rows
+from curate.dedupe import DEFAULT_THRESHOLD, ensure_hashes, image_groups, load_hash_rows, shorter_sides
 from curate.splits import SplitItem, assign_splits
 from storage.catalog.schema import images, labels, snapshots
 from storage.catalog.sql import now
@@ -78,7 +78,7 @@ def create_snapshot(
         raise GleanerError("nothing to snapshot: no labelled, non-rejected, non-duplicate images")
     ensure_hashes(workspace)
     shas, arrays = load_hash_rows(workspace, [sha for sha, _, _ in rows])
-    groups = image_groups(shas, arrays, threshold)
+    groups = image_groups(shas, arrays, threshold, shorter_sides(workspace, shas))
     groups.update({sha: sha for sha, _, _ in rows if sha not in groups})  # unhashable objects stand alone
     items = [SplitItem(sha, label, groups[sha]) for sha, label, _ in rows]
     splits = assign_splits(items, ratios, seed)

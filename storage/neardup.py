@@ -17,7 +17,7 @@ from sqlalchemy import Connection, func, select
 from storage.catalog.records import ImageFacts
 from storage.catalog.schema import images
 from storage.hashing import HASH_VERSION, ImageHashes
-from storage.similarity import HashArrays, cross_distances
+from storage.similarity import SMALL_SIDE, HashArrays, cross_distances
 
 __all__ = ["INDEX_LIMIT", "NearDuplicateIndex"]
 
@@ -43,7 +43,13 @@ class NearDuplicateIndex:
     @classmethod
     def load(cls, conn: Connection, threshold: int) -> NearDuplicateIndex | None:
         """The index of the catalog's keepers, or None when the catalog is too large for an ingest-time check."""
-        keepers = (images.c.status == "ok") & images.c.duplicate_of.is_(None) & (images.c.hash_version == HASH_VERSION)
+        keepers = (
+            (images.c.status == "ok")
+            & images.c.duplicate_of.is_(None)
+            & (images.c.hash_version == HASH_VERSION)
+            & (images.c.width >= SMALL_SIDE)
+            & (images.c.height >= SMALL_SIDE)
+        )
         count = conn.execute(select(func.count()).select_from(images).where(keepers)).scalar_one()
         if count > INDEX_LIMIT:
             log.info("catalog has %d images: near-duplicates are left to `curate dedupe`", count)
@@ -59,7 +65,7 @@ class NearDuplicateIndex:
 
     def match(self, facts: ImageFacts) -> tuple[str, int] | None:
         """(sha256, distance) of the closest keeper within the threshold, or None."""
-        if facts.hash_variants is None or not self._size:
+        if facts.hash_variants is None or not self._size or _tiny(facts):
             return None
         probe = HashArrays.from_hashes([ImageHashes.from_blob(facts.hash_variants)])
         distances = cross_distances(probe, self._view())[0]
@@ -67,7 +73,7 @@ class NearDuplicateIndex:
         return (self._shas[k], int(distances[k])) if distances[k] <= self.threshold else None
 
     def add(self, facts: ImageFacts) -> None:
-        if facts.hash_variants is None:
+        if facts.hash_variants is None or _tiny(facts):
             return
         row = HashArrays.from_hashes([ImageHashes.from_blob(facts.hash_variants)])
         if self._size == len(self._columns["center_phash"]):
@@ -76,6 +82,11 @@ class NearDuplicateIndex:
             column[self._size] = getattr(row, name)[0]
         self._shas.append(facts.sha256)
         self._size += 1
+
+
+def _tiny(facts: ImageFacts) -> bool:
+    """Tiny images are left to `curate dedupe`, which compares them within a stricter threshold."""
+    return min(facts.width, facts.height) < SMALL_SIDE
 
 
 def _grow(column: np.ndarray, capacity: int) -> np.ndarray:

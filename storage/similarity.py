@@ -17,13 +17,34 @@ import numpy as np
 
 from storage.hashing import DIHEDRAL, ImageHashes
 
-__all__ = ["DEFAULT_THRESHOLD", "HashArrays", "HashesLike", "cross_distances", "distance_matrix", "pair_distances"]
+__all__ = [
+    "DEFAULT_THRESHOLD",
+    "SMALL_SIDE",
+    "SMALL_THRESHOLD",
+    "HashArrays",
+    "HashesLike",
+    "cross_distances",
+    "distance_matrix",
+    "pair_distances",
+    "pair_threshold",
+]
 
 # Largest combined pHash + dHash distance (of 128 bits) still called a near-duplicate. Measured on 4,096
 # images made from 256 photos (bench/dedupe_eval.py): pair precision 0.9999 (3 false pairs of 28,849), recall
 # 1.0 for every transform but screenshots (0.992). 20 loses brightness/screenshot recall, 24 has 7x the false
 # pairs. Not on the scale of plain pHash thresholds (0..64).
 DEFAULT_THRESHOLD = 22
+
+# Tiny images (icons, 28 px Fashion-MNIST photos) carry too little detail for the transform-aware threshold:
+# on 2,000 Fashion-MNIST images, 22 chained 1,613 of them into near-duplicate groups. A pair with an image whose
+# shorter side is under SMALL_SIDE counts only within SMALL_THRESHOLD (there: 23 duplicates in 17 groups).
+SMALL_SIDE = 64
+SMALL_THRESHOLD = 8
+
+
+def pair_threshold(side_a: int, side_b: int, threshold: int = DEFAULT_THRESHOLD) -> int:
+    """The threshold for a pair of images with these shorter sides."""
+    return min(threshold, SMALL_THRESHOLD) if min(side_a, side_b) < SMALL_SIDE else threshold
 
 
 class HashesLike(Protocol):

@@ -25,7 +25,7 @@ class TrainConfig:
     freeze_backbone: bool = False
     epochs: int = 10
     lr: float = 3e-3
-    weight_decay: float = 5e-4
+    weight_decay: float = 0.05  # AdamW decoupled decay (scaled by the learning rate)
     batch_size: int = 128
     img_size: int = 64
     augment: tuple[str, ...] = ()

@@ -161,3 +161,11 @@ def test_vectorised_pair_distance_equals_the_reference(copies_workspace: tuple[W
     assert pair_distances(arrays, left, right).tolist() == expected
     groups = image_groups(shas, HashArrays.from_hashes(hashes))
     assert len(set(groups.values())) == 12
+
+
+def test_tiny_images_need_a_stricter_threshold() -> None:
+    from storage.similarity import SMALL_THRESHOLD, pair_threshold
+
+    assert pair_threshold(640, 480) == 22
+    assert pair_threshold(28, 480) == pair_threshold(28, 28) == SMALL_THRESHOLD
+    assert pair_threshold(28, 28, threshold=4) == 4

@@ -18,7 +18,7 @@ from train.weights import freeze_backbone, load_weights, set_train_mode
 def test_smallcnn_depths(depth: int) -> None:
     model, channels = build_model("smallcnn", 5, 1, depth)
     assert channels == 1
-    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == depth
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 2 * depth
     assert model(torch.rand(2, 1, 32, 32)).shape == (2, 5)
 
 
