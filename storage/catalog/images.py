@@ -51,31 +51,8 @@ def record_image(
         if label not in cache:
             cache[label] = ensure_label(conn, label)
         label_id = cache[label]
-    added = insert_ignore(
-        conn,
-        images,
-        {
-            "sha256": facts.sha256,
-            "object_key": object_key,
-            "ext": facts.ext,
-            "format": facts.format,
-            "size_bytes": facts.size_bytes,
-            "width": facts.width,
-            "height": facts.height,
-            "mode": facts.mode,
-            "phash": signed64(facts.phash),
-            "dhash": None if facts.dhash is None else signed64(facts.dhash),
-            "phash_trim": None if facts.phash_trim is None else signed64(facts.phash_trim),
-            "hash_variants": facts.hash_variants,
-            "hash_version": facts.hash_version,
-            "label_id": label_id,
-            "status": "ok",
-            "review": "unreviewed",
-            "added_at": stamp,
-            "updated_at": stamp,
-        },
-        ["sha256"],
-    )
+    sighting = Sighting(facts, object_key, source, label)
+    added = insert_ignore(conn, images, _new_image_row(sighting, label_id, stamp), ["sha256"])
     inserted = added
     if not inserted:
         # The object was written again before this call, so an image marked missing is whole again.
@@ -85,23 +62,7 @@ def record_image(
             .values(status="ok", object_key=object_key, updated_at=stamp)
         ).rowcount
         added = restored == 1
-    insert_ignore(
-        conn,
-        sources,
-        {
-            "sha256": facts.sha256,
-            "kind": source.kind,
-            "uri": source.uri,
-            "page_url": source.page_url,
-            "alt_text": source.alt_text,
-            "label": label,
-            "http_status": source.http_status,
-            "run_id": run_id,
-            "extra": source.extra or None,
-            "fetched_at": source.fetched_at or stamp,
-        },
-        ["sha256", "kind", "uri"],
-    )
+    insert_ignore(conn, sources, _source_row(sighting, run_id, stamp), ["sha256", "kind", "uri"])
     if label and inserted:
         label_event(conn, sha256=facts.sha256, action="set", before=None, after=label, origin=origin, actor=actor)
     elif label:
