@@ -46,11 +46,12 @@ class CliProgress:
 
         def on_epoch(record: Any) -> None:
             state["epoch"] = record.epoch
-            val = "" if record.val_acc is None else f"  val loss {record.val_loss:.4f} acc {record.val_acc:.4f}"
+            val = "" if record.val_acc is None else f"  val loss {record.val_loss:.3f} acc {record.val_acc:.3f}"
             self.progress.console.print(
-                f"epoch {record.epoch:>3}  train loss {record.train_loss:.4f} acc {record.train_acc:.4f}{val}"
-                f"  lr {record.lr:.2e}  {record.seconds:.1f}s",
+                f"epoch {record.epoch:>3}  train loss {record.train_loss:.3f} acc {record.train_acc:.3f}{val}"
+                f"  lr {record.lr:.1e}  {record.seconds:.1f}s",
                 highlight=False,
+                soft_wrap=True,
             )
 
         def on_phase(text: str) -> None:

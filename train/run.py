@@ -149,8 +149,8 @@ def run_training(
 ) -> dict[str, Any]:
     """Train, evaluate on the test split, write the report and update the catalog; returns the run summary.
 
-    With `resume`, the run dir's config is used, changed only by `overrides` (epochs, device, workers,
-    patience); `stop_after` ends the call after that many epochs in all, as if the process had been killed.
+    With `resume`, the run dir's config is used, changed only by `overrides` (epochs, device, precision,
+    workers, patience); `stop_after` ends the call after that many epochs in all, as if the process had been killed.
     """
     callbacks = callbacks or Callbacks()
     run_dir = Path(run_dir)

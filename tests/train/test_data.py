@@ -133,3 +133,13 @@ def test_augmentations_by_name() -> None:
     same = [torch.allclose(f, b, atol=1e-5) for f, b in zip(flipped, batch, strict=True)]
     assert all(m or s for m, s in zip(mirrored, same, strict=True)) and any(mirrored) and any(same)
     assert not BatchAugment([])
+
+
+@pytest.mark.parametrize(("mode", "channels"), [("L", 1), ("L", 3), ("RGB", 1), ("RGB", 3)])
+def test_fast_png_path_matches_pillow(mode: str, channels: int) -> None:
+    shape = (12, 12) if mode == "L" else (12, 12, 3)
+    data = encode(Image.fromarray(np.random.default_rng(1).integers(0, 255, shape, dtype=np.uint8), mode))
+    with Image.open(io.BytesIO(data)) as img:
+        expected = np.asarray(img.convert("L" if channels == 1 else "RGB"))
+    expected = expected[None] if expected.ndim == 2 else expected.transpose(2, 0, 1)
+    assert np.array_equal(decode_image(data, 12, channels), expected)
