@@ -138,19 +138,24 @@ def urls_command(
     )
     started = time.perf_counter()
     errors: Counter[str] = Counter()
-    with make_progress() as progress:
+    shown_at = 0.0
+    with make_progress(auto_refresh=False) as progress:
         task = progress.add_task("fetching", total=None, rate="")
 
         def on_start(total: int) -> None:
-            progress.update(task, total=total)
+            progress.update(task, total=total, refresh=True)
 
         def on_item(_status: str, error_kind: str | None) -> None:
+            nonlocal shown_at
             if error_kind:
                 errors[error_kind] += 1
             done = progress.tasks[task].completed + 1
-            rate = f"{done / max(time.perf_counter() - started, 1e-9):,.0f} URL/s"
+            now = time.perf_counter()
+            rate = f"{done / max(now - started, 1e-9):,.0f} URL/s"
             shown = " ".join(f"{kind} {count}" for kind, count in errors.most_common(4))
-            progress.update(task, completed=done, rate=f"{rate}  {shown}".rstrip())
+            refresh = now - shown_at >= 0.1  # no refresh thread: redraw at most 10 times a second
+            shown_at = now if refresh else shown_at
+            progress.update(task, completed=done, rate=f"{rate}  {shown}".rstrip(), refresh=refresh)
 
         result = harvest_urls(
             ws,

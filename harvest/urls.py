@@ -1,17 +1,17 @@
 """`harvest urls`: fetch the images of a URL list into the workspace, resumably.
 
-Flow: stream the list's rows into the catalog frontier (job = hash of the list's absolute path) → fetch
-the job's pending URLs on a thread pool (bounded in flight) → hand good bodies to `Ingestor.ingest_many`,
-which validates and hashes them in worker processes → record each URL's outcome in the frontier, in
-batches. A rerun skips done and skipped URLs and retries failed ones, so a killed run resumes where it
-stopped; content addressing makes a URL fetched twice (killed before its frontier row was marked) a
-harmless duplicate, never a second image.
+Flow: stream the list's rows into the catalog frontier (job = hash of the list's absolute path) → hand
+the job's pending URLs to download workers (harvest.download: processes whose threads fetch, validate,
+hash and store each image; bounded in flight) → record the images in the catalog and each URL's outcome
+in the frontier, in batches. A rerun skips done and skipped URLs and retries failed ones, so a killed run
+resumes where it stopped; content addressing makes a URL fetched twice (killed before its frontier row was
+marked) a harmless duplicate, never a second image.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,7 +20,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from harvest.fetch import Fetcher, FetchPolicy, FetchPool, FetchResult, Resolver
+from harvest.download import DownloadPool
+from harvest.fetch import FetchPolicy, FetchResult, Resolver
 from harvest.urllists import UrlRow, read_url_list
 from storage.catalog import (
     FrontierEntry,
@@ -35,7 +36,7 @@ from storage.catalog import (
     requeue_failed,
     start_run,
 )
-from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome
+from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome, Prepared
 from storage.workspace import Workspace
 
 __all__ = ["RETRYABLE_KINDS", "UrlsResult", "harvest_urls"]
@@ -48,6 +49,8 @@ ROWS_PER_INSERT = 2000
 PENDING_PAGE = 1000
 FLUSH_EVERY = 256  # frontier updates per write transaction
 FLUSH_SECONDS = 1.0
+COMMIT_EVERY = 64  # prepared images per catalog transaction
+COMMIT_SECONDS = 0.5  # ...or fewer, when they arrive slowly
 
 ItemCallback = Callable[[str, str | None], None]  # (status, error kind or None)
 
@@ -221,8 +224,17 @@ def _fetch_and_ingest(
 ) -> None:
     summary = result.summary
     frontier = _FrontierWriter(workspace, job)
-    fetcher = Fetcher(policy, resolver=resolver)
-    pool: FetchPool[dict[str, Any]] = FetchPool(fetcher, concurrency, kind="image")
+    settings = workspace.settings
+    count = workers if workers is not None else (settings.ingest.workers or os.cpu_count() or 1)
+    processes = count if count > 1 else 0  # one worker: threads of this process
+    ingestor = Ingestor.for_workspace(workspace, origin="scrape", run_id=result.run_id)
+    rows: dict[int, dict[str, Any]] = {}
+    batch: list[tuple[IngestItem, Prepared]] = []
+
+    def tasks() -> Iterator[tuple[int, str]]:
+        for row in _pending_rows(workspace, job):
+            rows[row["id"]] = row
+            yield row["id"], row["url"]
 
     def failed(row: dict[str, Any], fetched: FetchResult) -> None:
         kind = fetched.error_kind or "connection"
@@ -233,32 +245,45 @@ def _fetch_and_ingest(
         if on_item:
             on_item("failed", kind)
 
-    def bodies() -> Iterator[IngestItem]:
-        for row, fetched in pool.results():
-            if fetched.ok:
-                yield IngestItem(source=_source(row, fetched), label=row["label"], data=fetched.data)
+    def commit() -> None:
+        outcomes = ingestor.commit(batch)
+        batch.clear()
+        for outcome in outcomes:
+            summary.add(outcome)
+            if outcome.status in ("added", "duplicate"):
+                frontier.add(outcome.item, "done", outcome.sha256)
+            elif outcome.status == "rejected":
+                result.errors["rejected"] += 1
+                frontier.add(outcome.item, "skipped", f"rejected: {outcome.reason}")
             else:
-                failed(row, fetched)
+                frontier.add(outcome.item, "failed", outcome.reason)
+            if on_item:
+                on_item(outcome.status, None if outcome.status in ("added", "duplicate") else outcome.status)
 
-    ingestor = Ingestor.for_workspace(workspace, origin="scrape", run_id=result.run_id)
+    pool = DownloadPool(
+        policy,
+        store_url=workspace.store.url,
+        store_options=settings.store.backend_options(),
+        limits=settings.ingest,
+        processes=processes,
+        threads=-(-concurrency // max(1, processes)),
+        resolver=resolver,
+    )
     try:
-        # Fetch threads are running before the ingest pool starts, so it forks from a forkserver, never
-        # from a process whose other threads may hold locks.
-        pool.start(_pending_rows(workspace, job), lambda row: row["url"])
-        with contextlib.closing(ingestor.ingest_many(bodies(), workers=workers)) as outcomes:
-            for outcome in outcomes:
-                summary.add(outcome)
-                if outcome.status in ("added", "duplicate"):
-                    frontier.add(outcome.item, "done", outcome.sha256)
-                elif outcome.status == "rejected":
-                    result.errors["rejected"] += 1
-                    frontier.add(outcome.item, "skipped", f"rejected: {outcome.reason}")
-                else:
-                    frontier.add(outcome.item, "failed", outcome.reason)
-                if on_item:
-                    on_item(outcome.status, None if outcome.status in ("added", "duplicate") else outcome.status)
+        last_commit = time.monotonic()
+        for download in pool.run(tasks()):
+            row = rows.pop(download.key)
+            if download.prepared is None:
+                assert download.fetched is not None
+                failed(row, download.fetched)
+            else:
+                source = _source(row, download.fetched) if download.fetched else SourceInfo(kind="url", uri=row["url"])
+                batch.append((IngestItem(source=source, label=row["label"]), download.prepared))
+            if len(batch) >= COMMIT_EVERY or (batch and time.monotonic() - last_commit > COMMIT_SECONDS):
+                commit()
+                last_commit = time.monotonic()
+        commit()
     finally:
         result.fetched = pool.submitted
         pool.close()
-        fetcher.close()
         frontier.flush()

@@ -52,7 +52,9 @@ def emit_json(document: Any) -> None:
     sys.stdout.flush()
 
 
-def make_progress(*, transient: bool = False) -> Progress:
+def make_progress(*, transient: bool = False, auto_refresh: bool = True) -> Progress:
+    """A progress bar on stderr. `auto_refresh=False` starts no refresh thread (the caller refreshes): commands
+    that start worker processes use it, so the workers can be forked from a process with one thread."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -62,6 +64,7 @@ def make_progress(*, transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         console=err_console,
         transient=transient,
+        auto_refresh=auto_refresh,
     )
 
 

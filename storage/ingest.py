@@ -29,7 +29,7 @@ from storage.parallel import pool_context
 from storage.settings import IngestSettings
 from storage.stores import ObjectStore, open_store
 
-__all__ = ["IngestItem", "IngestSummary", "Ingestor", "Outcome", "prepare"]
+__all__ = ["IngestItem", "IngestSummary", "Ingestor", "Outcome", "Prepared", "prepare"]
 
 Status = Literal["added", "duplicate", "rejected", "failed"]
 REMOTE_WORKERS_PER_CORE = 4
@@ -199,15 +199,15 @@ class Ingestor:
                     for item, prepared in stored
                 ]
                 added_flags = record_images(conn, sightings, origin=self.origin, actor=self.actor, run_id=self.run_id)
-                for (item, prepared), added in zip(stored, added_flags, strict=True):
-                    assert prepared.facts is not None
+                for (item, _), added in zip(stored, added_flags, strict=True):
                     added_by_item[id(item)] = added
-                    near = index.match(prepared.facts) if (added and index is not None) else None
-                    if near:
-                        mark_duplicate(conn, prepared.facts.sha256, near[0])
-                        near_of_item[id(item)] = near
-                    elif added and index is not None:
-                        index.add(prepared.facts)
+                new = [(item, prepared.facts) for item, prepared in stored if added_by_item[id(item)]]
+                if index is not None and new:
+                    matches = index.match_and_add([facts for _, facts in new])  # type: ignore[misc]
+                    for (item, facts), near in zip(new, matches, strict=True):
+                        if near:
+                            mark_duplicate(conn, facts.sha256, near[0])  # type: ignore[union-attr]
+                            near_of_item[id(item)] = near
         for item, prepared in batch:
             uri = item.source.uri
             if prepared.facts is None:

@@ -1,7 +1,7 @@
 """Flag near-duplicates of catalogued images as they are ingested.
 
 The index holds the transform-aware hashes of the catalog's keepers (whole, non-duplicate images) in memory;
-each new image is compared with all of them at once (storage.similarity), and one within the threshold is
+each batch of new images is compared with all of them at once (storage.similarity), and one within the threshold is
 recorded as a duplicate of the image it matches. Above INDEX_LIMIT images the per-image cost would slow
 collectors down, so the check is skipped there and `curate dedupe` (sub-quadratic) does the grouping.
 """
@@ -63,24 +63,44 @@ class NearDuplicateIndex:
     def _view(self) -> HashArrays:
         return HashArrays(**{name: column[: self._size] for name, column in self._columns.items()})
 
-    def match(self, facts: ImageFacts) -> tuple[str, int] | None:
-        """(sha256, distance) of the closest keeper within the threshold, or None."""
-        if facts.hash_variants is None or not self._size or _tiny(facts):
-            return None
-        probe = HashArrays.from_hashes([ImageHashes.from_blob(facts.hash_variants)])
-        distances = cross_distances(probe, self._view())[0]
-        k = int(np.argmin(distances))
-        return (self._shas[k], int(distances[k])) if distances[k] <= self.threshold else None
+    def match_and_add(self, batch: list[ImageFacts]) -> list[tuple[str, int] | None]:
+        """For each new image in order: (sha256, distance) of the closest keeper within the threshold, or None,
+        in which case it becomes a keeper itself (later images of the batch are compared with it too).
 
-    def add(self, facts: ImageFacts) -> None:
-        if facts.hash_variants is None or _tiny(facts):
-            return
-        row = HashArrays.from_hashes([ImageHashes.from_blob(facts.hash_variants)])
+        One vectorised comparison for the whole batch against the index, and one within the batch.
+        """
+        results: list[tuple[str, int] | None] = [None] * len(batch)
+        probes = [(i, facts) for i, facts in enumerate(batch) if facts.hash_variants is not None and not _tiny(facts)]
+        if not probes:
+            return results
+        arrays = HashArrays.from_hashes([ImageHashes.from_blob(f.hash_variants) for _, f in probes])  # type: ignore[arg-type]
+        to_index = cross_distances(arrays, self._view()) if self._size else None
+        within = cross_distances(arrays, arrays) if len(probes) > 1 else None
+        keepers: list[int] = []
+        for j, (i, _facts) in enumerate(probes):
+            best: tuple[str, int] | None = None
+            if to_index is not None:
+                k = int(np.argmin(to_index[j]))
+                if to_index[j, k] <= self.threshold:
+                    best = (self._shas[k], int(to_index[j, k]))
+            if within is not None:
+                for q in keepers:
+                    distance = int(within[j, q])
+                    if distance <= self.threshold and (best is None or distance < best[1]):
+                        best = (probes[q][1].sha256, distance)
+            if best is None:
+                keepers.append(j)
+            results[i] = best
+        for j in keepers:
+            self._append(probes[j][1].sha256, arrays, j)
+        return results
+
+    def _append(self, sha256: str, arrays: HashArrays, row: int) -> None:
         if self._size == len(self._columns["center_phash"]):
             self._columns = {name: _grow(column, 2 * len(column)) for name, column in self._columns.items()}
         for name, column in self._columns.items():
-            column[self._size] = getattr(row, name)[0]
-        self._shas.append(facts.sha256)
+            column[self._size] = getattr(arrays, name)[row]
+        self._shas.append(sha256)
         self._size += 1
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -26,7 +27,7 @@ import urllib3.exceptions
 from harvest.fetch.connection import GuardedAdapter
 from harvest.fetch.content import SNIFF_BYTES, image_type_ok, noai_directive, sniff_image, sniff_non_image
 from harvest.fetch.policy import FetchPolicy
-from harvest.fetch.ratelimit import HostLimiter, HostPaused, LimiterTimeout
+from harvest.fetch.ratelimit import HostLimiter, HostLimits, HostPaused, LimiterTimeout
 from harvest.fetch.robots import RobotsCache
 from harvest.fetch.ssrf import AddressGuard, BlockedAddress, Resolver
 
@@ -167,22 +168,31 @@ class Fetcher:
     """Thread-safe fetcher; each worker thread gets its own pooled requests.Session.
 
     `resolver` replaces the DNS cache (tests point names at chosen addresses with `Resolver(overrides=...)`).
+    Fetchers in several processes share one politeness budget when given the same `limiter`
+    (a SharedHostLimiter) and `robots_dir` (see harvest.download).
     """
 
-    def __init__(self, policy: FetchPolicy = FetchPolicy(), *, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        policy: FetchPolicy = FetchPolicy(),
+        *,
+        resolver: Resolver | None = None,
+        limiter: HostLimits | None = None,
+        robots_dir: Path | None = None,
+    ) -> None:
         self.policy = policy
         self.resolver = resolver or Resolver(ttl=policy.dns_ttl)
         self.guard = AddressGuard(
             self.resolver, allow_private=policy.allow_private, allow_networks=policy.allow_networks
         )
-        self.limiter = HostLimiter(
+        self.limiter: HostLimits = limiter or HostLimiter(
             policy.per_host_rate,
             policy.per_host_burst,
             policy.per_host_concurrency,
             failure_limit=policy.host_failure_limit,
             pause=policy.host_pause,
         )
-        self.robots = RobotsCache(self._fetch_robots, policy.user_agent)
+        self.robots = RobotsCache(self._fetch_robots, policy.user_agent, shared_dir=robots_dir)
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()

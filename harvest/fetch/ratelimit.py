@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
-__all__ = ["HostLimiter", "HostPaused", "LimiterTimeout"]
+__all__ = ["HostLimiter", "HostLimits", "HostPaused", "LimiterTimeout", "take_token"]
 
 
 class LimiterTimeout(Exception):
@@ -26,6 +27,33 @@ class LimiterTimeout(Exception):
 
 class HostPaused(Exception):
     """The host failed too often in a row; its items fail fast until the pause ends."""
+
+
+class HostLimits(Protocol):
+    """What the Fetcher needs of a limiter: HostLimiter (threads of one process) or SharedHostLimiter."""
+
+    def slot(self, host: str, deadline: float) -> AbstractContextManager[float]: ...
+    def hold_off(self, host: str, seconds: float) -> None: ...
+    def record(self, host: str, *, ok: bool) -> None: ...
+
+
+def take_token(
+    tokens: float, updated: float, not_before: float, now: float, deadline: float, *, rate: float, burst: int, host: str
+) -> tuple[float, float]:
+    """The token-bucket step shared by the thread and process limiters: (start time, tokens left).
+
+    The token is reserved at once (the bucket may go negative), so requests waiting for one queue up in
+    order. Raises LimiterTimeout when the request could not start before `deadline`.
+    """
+    start = max(now, not_before)
+    if rate > 0:
+        tokens = min(float(burst), tokens + (now - updated) * rate)
+        if tokens < 1.0:
+            start = max(start, now + (1.0 - tokens) / rate)
+    if start > deadline:
+        kind = "rate_limited" if not_before > now else "timeout"
+        raise LimiterTimeout(f"{host} may not be asked again before the deadline", kind)
+    return start, tokens - 1.0 if rate > 0 else tokens
 
 
 @dataclass
@@ -94,17 +122,17 @@ class HostLimiter:
     def _take_token(self, state: _Host, host: str, deadline: float) -> None:
         with state.cond:
             now = time.monotonic()
-            start = max(now, state.not_before)
-            if self.rate > 0:
-                state.tokens = min(float(self.burst), state.tokens + (now - state.updated) * self.rate)
-                state.updated = now
-                if state.tokens < 1.0:
-                    start = max(start, now + (1.0 - state.tokens) / self.rate)
-            if start > deadline:
-                kind = "rate_limited" if state.not_before > now else "timeout"
-                raise LimiterTimeout(f"{host} may not be asked again before the deadline", kind)
-            if self.rate > 0:
-                state.tokens -= 1.0  # reserve now, so waiting threads queue up in order
+            start, state.tokens = take_token(
+                state.tokens,
+                state.updated,
+                state.not_before,
+                now,
+                deadline,
+                rate=self.rate,
+                burst=self.burst,
+                host=host,
+            )
+            state.updated = now
         delay = start - time.monotonic()
         if delay > 0:
             time.sleep(delay)

@@ -10,11 +10,14 @@ host's trouble as a retryable failure instead of a final robots refusal.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 __all__ = ["RobotsCache", "RobotsRules", "parse_robots"]
@@ -110,12 +113,20 @@ class _Cached:
 
 
 class RobotsCache:
-    """robots.txt fetched once per origin (scheme, host, port); threads asking at once wait for one fetch."""
+    """robots.txt fetched once per origin (scheme, host, port); threads asking at once wait for one fetch.
 
-    def __init__(self, fetch: RobotsFetch, agent: str, *, retry_after: float = 60.0) -> None:
+    With `shared_dir`, processes that share the folder also share the answers: the first to need an
+    origin's file fetches it under a file lock and leaves it there for the others (worker processes of
+    one run), so the site still sees one request per origin.
+    """
+
+    def __init__(
+        self, fetch: RobotsFetch, agent: str, *, retry_after: float = 60.0, shared_dir: Path | None = None
+    ) -> None:
         self.fetch = fetch
         self.agent = agent.split("/", 1)[0].strip() or agent
         self.retry_after = retry_after
+        self.shared_dir = shared_dir
         self._cache: dict[str, _Cached] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -146,7 +157,44 @@ class RobotsCache:
         return cached.rules
 
     def _load(self, origin: str) -> _Cached:
-        status, body = self.fetch(origin + "/robots.txt")
+        if self.shared_dir is not None:
+            return self._load_shared(origin, self.shared_dir)
+        return self._interpret(*self.fetch(origin + "/robots.txt"))
+
+    def _load_shared(self, origin: str, folder: Path) -> _Cached:
+        """The answer another process left in `folder`, else fetch it (one process at a time per origin).
+
+        A file holds "STATUS EXPIRES\n" and the body; STATUS -1 is unreachable, EXPIRES is wall-clock time
+        (processes do not share a monotonic origin) or inf.
+        """
+        name = hashlib.sha256(origin.encode()).hexdigest()[:32]
+        answer = folder / f"{name}.robots"
+        with open(folder / f"{name}.lock", "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            left = self._read_shared(answer)
+            if left is not None:
+                return left
+            status, body = self.fetch(origin + "/robots.txt")
+            cached = self._interpret(status, body)
+            expires_wall = cached.expires - time.monotonic() + time.time()
+            partial = answer.with_suffix(".part")
+            partial.write_bytes(f"{-1 if status is None else status} {expires_wall!r}\n".encode() + (body or b""))
+            partial.replace(answer)
+            return cached
+
+    def _read_shared(self, answer: Path) -> _Cached | None:
+        try:
+            header, _, body = answer.read_bytes().partition(b"\n")
+            status_text, expires_text = header.split()
+            status, expires = int(status_text), float(expires_text) - time.time() + time.monotonic()
+        except (FileNotFoundError, ValueError):
+            return None
+        if expires <= time.monotonic():
+            return None
+        rules = self._interpret(status if status >= 0 else None, body if 200 <= status < 300 else None).rules
+        return _Cached(rules, expires)
+
+    def _interpret(self, status: int | None, body: bytes | None) -> _Cached:
         if status is not None and 200 <= status < 300 and body is not None:
             return _Cached(parse_robots(body.decode("utf-8", errors="replace"), self.agent), float("inf"))
         if status is not None and 400 <= status < 500 and status != 429:

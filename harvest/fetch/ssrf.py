@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "METADATA_ADDRESSES",
@@ -90,6 +91,13 @@ class Resolver:
         self._cache: dict[str, _Entry] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, object]:
+        """Settings only: a copy for another process starts with an empty cache and fresh locks."""
+        return {"ttl": self.ttl, "overrides": self.overrides, "resolve": self._resolve}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["ttl"], state["overrides"], state["resolve"])  # type: ignore[misc]
 
     def resolve(self, host: str) -> list[str]:
         """Addresses of `host` (an IP literal resolves to itself); raises OSError when it cannot be resolved."""

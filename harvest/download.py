@@ -1,0 +1,269 @@
+"""Download images in worker processes: fetch, validate, hash and store where the bytes arrive.
+
+Fetching (requests) and preparing an image (decode, hashes, store write: storage.ingest.prepare) both cost
+CPU. Done in one process, the fetch threads and the catalog writer fight over one GIL, and every body is
+copied once more to reach an ingest process. Here each worker process runs `threads` threads, and each
+thread fetches an image and prepares it right away; only the facts (a few hundred bytes) travel back.
+The parent keeps what must be serial: the catalog transaction (ingest step 3) and the frontier.
+
+Politeness stays per run, not per process: the workers share one SharedHostLimiter (per-host rate,
+concurrency, Retry-After, failure pauses) and one robots.txt folder (one fetch per origin).
+
+A worker that dies (out-of-memory killer, a crash in a decoder) loses only its tasks in flight, which come
+back as failed downloads (retried by a rerun), and a fresh worker takes its place. With `processes=0` the
+same worker loop runs in a thread of this process (tests, `--workers 1`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing import connection
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from harvest.fetch import Fetcher, FetchPolicy, FetchResult, Resolver
+from harvest.fetch.ratelimit import HostLimiter, HostLimits
+from harvest.fetch.sharedlimit import SharedHostLimiter
+from storage.catalog import SourceInfo
+from storage.ingest import IngestItem, Prepared, prepare
+from storage.parallel import pool_context
+from storage.settings import IngestSettings
+from storage.stores import open_store
+
+__all__ = ["Download", "DownloadPool"]
+
+log = logging.getLogger(__name__)
+
+TASKS_PER_THREAD = 2  # queued per worker thread, so no thread waits for the parent between items
+MAX_RESTARTS = 50
+_READY = "ready"  # a worker's first message: it has opened its store and fetcher
+
+
+@dataclass(frozen=True)
+class Download:
+    """One task's outcome: the fetch (body dropped) and, when it succeeded, what ingest's steps 1-2 made.
+
+    `fetched` is None only when the worker died with the task in hand; `prepared` then says so.
+    """
+
+    key: int
+    url: str
+    fetched: FetchResult | None
+    prepared: Prepared | None
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """Everything a worker needs, picklable (it is a Process argument)."""
+
+    policy: FetchPolicy
+    resolver: Resolver | None
+    limiter: HostLimits
+    robots_dir: Path | None
+    store_url: str
+    store_options: dict[str, Any]
+    limits: IngestSettings
+    threads: int
+
+
+def _download(fetcher: Fetcher, setup: _Setup, store: Any, key: int, url: str) -> Download:
+    fetched = fetcher.fetch(url, kind="image")
+    if not fetched.ok:
+        return Download(key, url, fetched, None)
+    item = IngestItem(source=SourceInfo(kind="url", uri=url), data=fetched.data)
+    return Download(key, url, replace(fetched, data=None), prepare(item, store, setup.limits))
+
+
+def _serve(conn: Connection, setup: _Setup, in_process: bool) -> None:
+    """A worker's loop: tasks `(key, url)` in, `Download`s out in completion order; None ends it."""
+    fetcher = Fetcher(setup.policy, resolver=setup.resolver, limiter=setup.limiter, robots_dir=setup.robots_dir)
+    store = open_store(setup.store_url, setup.store_options)
+    send_lock = threading.Lock()
+    conn.send(_READY)
+
+    def work(key: int, url: str) -> None:
+        try:
+            result = _download(fetcher, setup, store, key, url)
+        except Exception as exc:  # a bug must not lose the task: it comes back as a failure
+            log.warning("download of %s failed", url, exc_info=True)
+            result = Download(key, url, None, Prepared(status="failed", reason=f"download failed: {exc!r}"))
+        with send_lock, contextlib.suppress(OSError):  # OSError: the parent is gone or closing
+            conn.send(result)
+
+    executor = ThreadPoolExecutor(setup.threads, thread_name_prefix="gleaner-download")
+    finished = False
+    try:
+        while True:
+            try:
+                task = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone (killed): nobody wants the results
+            if task is None:
+                finished = True
+                break
+            executor.submit(work, *task)
+    finally:
+        fetcher.close()  # fetches still running give up at their next step
+        executor.shutdown(wait=finished, cancel_futures=True)
+        conn.close()
+    if not in_process and not finished:
+        os._exit(0)  # do not wait for fetch threads of a parent that no longer exists
+
+
+class _Worker:
+    """One worker: a process serving tasks over a pipe, or with `context=None` a thread of this process."""
+
+    def __init__(self, setup: _Setup, context: Any) -> None:
+        self.outstanding: dict[int, str] = {}
+        self.ready = False
+        if context is None:
+            self.conn, child = connection.Pipe()
+            self.runner: Any = threading.Thread(target=_serve, args=(child, setup, True), daemon=True)
+            self.runner.start()
+            self.sentinel: Any = None
+        else:
+            self.conn, child = context.Pipe()
+            self.runner = context.Process(target=_serve, args=(child, setup, False), daemon=True)
+            self.runner.start()
+            child.close()
+            self.sentinel = self.runner.sentinel
+
+    def send(self, key: int, url: str) -> None:
+        self.outstanding[key] = url
+        self.conn.send((key, url))
+
+    def stop(self, *, wait: float) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.runner.join(wait)
+        if self.sentinel is not None and self.runner.is_alive():
+            self.runner.terminate()
+            self.runner.join(1)
+        self.conn.close()
+
+    def exit_code(self) -> int | None:
+        return getattr(self.runner, "exitcode", None)
+
+
+class DownloadPool:
+    """Download many URLs with `processes` worker processes of `threads` threads each.
+
+    `run(tasks)` yields a Download per `(key, url)` task in completion order, with at most
+    TASKS_PER_THREAD tasks per thread handed out and not yet answered, so memory stays bounded.
+    """
+
+    def __init__(
+        self,
+        policy: FetchPolicy,
+        *,
+        store_url: str,
+        store_options: dict[str, Any],
+        limits: IngestSettings,
+        processes: int,
+        threads: int,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.processes = processes
+        self._context = pool_context() if processes > 0 else None
+        self._robots_dir = Path(tempfile.mkdtemp(prefix="gleaner-robots-")) if processes > 0 else None
+        limiter_args = (policy.per_host_rate, policy.per_host_burst, policy.per_host_concurrency)
+        limiter_options = {"failure_limit": policy.host_failure_limit, "pause": policy.host_pause}
+        limiter: HostLimits = (
+            SharedHostLimiter(*limiter_args, **limiter_options, context=self._context)
+            if self._context is not None
+            else HostLimiter(*limiter_args, **limiter_options)
+        )
+        self._setup = _Setup(
+            policy, resolver, limiter, self._robots_dir, store_url, store_options, limits, max(1, threads)
+        )
+        self._window = TASKS_PER_THREAD * self._setup.threads
+        self._workers = [_Worker(self._setup, self._context) for _ in range(max(1, processes))]
+        self._restarts = 0
+        self.submitted = 0
+
+    def run(self, tasks: Iterable[tuple[int, str]]) -> Iterator[Download]:
+        iterator = iter(tasks)
+        exhausted = False
+        while True:
+            while not exhausted:
+                worker = min(self._workers, key=lambda w: len(w.outstanding))
+                if len(worker.outstanding) >= self._window:
+                    break
+                task = next(iterator, None)
+                if task is None:
+                    exhausted = True
+                    break
+                worker.send(*task)
+                self.submitted += 1
+            if not any(w.outstanding for w in self._workers):
+                return
+            yield from self._collect()
+
+    def _collect(self) -> Iterator[Download]:
+        """Wait for answers, then yield those that are ready; replace workers that died."""
+        owners: dict[Any, _Worker] = {}
+        for worker in self._workers:
+            if worker.outstanding:
+                owners[worker.conn] = worker
+                if worker.sentinel is not None:
+                    owners[worker.sentinel] = worker
+        for ready in connection.wait(list(owners)):
+            worker = owners[ready]
+            if worker not in self._workers:
+                continue  # already replaced in this round
+            try:
+                while worker.conn.poll():
+                    message: Download | str = worker.conn.recv()
+                    if isinstance(message, str):
+                        worker.ready = True
+                        continue
+                    worker.outstanding.pop(message.key, None)
+                    yield message
+            except (EOFError, OSError):
+                pass
+            else:
+                if ready is not worker.sentinel:
+                    continue
+            yield from self._replace(worker)
+
+    def _replace(self, worker: _Worker) -> Iterator[Download]:
+        worker.runner.join(1)
+        code = worker.exit_code()
+        lost = dict(worker.outstanding)
+        worker.outstanding.clear()
+        self._workers.remove(worker)
+        worker.conn.close()
+        if not worker.ready:
+            raise RuntimeError(f"a download worker failed to start (exit code {code}); see the messages above")
+        self._restarts += 1
+        if self._restarts > MAX_RESTARTS:
+            raise RuntimeError(f"download workers died {self._restarts} times; giving up")
+        log.warning("download worker died (exit code %s); %d tasks lost, starting another", code, len(lost))
+        self._workers.append(_Worker(self._setup, self._context))
+        reason = f"download worker died (exit code {code}) while this item was in progress"
+        for key, url in lost.items():
+            yield Download(key, url, None, Prepared(status="failed", reason=reason))
+
+    def close(self) -> None:
+        """Stop the workers: at once when tasks are still out (an interrupted run), else gracefully."""
+        busy = any(w.outstanding for w in self._workers)
+        for worker in self._workers:
+            worker.stop(wait=0.2 if busy else 5)
+        self._workers = []
+        if self._robots_dir is not None:
+            shutil.rmtree(self._robots_dir, ignore_errors=True)
+
+    def __enter__(self) -> DownloadPool:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
