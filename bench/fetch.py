@@ -6,9 +6,11 @@ re-encoded, so that they are neither byte- nor near-duplicates). Both tools
 get the same CSV list and run as command-line programs, so both pay interpreter start-up:
 - img2dataset (its own venv, created at /tmp/i2d when missing): `--resize_mode no --output_format files
   --processes_count 2 --thread_count 32`; it downloads and writes each file plus its JSON/text sidecars.
-- `harvest urls LIST --allow-private --per-host-rate 0 --per-host-concurrency 32 --concurrency 32`: fetch
-  through the SSRF guard and robots.txt, then full decode validation, sha256 + pHash, content-addressed
-  store and catalog rows (frontier included). The per-host rate limit is off because img2dataset has none.
+- `harvest urls LIST --allow-private --per-host-rate 0 --per-host-concurrency 32 --concurrency 32`: 2 download
+  processes x 16 threads fetch through the SSRF guard and robots.txt (limits shared by the processes), then
+  decode validation, sha256 + transform-aware hashes and a durable content-addressed store write in the same
+  process; the parent writes the catalog rows (frontier and ingest-time near-duplicate check included). The
+  per-host rate limit is off because img2dataset has none.
 Goal: gleaner >= 1.5x img2dataset's images/s. Run: `.venv/bin/python bench/fetch.py [--images N]`.
 """
 
@@ -206,7 +208,7 @@ def main() -> None:
         "img2dataset (files, 2 processes x 32 threads)", str(i2d_count), f"{i2d_seconds:.1f}", f"{i2d_rate:,.0f}"
     )
     table.add_row(
-        "gleaner harvest urls (32 threads + 2 ingest processes)"
+        "gleaner harvest urls (2 download processes x 16 threads)"
         + (", near-duplicate check off" if args.no_near_duplicates else ""),
         str(our_count),
         f"{our_seconds:.1f}",

@@ -118,7 +118,12 @@ def urls_command(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Only retry this list's failed URLs; do not read the list for new ones."
     ),
-    workers: int = typer.Option(None, "--workers", help="Processes for decoding and hashing (default: one per core)."),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="Download processes; each fetches, validates, hashes and stores with --concurrency/N threads "
+        "(default: one per core; 1: threads of this process).",
+    ),
     workspace: Path = WorkspaceOption,
     json_output: bool = JsonOption,
 ) -> None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +23,7 @@ from storage.errors import StoreError
 from storage.imaging import Rejected, analyze
 from storage.keys import image_key
 from storage.neardup import NearDuplicateIndex
-from storage.parallel import pool_context
+from storage.parallel import process_map
 from storage.settings import IngestSettings
 from storage.stores import ObjectStore, open_store
 
@@ -257,52 +255,26 @@ class Ingestor:
                 yield outcome
             return
 
-        def new_pool() -> ProcessPoolExecutor:
-            return ProcessPoolExecutor(
-                max_workers=count,
-                mp_context=pool_context(),
-                initializer=_init_worker,
-                initargs=(self.store.url, self.store_options, self.limits),
-            )
+        groups = process_map(
+            _prepare_in_worker,
+            items,
+            workers=count,
+            initializer=_init_worker,
+            initargs=(self.store.url, self.store_options, self.limits),
+        )
+        for group in groups:
+            batch = [
+                (item, result if isinstance(result, Prepared) else _worker_failed(result)) for item, result in group
+            ]
+            for outcome in self.commit(batch):
+                if on_outcome:
+                    on_outcome(outcome)
+                yield outcome
 
-        pool = new_pool()
-        pending: dict[Future[Prepared], IngestItem] = {}
-        try:
-            iterator = iter(items)
-            exhausted = False
-            while pending or not exhausted:
-                while not exhausted and len(pending) < 4 * count:
-                    try:
-                        item = next(iterator)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    try:
-                        future = pool.submit(_prepare_in_worker, item)
-                    except BrokenProcessPool:
-                        # A worker died (e.g. the out-of-memory killer): its items are reported as failed
-                        # below; start a fresh pool and go on with the rest.
-                        pool.shutdown(wait=False, cancel_futures=True)
-                        pool = new_pool()
-                        future = pool.submit(_prepare_in_worker, item)
-                    pending[future] = item
-                if not pending:
-                    break
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                batch = []
-                for future in done:
-                    item = pending.pop(future)
-                    try:
-                        prepared = future.result()
-                    except Exception as exc:  # a worker died (e.g. out of memory): report, keep going
-                        prepared = Prepared(status="failed", reason=f"worker failed: {exc!r}")
-                    batch.append((item, prepared))
-                for outcome in self.commit(batch):
-                    if on_outcome:
-                        on_outcome(outcome)
-                    yield outcome
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+
+def _worker_failed(exc: BaseException) -> Prepared:
+    """A worker died (e.g. out of memory) with the item in hand: reported, and the run goes on."""
+    return Prepared(status="failed", reason=f"worker failed: {exc!r}")
 
 
 def source_for_path(path: Path, kind: str = "file") -> SourceInfo:
