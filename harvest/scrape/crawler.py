@@ -182,7 +182,7 @@ class _LoadedPage:
 
 @dataclass(frozen=True)
 class _Sighting:
-    """What the page said about an image URL (kept in memory for provenance; the frontier keeps the label)."""
+    """What the page said about an image URL (for provenance; the frontier keeps it too, for a resumed run)."""
 
     page_url: str
     alt: str | None
@@ -323,6 +323,10 @@ class _Crawl:
                 continue
             depth = int(row.get("depth") or 0)
             self._queues[kind].append(_Task(kind, url, depth, row.get("referrer"), row.get("label")))
+            extra = row.get("extra") or {}
+            if kind == "image" and url not in self._sightings and row.get("referrer"):
+                # Queued by an earlier (killed) run: the page's words about the image come from the frontier.
+                self._sightings[url] = _Sighting(row["referrer"], extra.get("alt"), extra.get("via", "img"))
         if rows:
             self._cursor[kind] = int(rows[-1]["id"])
         self._dirty[kind] = len(rows) >= _BATCH
@@ -408,7 +412,8 @@ class _Crawl:
         images: list[FrontierEntry] = []
         for candidate in page.extract.images:
             label = self.rule.image_label(page.page_label, candidate.alt)
-            images.append(FrontierEntry(candidate.url, "image", depth=task.depth, referrer=page.final_url, label=label))
+            said = {"alt": candidate.alt, "via": candidate.via}
+            images.append(FrontierEntry(candidate.url, "image", task.depth, page.final_url, label, extra=said))
             self._sightings.setdefault(candidate.url, _Sighting(page.final_url, candidate.alt, candidate.via))
         links = [
             FrontierEntry(link, "page", depth=task.depth + 1, referrer=page.final_url)

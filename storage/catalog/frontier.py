@@ -44,6 +44,7 @@ class FrontierEntry:
     depth: int = 0
     referrer: str | None = None
     label: str | None = None
+    extra: dict[str, Any] | None = None  # e.g. an image's alt text on the page that listed it
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ def add_urls(conn: Connection, job: str, entries: Iterable[FrontierEntry]) -> in
                 "last_error": None,
                 "sha256": None,
                 "updated_at": stamp,
+                "extra": e.extra,
             }
             for e in chunk
         ]

@@ -57,11 +57,18 @@ def _v4_review_indexes(conn: Connection) -> None:
         conn.execute(sa.text(statement))
 
 
+def _v5_frontier_extra(conn: Connection) -> None:
+    """What the page said of a queued image (alt text, how it was found), kept for a run that resumes."""
+    type_sql = sa.JSON().compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE frontier ADD COLUMN extra {type_sql}"))
+
+
 # Steps from version N-1 to N. Version 1 is the initial schema and has no step.
 MIGRATIONS: list[Migration] = [
     (2, "transform-aware hashes, quality metrics and flags", _v2_hashes_and_quality),
     (3, "training predictions and review history", _v3_predictions_and_review),
     (4, "indexes for the review grid", _v4_review_indexes),
+    (5, "image details in the frontier", _v5_frontier_extra),
 ]
 
 

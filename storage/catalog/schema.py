@@ -43,7 +43,7 @@ __all__ = [
     "targets",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -175,6 +175,7 @@ frontier = Table(
     Column("label", String(200), nullable=True),
     Column("sha256", String(64), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("extra", JSON, nullable=True),  # what the page said of an image (alt text, how it was found)
     UniqueConstraint("job", "kind", "url", name="uq_frontier_job_kind_url"),
     Index("ix_frontier_state", "job", "state"),
 )

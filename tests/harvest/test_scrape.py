@@ -194,6 +194,26 @@ def test_retry_failed_requeues_only_failures(site: Site, ws: Path) -> None:
     assert len(catalog_shas(ws)) == 4
 
 
+def test_alt_text_of_images_queued_by_an_earlier_run_is_kept(site: Site, ws: Path) -> None:
+    """An image the first run listed but could not fetch keeps its page's alt text when a later run gets it."""
+    name = site.photo_names[210]
+    site.flags["alt-later"] = False
+    page = f"<html><body><img alt='a red fox at dusk' src='/fault/switch/alt-later?img={name}'></body></html>"
+    site.route("/t/alt", lambda _request: Response.html(page))
+    seed = site.url("/t/alt")
+    first = run(ws, seed)
+    assert_summary(first, added=0, failed=1)
+
+    site.flags["alt-later"] = True
+    again = run(ws, seed)  # a new crawler: what it knows of the image comes from the frontier
+    assert_summary(again, added=1, failed=0)
+    assert site.hits["/t/alt"] == 1  # the page was not fetched again
+    with open_workspace(ws) as workspace, workspace.catalog.read() as conn:
+        (source,) = image_sources(conn, sha_of(site, name))
+    assert source["alt_text"] == "a red fox at dusk"
+    assert source["page_url"] == seed
+
+
 def test_user_errors_are_one_line(site: Site, ws: Path) -> None:
     for options, needle in (
         ({"select": "div["}, "--select: invalid CSS selector"),

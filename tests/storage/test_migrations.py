@@ -34,6 +34,7 @@ def _downgrade_to_v1(catalog: Catalog) -> None:
         conn.execute(sa.text("DROP TABLE image_quality"))
         for column in V2_COLUMNS:
             conn.execute(sa.text(f"ALTER TABLE images DROP COLUMN {column}"))
+        conn.execute(sa.text("ALTER TABLE frontier DROP COLUMN extra"))  # added by version 5
         conn.execute(sa.text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
 
 
@@ -59,6 +60,7 @@ def test_v1_catalog_is_migrated_and_keeps_its_rows(url: str) -> None:
         assert current_version(conn) == SCHEMA_VERSION
         columns = {c["name"] for c in sa.inspect(conn).get_columns("images")}
         assert set(V2_COLUMNS) <= columns
+        assert "extra" in {c["name"] for c in sa.inspect(conn).get_columns("frontier")}
         assert all(sa.inspect(conn).has_table(t) for t in ("quality_flags", "predictions", "review_events"))
         index_names = {i["name"] for i in sa.inspect(conn).get_indexes("images")}
         assert {"ix_images_label_sha", "ix_images_duplicate_of"} <= index_names
