@@ -83,10 +83,16 @@ def _download(fetcher: Fetcher, setup: _Setup, store: Any, key: int, url: str) -
     return Download(key, url, replace(fetched, data=None), prepare(item, store, setup.limits))
 
 
-def _serve(conn: Connection, setup: _Setup, in_process: bool) -> None:
+def _serve(conn: Connection, setup: _Setup, member: int, in_process: bool) -> None:
     """A worker's loop: tasks `(key, url)` in, `Download`s out in completion order; None ends it."""
-    fetcher = Fetcher(setup.policy, resolver=setup.resolver, limiter=setup.limiter, robots_dir=setup.robots_dir)
-    store = open_store(setup.store_url, setup.store_options)
+    try:
+        if isinstance(setup.limiter, SharedHostLimiter):
+            setup.limiter.bind(member)
+        fetcher = Fetcher(setup.policy, resolver=setup.resolver, limiter=setup.limiter, robots_dir=setup.robots_dir)
+        store = open_store(setup.store_url, setup.store_options)
+    except BaseException:
+        conn.close()  # the parent sees the pipe close before the worker was ready
+        raise
     send_lock = threading.Lock()
     conn.send(_READY)
 
@@ -122,24 +128,27 @@ def _serve(conn: Connection, setup: _Setup, in_process: bool) -> None:
 class _Worker:
     """One worker: a process serving tasks over a pipe, or with `context=None` a thread of this process."""
 
-    def __init__(self, setup: _Setup, context: Any) -> None:
+    def __init__(self, setup: _Setup, context: Any, member: int) -> None:
         self.outstanding: dict[int, str] = {}
         self.ready = False
+        self.member = member  # its number in the shared limiter; a replacement takes over the number
         if context is None:
             self.conn, child = connection.Pipe()
-            self.runner: Any = threading.Thread(target=_serve, args=(child, setup, True), daemon=True)
+            self.runner: Any = threading.Thread(target=_serve, args=(child, setup, member, True), daemon=True)
             self.runner.start()
             self.sentinel: Any = None
         else:
             self.conn, child = context.Pipe()
-            self.runner = context.Process(target=_serve, args=(child, setup, False), daemon=True)
+            self.runner = context.Process(target=_serve, args=(child, setup, member, False), daemon=True)
             self.runner.start()
             child.close()
             self.sentinel = self.runner.sentinel
 
     def send(self, key: int, url: str) -> None:
+        """Hand over a task; if the worker is gone, the task stays outstanding and is reported as lost."""
         self.outstanding[key] = url
-        self.conn.send((key, url))
+        with contextlib.suppress(OSError):
+            self.conn.send((key, url))
 
     def stop(self, *, wait: float) -> None:
         with contextlib.suppress(OSError):
@@ -178,7 +187,7 @@ class DownloadPool:
         limiter_args = (policy.per_host_rate, policy.per_host_burst, policy.per_host_concurrency)
         limiter_options = {"failure_limit": policy.host_failure_limit, "pause": policy.host_pause}
         limiter: HostLimits = (
-            SharedHostLimiter(*limiter_args, **limiter_options, context=self._context)
+            SharedHostLimiter(*limiter_args, **limiter_options, members=processes, context=self._context)
             if self._context is not None
             else HostLimiter(*limiter_args, **limiter_options)
         )
@@ -186,7 +195,7 @@ class DownloadPool:
             policy, resolver, limiter, self._robots_dir, store_url, store_options, limits, max(1, threads)
         )
         self._window = TASKS_PER_THREAD * self._setup.threads
-        self._workers = [_Worker(self._setup, self._context) for _ in range(max(1, processes))]
+        self._workers = [_Worker(self._setup, self._context, member) for member in range(max(1, processes))]
         self._restarts = 0
         self.submitted = 0
 
@@ -244,11 +253,13 @@ class DownloadPool:
         worker.conn.close()
         if not worker.ready:
             raise RuntimeError(f"a download worker failed to start (exit code {code}); see the messages above")
+        if isinstance(self._setup.limiter, SharedHostLimiter):
+            self._setup.limiter.forget(worker.member, getattr(worker.runner, "pid", None))
         self._restarts += 1
         if self._restarts > MAX_RESTARTS:
             raise RuntimeError(f"download workers died {self._restarts} times; giving up")
         log.warning("download worker died (exit code %s); %d tasks lost, starting another", code, len(lost))
-        self._workers.append(_Worker(self._setup, self._context))
+        self._workers.append(_Worker(self._setup, self._context, worker.member))
         reason = f"download worker died (exit code {code}) while this item was in progress"
         for key, url in lost.items():
             yield Download(key, url, None, Prepared(status="failed", reason=reason))

@@ -10,6 +10,10 @@ at rest (no request in progress, bucket full, no hold, pause or failures) says n
 not, so its slot may be reused by another host without changing any limit. Only when every probed slot is
 busy does a host share one with another, which makes both stricter, never looser.
 
+A worker process killed in the middle of a request (out-of-memory killer) cannot give its slots back, so
+each process is a numbered member that counts what it holds; the parent calls `forget(member, pid)` when it
+sees the process gone, which returns the slots and, if the process died holding the lock, the lock.
+
 Waiting for a free request slot polls (a few milliseconds at first, at most 50 ms): processes cannot share
 a threading.Condition, and politeness waits are long compared with that.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import multiprocessing
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +60,7 @@ class SharedHostLimiter:
         failure_limit: int = 0,
         pause: float = 30.0,
         slots: int = 16384,
+        members: int = 1,
         context: multiprocessing.context.BaseContext | None = None,
     ) -> None:
         context = context or multiprocessing.get_context()
@@ -68,6 +74,40 @@ class SharedHostLimiter:
         self._keys = context.RawArray(ctypes.c_int64, slots)
         self._state = context.RawArray(ctypes.c_double, slots * _FIELDS)
         self._failures = context.RawValue(ctypes.c_bool, False)  # any connection failure recorded yet?
+        # Request slots each member (worker process) holds per record, and the pid holding the lock: what
+        # `forget` needs to give back when a member is killed in the middle of a request.
+        self.members = max(1, members)
+        self._held = context.RawArray(ctypes.c_int32, self.members * slots)
+        self._holder = context.RawValue(ctypes.c_int64, 0)
+        self._member = 0
+
+    def bind(self, member: int) -> None:
+        """Make this process member `member` (0 <= member < members); call it first thing in the worker."""
+        if not 0 <= member < self.members:
+            raise ValueError(f"member {member} out of range 0..{self.members - 1}")
+        self._member = member
+
+    def forget(self, member: int, pid: int | None) -> None:
+        """Give back what a dead member held: the lock (when `pid` held it) and its request slots."""
+        if pid is not None and self._holder.value == pid:
+            self._holder.value = 0
+            self._lock.release()
+        with self._locked():
+            offset = member * self.slots
+            for index in range(self.slots):
+                held = self._held[offset + index]
+                if held:
+                    self._state[index * _FIELDS + _ACTIVE] -= held
+                    self._held[offset + index] = 0
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            self._holder.value = os.getpid()
+            try:
+                yield
+            finally:
+                self._holder.value = 0
 
     # -- the HostLimiter interface ----------------------------------------------------------------------
 
@@ -82,7 +122,7 @@ class SharedHostLimiter:
         started = time.monotonic()
         poll = _POLL_FIRST
         while True:
-            with self._lock:
+            with self._locked():
                 now = time.monotonic()
                 base = self._record(key, now)
                 state = self._state
@@ -95,6 +135,7 @@ class SharedHostLimiter:
                     )  # fmt: skip
                     state[base + _TOKENS], state[base + _UPDATED] = tokens, now
                     state[base + _ACTIVE] += 1
+                    self._held[self._member * self.slots + base // _FIELDS] += 1
                     break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -108,12 +149,13 @@ class SharedHostLimiter:
                 time.sleep(delay)
             yield time.monotonic() - started
         finally:
-            with self._lock:
+            with self._locked():
                 self._state[base + _ACTIVE] -= 1
+                self._held[self._member * self.slots + base // _FIELDS] -= 1
 
     def hold_off(self, host: str, seconds: float) -> None:
         """Start no request to `host`, from any process, for `seconds` (a Retry-After the host sent)."""
-        with self._lock:
+        with self._locked():
             now = time.monotonic()
             base = self._record(_host_key(host), now)
             self._state[base + _NOT_BEFORE] = max(self._state[base + _NOT_BEFORE], now + seconds)
@@ -124,7 +166,7 @@ class SharedHostLimiter:
             return
         if ok and not self._failures.value:
             return  # nothing to reset (the common case): no trip through the shared lock
-        with self._lock:
+        with self._locked():
             now = time.monotonic()
             base = self._record(_host_key(host), now)
             if ok:
