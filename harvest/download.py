@@ -80,7 +80,8 @@ def _download(fetcher: Fetcher, setup: _Setup, store: Any, key: int, url: str) -
     if not fetched.ok:
         return Download(key, url, fetched, None)
     item = IngestItem(source=SourceInfo(kind="url", uri=url), data=fetched.data)
-    return Download(key, url, replace(fetched, data=None), prepare(item, store, setup.limits))
+    # Not fsynced one by one: the parent syncs the store once per catalog batch, before recording it.
+    return Download(key, url, replace(fetched, data=None), prepare(item, store, setup.limits, durable=False))
 
 
 def _serve(conn: Connection, setup: _Setup, member: int, in_process: bool) -> None:

@@ -246,7 +246,7 @@ def _fetch_and_ingest(
             on_item("failed", kind)
 
     def commit() -> None:
-        outcomes = ingestor.commit(batch)
+        outcomes = ingestor.commit(batch, sync_store=True)  # the workers wrote with durable=False
         batch.clear()
         for outcome in outcomes:
             summary.add(outcome)

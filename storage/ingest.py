@@ -2,7 +2,8 @@
 
 Order of work, so that a crash never loses or half-records anything:
 1. read and validate the bytes (`imaging.analyze`), compute sha256 and pHash;
-2. write the object under its content address unless it is already there (durable when `put` returns);
+2. write the object under its content address unless it is already there (durable when `put` returns, or
+   for batch writers when the `store.sync()` before step 3 returns);
 3. commit the image, source and label rows in one catalog transaction.
 A crash between 2 and 3 leaves at most an orphan object, which `curate fsck --fix` removes and a rerun
 records. The CPU-bound steps 1-2 run in worker processes; step 3 runs in the calling process.
@@ -112,8 +113,11 @@ def read_file(path: str, max_bytes: int) -> bytes:
         raise Rejected(f"unreadable path: {exc.strerror or exc}") from None
 
 
-def prepare(item: IngestItem, store: ObjectStore, limits: IngestSettings) -> Prepared:
-    """Steps 1-2: validate, hash, store if absent. Pure apart from the store write; runs in workers."""
+def prepare(item: IngestItem, store: ObjectStore, limits: IngestSettings, *, durable: bool = True) -> Prepared:
+    """Steps 1-2: validate, hash, store if absent. Pure apart from the store write; runs in workers.
+
+    `durable=False` leaves the write's durability to `store.sync()`, which `Ingestor.commit(sync_store=True)`
+    calls once per batch (group commit) before any of its rows are recorded."""
     try:
         data = item.data if item.data is not None else read_file(item.path or item.source.uri, limits.max_bytes)
         if len(data) > limits.max_bytes:
@@ -124,7 +128,7 @@ def prepare(item: IngestItem, store: ObjectStore, limits: IngestSettings) -> Pre
     key = image_key(facts.sha256, facts.ext)
     try:
         if not store.exists(key):
-            store.put(key, data, facts.content_type)
+            store.put(key, data, facts.content_type, durable=durable)
     except (StoreError, OSError) as exc:
         return Prepared(status="failed", reason=f"store write failed: {exc}")
     return Prepared(facts=facts, object_key=key)
@@ -181,8 +185,10 @@ class Ingestor:
             **kwargs,
         )
 
-    def commit(self, batch: list[tuple[IngestItem, Prepared]]) -> list[Outcome]:
-        """Step 3: record stored images. One transaction for the batch, so each image's rows commit together."""
+    def commit(self, batch: list[tuple[IngestItem, Prepared]], *, sync_store: bool = False) -> list[Outcome]:
+        """Step 3: record stored images. One transaction for the batch, so each image's rows commit together.
+
+        `sync_store`: the objects were written with `durable=False`; make them durable first."""
         outcomes: list[Outcome] = []
         stored = [(item, prepared) for item, prepared in batch if prepared.facts and prepared.object_key]
         # A fixed order of row locks: two processes recording the same new images cannot deadlock (PostgreSQL).
@@ -190,6 +196,8 @@ class Ingestor:
         added_by_item: dict[int, bool] = {}
         near_of_item: dict[int, tuple[str, int]] = {}
         if stored:
+            if sync_store:
+                self.store.sync()
             with self.catalog.write() as conn:
                 index = self._near_index(conn)  # before recording: the batch must not match itself
                 sightings = [

@@ -15,14 +15,19 @@ class ObjectStore(Protocol):
     url: str
     remote: bool  # True when calls wait on the network: ingest then keeps more of them in flight
 
-    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        """Write an object durably; when this returns, a crash cannot lose it."""
+    def put(self, key: str, data: bytes, content_type: str | None = None, *, durable: bool = True) -> None:
+        """Write an object durably; when this returns, a crash cannot lose it. `durable=False` (batch writers):
+        the object is complete for every reader now, and durable once `sync()` has returned."""
+
+    def sync(self) -> None:
+        """Make every object written so far with `durable=False`, by any process, durable (group commit)."""
 
     def get(self, key: str) -> bytes:
         """Read a whole object; raises KeyError when it does not exist."""
 
     def exists(self, key: str) -> bool:
-        """True when the object exists."""
+        """True when the object exists and is not empty: an empty file is what a power cut can leave of a
+        `durable=False` write whose `sync()` never came, so writers must not take it for the object."""
 
     def iter(self, prefix: str = "") -> Iterator[str]:
         """Yield every key that starts with `prefix`, in no particular order."""

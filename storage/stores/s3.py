@@ -65,12 +65,16 @@ class S3Store:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+    def put(self, key: str, data: bytes, content_type: str | None = None, *, durable: bool = True) -> None:
+        """S3 stores an object durably before it answers a PUT: `durable` changes nothing."""
         extra = {"ContentType": content_type} if content_type else {}
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
         except Exception as exc:  # botocore raises many unrelated types
             raise StoreError(f"S3 put {self.url}/{key} failed: {exc}") from exc
+
+    def sync(self) -> None:
+        """Nothing to do: every PUT was durable when it returned."""
 
     def get(self, key: str) -> bytes:
         try:
@@ -84,13 +88,14 @@ class S3Store:
         return response["Body"].read()
 
     def exists(self, key: str) -> bool:
+        """True for a non-empty object (see ObjectStore.exists)."""
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             if _is_not_found(exc):
                 return False
             raise StoreError(f"S3 head {self.url}/{key} failed: {exc}") from exc
-        return True
+        return int(head.get("ContentLength", 1)) > 0
 
     def iter(self, prefix: str = "") -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -71,6 +71,17 @@ def test_exists(store: ObjectStore) -> None:
     assert store.exists("x/y.bin")
     assert not store.exists("x/y.bi")  # no prefix matching
     assert not store.exists("x/y.bin.more")
+    store.put("x/empty.bin", b"")  # what a power cut can leave of an unsynced write: not taken for the object
+    assert not store.exists("x/empty.bin")
+
+
+def test_batch_writes_then_one_sync(store: ObjectStore) -> None:
+    keys = [image_key(f"{n:064x}", "jpg") for n in range(5)]
+    for n, key in enumerate(keys):
+        store.put(key, PAYLOAD + bytes([n]), "image/jpeg", durable=False)
+    assert all(store.exists(key) for key in keys)  # complete for every reader before the sync
+    store.sync()
+    assert [store.get(key) for key in keys] == [PAYLOAD + bytes([n]) for n in range(5)]
 
 
 def test_iter_empty_store(store: ObjectStore) -> None:
@@ -135,6 +146,20 @@ def test_local_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
     store.put("images/00/0.bin", b"replaced")
     assert _temp_files(store.root) == []
     assert store.get("images/00/0.bin") == b"replaced"
+
+
+def test_local_batch_write_skips_fsync_until_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(str(tmp_path / "objects"))
+    assert isinstance(store, LocalStore)
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    store.put("images/aa/batch.bin", b"batch", durable=False)
+    assert synced == []  # group commit: no fsync per object...
+    store.put("images/aa/single.bin", b"single")
+    assert len(synced) == 2  # ...while a plain put fsyncs the file and its folder
+    store.sync()
+    assert store.get("images/aa/batch.bin") == b"batch"
 
 
 def test_local_failed_write_cleans_up_temp_file(tmp_path: Path) -> None:
