@@ -36,7 +36,7 @@ from storage.catalog import (
     requeue_failed,
     start_run,
 )
-from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome, Prepared
+from storage.ingest import COMMIT_EVERY, COMMIT_SECONDS, IngestItem, Ingestor, IngestSummary, Outcome, Prepared
 from storage.workspace import Workspace
 
 __all__ = ["RETRYABLE_KINDS", "UrlsResult", "harvest_urls"]
@@ -49,8 +49,6 @@ ROWS_PER_INSERT = 2000
 PENDING_PAGE = 1000
 FLUSH_EVERY = 256  # frontier updates per write transaction
 FLUSH_SECONDS = 1.0
-COMMIT_EVERY = 64  # prepared images per catalog transaction
-COMMIT_SECONDS = 0.5  # ...or fewer, when they arrive slowly
 
 ItemCallback = Callable[[str, str | None], None]  # (status, error kind or None)
 

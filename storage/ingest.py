@@ -12,6 +12,7 @@ records. The CPU-bound steps 1-2 run in worker processes; step 3 runs in the cal
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ __all__ = ["IngestItem", "IngestSummary", "Ingestor", "Outcome", "Prepared", "pr
 
 Status = Literal["added", "duplicate", "rejected", "failed"]
 REMOTE_WORKERS_PER_CORE = 4
+COMMIT_EVERY = 64  # prepared images per catalog transaction (and per store sync)
+COMMIT_SECONDS = 0.5  # ...or fewer, when they arrive slowly
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ def _init_worker(store_url: str, store_options: dict[str, Any], limits: IngestSe
 
 def _prepare_in_worker(item: IngestItem) -> Prepared:
     assert _worker_store is not None and _worker_limits is not None
-    return prepare(item, _worker_store, _worker_limits)
+    return prepare(item, _worker_store, _worker_limits, durable=False)  # group commit: synced before step 3
 
 
 class Ingestor:
@@ -270,14 +273,24 @@ class Ingestor:
             initializer=_init_worker,
             initargs=(self.store.url, self.store_options, self.limits),
         )
+        batch: list[tuple[IngestItem, Prepared]] = []
+        started = time.monotonic()
         for group in groups:
-            batch = [
+            batch.extend(
                 (item, result if isinstance(result, Prepared) else _worker_failed(result)) for item, result in group
-            ]
-            for outcome in self.commit(batch):
-                if on_outcome:
-                    on_outcome(outcome)
-                yield outcome
+            )
+            if len(batch) >= COMMIT_EVERY or time.monotonic() - started > COMMIT_SECONDS:
+                yield from self._commit_reported(batch, on_outcome)
+                batch, started = [], time.monotonic()
+        yield from self._commit_reported(batch, on_outcome)
+
+    def _commit_reported(
+        self, batch: list[tuple[IngestItem, Prepared]], on_outcome: Callable[[Outcome], None] | None
+    ) -> Iterator[Outcome]:
+        for outcome in self.commit(batch, sync_store=True):  # the workers wrote with durable=False
+            if on_outcome:
+                on_outcome(outcome)
+            yield outcome
 
 
 def _worker_failed(exc: BaseException) -> Prepared:
