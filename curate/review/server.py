@@ -63,6 +63,20 @@ def review_url(sock: socket.socket, token: str, host: str) -> str:
     return f"http://{shown}:{port}/?token={token}"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server that calls `on_started` once it listens with its signal handlers in place, so a
+    Ctrl-C that follows the announced URL always meets a graceful shutdown."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
+
+
 @dataclass
 class ReviewServer:
     """A bound socket, the app and the uvicorn server that will run it."""
@@ -80,13 +94,18 @@ class ReviewServer:
         self.server.run(sockets=[self.sock])
 
 
-def prepare(workspace: Workspace, host: str = "127.0.0.1", port: int | None = None) -> ReviewServer:
-    """Bind and build, without serving yet (the caller prints the URL first, or serves in a thread)."""
+def prepare(
+    workspace: Workspace,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> ReviewServer:
+    """Bind and build, without serving yet; `on_started` runs once the server listens."""
     allowed = loopback_hosts() if is_loopback(host) else None
     app = create_app(workspace, allowed_hosts=allowed)
     sock = bind(host, port)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2)
-    server = uvicorn.Server(config)
+    server = _Server(config, on_started)
     return ReviewServer(app, sock, server, review_url(sock, app.state.review.guard.token, host))
 
 
@@ -115,16 +134,19 @@ def serve(
     announce: Callable[[str], None] = print,
     warn: Callable[[str], None] = log.warning,
 ) -> None:
-    """Serve until Ctrl-C; announce the URL with its token once the socket listens."""
+    """Serve until Ctrl-C; announce the URL with its token once the server listens and handles Ctrl-C."""
     if not is_loopback(host):
         warn(
             f"serving on {host}, not on 127.0.0.1: anyone who can reach this machine and sees the URL can change "
             "labels, and traffic is not encrypted; prefer an SSH tunnel"
         )
-    review = prepare(workspace, host, port)
-    announce(review.url)
-    if open_browser:
-        threading.Thread(target=webbrowser.open, args=(review.url,), daemon=True).start()
+
+    def started() -> None:
+        announce(review.url)
+        if open_browser:
+            threading.Thread(target=webbrowser.open, args=(review.url,), daemon=True).start()
+
+    review = prepare(workspace, host, port, on_started=started)
     try:
         review.run()
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown: that is a normal stop
