@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -86,6 +87,8 @@ def _download(fetcher: Fetcher, setup: _Setup, store: Any, key: int, url: str) -
 
 def _serve(conn: Connection, setup: _Setup, member: int, in_process: bool) -> None:
     """A worker's loop: tasks `(key, url)` in, `Download`s out in completion order; None ends it."""
+    if not in_process:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     try:
         if isinstance(setup.limiter, SharedHostLimiter):
             setup.limiter.bind(member)
@@ -103,8 +106,16 @@ def _serve(conn: Connection, setup: _Setup, member: int, in_process: bool) -> No
         except Exception as exc:  # a bug must not lose the task: it comes back as a failure
             log.warning("download of %s failed", url, exc_info=True)
             result = Download(key, url, None, Prepared(status="failed", reason=f"download failed: {exc!r}"))
-        with send_lock, contextlib.suppress(OSError):  # OSError: the parent is gone or closing
-            conn.send(result)
+        with send_lock:
+            try:
+                conn.send(result)
+            except OSError:  # the parent is gone or closing
+                pass
+            except Exception as exc:  # an answer that does not pickle must still answer the task
+                log.warning("cannot send the result for %s", url, exc_info=True)
+                failure = Download(key, url, None, Prepared(status="failed", reason=f"unsendable result: {exc!r}"))
+                with contextlib.suppress(OSError):
+                    conn.send(failure)
 
     executor = ThreadPoolExecutor(setup.threads, thread_name_prefix="gleaner-download")
     finished = False
@@ -247,6 +258,9 @@ class DownloadPool:
 
     def _replace(self, worker: _Worker) -> Iterator[Download]:
         worker.runner.join(1)
+        if worker.sentinel is not None and worker.runner.is_alive():  # its pipe broke but it lives on: end it
+            worker.runner.terminate()
+            worker.runner.join(5)
         code = worker.exit_code()
         lost = dict(worker.outstanding)
         worker.outstanding.clear()

@@ -11,6 +11,7 @@ records. The CPU-bound steps 1-2 run in worker processes; step 3 runs in the cal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -130,7 +131,7 @@ def prepare(item: IngestItem, store: ObjectStore, limits: IngestSettings, *, dur
         return Prepared(status="rejected", reason=str(exc))
     key = image_key(facts.sha256, facts.ext)
     try:
-        if not store.exists(key):
+        if not store.exists(key, size=len(data)):  # a short leftover of a power cut is written again
             store.put(key, data, facts.content_type, durable=durable)
     except (StoreError, OSError) as exc:
         return Prepared(status="failed", reason=f"store write failed: {exc}")
@@ -266,7 +267,7 @@ class Ingestor:
                 yield outcome
             return
 
-        groups = process_map(
+        groups = process_map(  # closed below, so an error or an early stop shuts the pool down at once
             _prepare_in_worker,
             items,
             workers=count,
@@ -275,13 +276,14 @@ class Ingestor:
         )
         batch: list[tuple[IngestItem, Prepared]] = []
         started = time.monotonic()
-        for group in groups:
-            batch.extend(
-                (item, result if isinstance(result, Prepared) else _worker_failed(result)) for item, result in group
-            )
-            if len(batch) >= COMMIT_EVERY or time.monotonic() - started > COMMIT_SECONDS:
-                yield from self._commit_reported(batch, on_outcome)
-                batch, started = [], time.monotonic()
+        with contextlib.closing(groups):
+            for group in groups:
+                batch.extend(
+                    (item, result if isinstance(result, Prepared) else _worker_failed(result)) for item, result in group
+                )
+                if len(batch) >= COMMIT_EVERY or time.monotonic() - started > COMMIT_SECONDS:
+                    yield from self._commit_reported(batch, on_outcome)
+                    batch, started = [], time.monotonic()
         yield from self._commit_reported(batch, on_outcome)
 
     def _commit_reported(

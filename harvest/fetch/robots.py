@@ -164,8 +164,9 @@ class RobotsCache:
     def _load_shared(self, origin: str, folder: Path) -> _Cached:
         """The answer another process left in `folder`, else fetch it (one process at a time per origin).
 
-        A file holds "STATUS EXPIRES\n" and the body; STATUS -1 is unreachable, EXPIRES is wall-clock time
-        (processes do not share a monotonic origin) or inf.
+        A file holds "STATUS EXPIRES HAS_BODY\n" and the body; STATUS -1 is unreachable, EXPIRES is wall-clock
+        time (processes do not share a monotonic origin) or inf, HAS_BODY 0 when a 2xx body could not be read
+        (too large, cut off), which must stay "disallow for now", not become an empty file that allows all.
         """
         name = hashlib.sha256(origin.encode()).hexdigest()[:32]
         answer = folder / f"{name}.robots"
@@ -178,20 +179,21 @@ class RobotsCache:
             cached = self._interpret(status, body)
             expires_wall = cached.expires - time.monotonic() + time.time()
             partial = answer.with_suffix(".part")
-            partial.write_bytes(f"{-1 if status is None else status} {expires_wall!r}\n".encode() + (body or b""))
+            header = f"{-1 if status is None else status} {expires_wall!r} {int(body is not None)}\n"
+            partial.write_bytes(header.encode() + (body or b""))
             partial.replace(answer)
             return cached
 
     def _read_shared(self, answer: Path) -> _Cached | None:
         try:
             header, _, body = answer.read_bytes().partition(b"\n")
-            status_text, expires_text = header.split()
+            status_text, expires_text, has_body = header.split()
             status, expires = int(status_text), float(expires_text) - time.time() + time.monotonic()
         except (FileNotFoundError, ValueError):
             return None
         if expires <= time.monotonic():
             return None
-        rules = self._interpret(status if status >= 0 else None, body if 200 <= status < 300 else None).rules
+        rules = self._interpret(status if status >= 0 else None, body if has_body == b"1" else None).rules
         return _Cached(rules, expires)
 
     def _interpret(self, status: int | None, body: bytes | None) -> _Cached:

@@ -7,8 +7,9 @@ lock, so `per_host_rate`, `per_host_concurrency`, Retry-After and failure pauses
 
 The table has a fixed number of slots, found by hashing the host and probing a few neighbours. A record
 at rest (no request in progress, bucket full, no hold, pause or failures) says nothing a fresh record would
-not, so its slot may be reused by another host without changing any limit. Only when every probed slot is
-busy does a host share one with another, which makes both stricter, never looser.
+not, so its slot may be reused by another host without changing any limit. When every probed slot is busy,
+a request waits until one comes to rest (requests are never counted on another host's record); a
+Retry-After hold or a failure count is then kept on the first probed record, stricter for both hosts.
 
 A worker process killed in the middle of a request (out-of-memory killer) cannot give its slots back, so
 each process is a numbered member that counts what it holds; the parent calls `forget(member, pid)` when it
@@ -124,11 +125,12 @@ class SharedHostLimiter:
         while True:
             with self._locked():
                 now = time.monotonic()
-                base = self._record(key, now)
+                base = self._record(key, now, share=False)
                 state = self._state
-                if state[base + _PAUSED_UNTIL] > now:
+                # base < 0: every probed record is busy with other hosts; wait as for a request slot.
+                if base >= 0 and state[base + _PAUSED_UNTIL] > now:
                     raise HostPaused(f"{host} failed {self.failure_limit} times in a row; skipped for now")
-                if state[base + _ACTIVE] < self.concurrency:
+                if base >= 0 and state[base + _ACTIVE] < self.concurrency:
                     start, tokens = take_token(
                         state[base + _TOKENS], state[base + _UPDATED], state[base + _NOT_BEFORE], now, deadline,
                         rate=self.rate, burst=self.burst, host=host,
@@ -180,8 +182,12 @@ class SharedHostLimiter:
 
     # -- the table (callers hold the lock) ------------------------------------------------------------
 
-    def _record(self, key: int, now: float) -> int:
-        """Offset of the host's record in the state array, claiming a slot for a host not seen yet."""
+    def _record(self, key: int, now: float, *, share: bool = True) -> int:
+        """Offset of the host's record in the state array, claiming a slot for a host not seen yet.
+
+        When every probed slot is busy: -1 with `share=False` (the caller waits for one to come to rest),
+        else the first probed record, shared (for a Retry-After hold or a failure count, which must not be
+        dropped)."""
         first = key % self.slots
         reusable, oldest = -1, float("inf")
         for step in range(_PROBES):
@@ -196,7 +202,7 @@ class SharedHostLimiter:
                 reusable, oldest = index, updated
         if reusable >= 0:
             return self._claim(reusable, key, now)
-        return first * _FIELDS  # every probed host is busy: share the first record (stricter for both)
+        return first * _FIELDS if share else -1
 
     def _claim(self, index: int, key: int, now: float) -> int:
         self._keys[index] = key

@@ -25,9 +25,10 @@ class ObjectStore(Protocol):
     def get(self, key: str) -> bytes:
         """Read a whole object; raises KeyError when it does not exist."""
 
-    def exists(self, key: str) -> bool:
-        """True when the object exists and is not empty: an empty file is what a power cut can leave of a
-        `durable=False` write whose `sync()` never came, so writers must not take it for the object."""
+    def exists(self, key: str, size: int | None = None) -> bool:
+        """True when the object exists, is not empty and (when given) has `size` bytes: an empty or short file
+        is what a power cut can leave of a `durable=False` write whose `sync()` never came, so writers must
+        not take it for the object."""
 
     def iter(self, prefix: str = "") -> Iterator[str]:
         """Yield every key that starts with `prefix`, in no particular order."""

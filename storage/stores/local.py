@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import stat
 import tempfile
@@ -78,9 +79,15 @@ class LocalStore:
 
     def sync(self) -> None:
         """One syncfs(2) of the store's filesystem instead of two fsyncs per object (Linux); else sync(2)."""
+        if _syncfs is None:
+            os.sync()
+            return
         fd = os.open(self.root, os.O_RDONLY)
         try:
-            if _syncfs is None or _syncfs(fd) != 0:
+            if _syncfs(fd) != 0:
+                error = ctypes.get_errno()
+                if error not in (errno.ENOSYS, errno.EINVAL):  # a write-back error: the batch must not be recorded
+                    raise OSError(error, f"syncfs of {self.root} failed: {os.strerror(error)}")
                 os.sync()
         finally:
             os.close(fd)
@@ -91,13 +98,13 @@ class LocalStore:
         except FileNotFoundError:
             raise KeyError(key) from None
 
-    def exists(self, key: str) -> bool:
-        """True for a non-empty file (see ObjectStore.exists)."""
+    def exists(self, key: str, size: int | None = None) -> bool:
+        """True for a non-empty file of `size` bytes when given (see ObjectStore.exists)."""
         try:
             info = self._path(key).stat()
         except (FileNotFoundError, NotADirectoryError):
             return False
-        return stat.S_ISREG(info.st_mode) and info.st_size > 0
+        return stat.S_ISREG(info.st_mode) and info.st_size > 0 and (size is None or info.st_size == size)
 
     def iter(self, prefix: str = "") -> Iterator[str]:
         for dirpath, dirnames, filenames in os.walk(self.root):

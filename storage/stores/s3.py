@@ -87,15 +87,16 @@ class S3Store:
             raise StoreError(f"S3 get {self.url}/{key} failed: {exc}") from exc
         return response["Body"].read()
 
-    def exists(self, key: str) -> bool:
-        """True for a non-empty object (see ObjectStore.exists)."""
+    def exists(self, key: str, size: int | None = None) -> bool:
+        """True for a non-empty object of `size` bytes when given (see ObjectStore.exists)."""
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except Exception as exc:
             if _is_not_found(exc):
                 return False
             raise StoreError(f"S3 head {self.url}/{key} failed: {exc}") from exc
-        return int(head.get("ContentLength", 1)) > 0
+        length = int(head.get("ContentLength", 1))
+        return length > 0 and (size is None or length == size)
 
     def iter(self, prefix: str = "") -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")

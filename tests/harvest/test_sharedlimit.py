@@ -316,6 +316,20 @@ def robots_child(folder: Path, log: Path, start: Any) -> None:
             raise SystemExit(3)
 
 
+def test_a_robots_txt_whose_body_could_not_be_read_stays_disallowed_for_every_cache(tmp_path: Path) -> None:
+    """A 200 whose body was cut off (too large, timed out) must not reach other processes as an empty file."""
+    calls: list[str] = []
+
+    def fetch(url: str) -> tuple[int | None, bytes | None]:
+        calls.append(url)
+        return 200, None
+
+    first, second = (RobotsCache(fetch, "GleanerBot", shared_dir=tmp_path) for _ in range(2))
+    assert not first.allowed("http://cut.test/a.jpg")
+    assert not second.allowed("http://cut.test/a.jpg")
+    assert len(calls) == 1
+
+
 def test_two_processes_fetch_robots_txt_once_per_origin(tmp_path: Path) -> None:
     context = pool_context()
     log = tmp_path / "fetches.log"

@@ -73,6 +73,8 @@ def test_exists(store: ObjectStore) -> None:
     assert not store.exists("x/y.bin.more")
     store.put("x/empty.bin", b"")  # what a power cut can leave of an unsynced write: not taken for the object
     assert not store.exists("x/empty.bin")
+    assert store.exists("x/y.bin", size=1)
+    assert not store.exists("x/y.bin", size=2)  # a short leftover is not the object either
 
 
 def test_batch_writes_then_one_sync(store: ObjectStore) -> None:
