@@ -202,18 +202,7 @@ def render_fetch_summary(summary: IngestSummary, errors: dict[str, int], previou
         for kind, count in sorted(errors.items(), key=lambda pair: -pair[1]):
             kinds.add_row(kind, f"{count:,}")
         out_console.print(kinds)
-    shown = summary.problems[:50]
-    if shown:
-        problems = Table(title=f"{len(summary.problems):,} problem(s)", show_header=True)
-        problems.add_column("item", overflow="fold")
-        problems.add_column("reason", overflow="fold")
-        for problem in shown:
-            problems.add_row(problem["item"], problem["reason"])
-        out_console.print(problems)
-        if len(summary.problems) > len(shown):
-            err_console.print(f"... and {len(summary.problems) - len(shown):,} more (all of them with --json)")
-    elif summary.total:
-        err_console.print("[green]no problems[/]")
+    render_summary_problems(summary.problems, limit=50, quiet=not summary.total)
 
 
 def render_summary(summary: IngestSummary, elapsed: float) -> None:
@@ -226,15 +215,7 @@ def render_summary(summary: IngestSummary, elapsed: float) -> None:
         str(summary.added), str(summary.duplicates), str(summary.rejected), str(summary.failed), f"{rate:,.0f}"
     )
     out_console.print(table)
-    if summary.problems:
-        problems = Table(title=f"{len(summary.problems)} problem(s)", show_header=True)
-        problems.add_column("item", overflow="fold")
-        problems.add_column("reason", overflow="fold")
-        for problem in summary.problems:
-            problems.add_row(problem["item"], problem["reason"])
-        out_console.print(problems)
-    elif summary.total:
-        err_console.print("[green]no problems[/]")
+    render_summary_problems(summary.problems, quiet=not summary.total)
 
 
 # --- harvest scrape --------------------------------------------------------------------------------------------
@@ -323,17 +304,22 @@ def scrape_command(
         err_console.print("stopped at --max-images; run the same command again to continue")
 
 
-def render_summary_problems(problems: list[dict[str, str]]) -> None:
-    """The problems table shared by the web collectors (one row per URL with its reason)."""
+def render_summary_problems(problems: list[dict[str, str]], *, limit: int | None = None, quiet: bool = False) -> None:
+    """The problems table of every collector: one row per item with its reason, at most `limit` rows (the
+    rest are counted; --json has them all). With no problems, a green line unless `quiet` (nothing was done)."""
     if not problems:
-        err_console.print("[green]no problems[/]")
+        if not quiet:
+            err_console.print("[green]no problems[/]")
         return
-    table = Table(title=f"{len(problems)} problem(s)", show_header=True)
+    shown = problems[:limit] if limit is not None else problems
+    table = Table(title=f"{len(problems):,} problem(s)", show_header=True)
     table.add_column("item", overflow="fold")
     table.add_column("reason", overflow="fold")
-    for problem in problems:
+    for problem in shown:
         table.add_row(problem["item"], problem["reason"])
     out_console.print(table)
+    if len(problems) > len(shown):
+        err_console.print(f"... and {len(problems) - len(shown):,} more (all of them with --json)")
 
 
 if __name__ == "__main__":  # pragma: no cover
