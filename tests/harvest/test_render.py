@@ -11,33 +11,18 @@ from harvest.fetch.client import Fetcher
 from harvest.fetch.policy import FetchPolicy
 from harvest.scrape.render import CHROMIUM, Renderer, url_check
 from storage.catalog import iter_images
-from storage.workspace import init_workspace, open_workspace
+from storage.workspace import open_workspace
 from tests.harvest.test_import import assert_summary, harvest, ok_json
 from tests.harvest.test_scrape import run
-from tests.support.pages import Shop, register_shop
+from tests.support.pages import Shop
 from tests.support.site import Response, Site
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"
-)
-
-
-@pytest.fixture(autouse=True)
-def fresh_counts(site: Site) -> None:
-    """Request counts from this test only, even on a site shared by several tests."""
-    site.reset()
-
-
-@pytest.fixture
-def shop(site: Site) -> Shop:
-    return register_shop(site)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    init_workspace(root)[0].close()
-    return root
+pytestmark = [
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"
+    ),
+    pytest.mark.usefixtures("fresh_counts"),
+]
 
 
 def stored(ws: Path) -> set[str]:

@@ -23,30 +23,13 @@ from harvest.fetch.policy import FetchPolicy
 from harvest.scrape.crawler import ScrapeOptions, scrape
 from storage.catalog import image_sources, iter_images, label_counts
 from storage.errors import GleanerError
-from storage.workspace import init_workspace, open_workspace
+from storage.workspace import open_workspace
 from tests.harvest.test_import import assert_summary, curate, harvest, ok_json
-from tests.support.pages import Shop, register_shop
+from tests.support.pages import Shop
 from tests.support.site import Request, Response, Site
 
 CATEGORY = ("--label-from", "css:h1.category", "--follow", "li.next a")
-
-
-@pytest.fixture(autouse=True)
-def fresh_counts(site: Site) -> None:
-    """Request counts from this test only, even on a site shared by several tests."""
-    site.reset()
-
-
-@pytest.fixture
-def shop(site: Site) -> Shop:
-    return register_shop(site)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    init_workspace(root)[0].close()
-    return root
+pytestmark = pytest.mark.usefixtures("fresh_counts")  # request counts from each test only
 
 
 def cli_scrape(ws: Path, *args: str | Path) -> Any:

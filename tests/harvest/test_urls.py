@@ -42,18 +42,11 @@ from storage.catalog import (
     requeue_failed,
 )
 from storage.errors import GleanerError
-from storage.workspace import init_workspace, open_workspace
+from storage.workspace import open_workspace
 from tests.harvest.test_import import assert_summary, curate, harvest, ok_json
 from tests.support.site import Site
 
 FAST = FetchPolicy(allow_private=True, per_host_rate=0, retries=0)
-
-
-@pytest.fixture
-def ws(tmp_path: Path) -> Path:
-    root = tmp_path / "ws"
-    init_workspace(root)[0].close()
-    return root
 
 
 def write_list(path: Path, rows: list[dict[str, str]]) -> Path:

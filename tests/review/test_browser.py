@@ -20,19 +20,11 @@ from typer.testing import CliRunner
 
 from curate.cli import app as curate_app
 from curate.review.server import running
+from harvest.scrape.render import CHROMIUM, CHROMIUM_ARGS
 from storage.catalog import get_image
 from storage.workspace import Workspace
 from tests.review.conftest import LABELS, Catalogue
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "review-grid.png"
 SCREENSHOT_LIMIT = 300_000
 
@@ -77,7 +69,7 @@ class Model:
 @pytest.fixture
 def browser() -> Iterator[Any]:
     with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
         try:
             yield chromium
         finally:
