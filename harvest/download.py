@@ -207,9 +207,15 @@ class DownloadPool:
             policy, resolver, limiter, self._robots_dir, store_url, store_options, limits, max(1, threads)
         )
         self._window = TASKS_PER_THREAD * self._setup.threads
-        self._workers = [_Worker(self._setup, self._context, member) for member in range(max(1, processes))]
         self._restarts = 0
         self.submitted = 0
+        self._workers: list[_Worker] = []
+        try:
+            for member in range(max(1, processes)):
+                self._workers.append(_Worker(self._setup, self._context, member))
+        except BaseException:  # a process that cannot start: stop the ones that did, remove the robots folder
+            self.close()
+            raise
 
     def run(self, tasks: Iterable[tuple[int, str]]) -> Iterator[Download]:
         iterator = iter(tasks)
