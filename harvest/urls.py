@@ -36,7 +36,7 @@ from storage.catalog import (
     requeue_failed,
     start_run,
 )
-from storage.ingest import COMMIT_EVERY, COMMIT_SECONDS, IngestItem, Ingestor, IngestSummary, Outcome, Prepared
+from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome, Prepared, commit_due
 from storage.workspace import Workspace
 
 __all__ = ["RETRYABLE_KINDS", "UrlsResult", "harvest_urls"]
@@ -277,7 +277,7 @@ def _fetch_and_ingest(
             else:
                 source = _source(row, download.fetched) if download.fetched else SourceInfo(kind="url", uri=row["url"])
                 batch.append((IngestItem(source=source, label=row["label"]), download.prepared))
-            if len(batch) >= COMMIT_EVERY or (batch and time.monotonic() - last_commit > COMMIT_SECONDS):
+            if commit_due(len(batch), last_commit):
                 commit()
                 last_commit = time.monotonic()
         commit()

@@ -30,12 +30,17 @@ from storage.parallel import process_map
 from storage.settings import IngestSettings
 from storage.stores import ObjectStore, open_store
 
-__all__ = ["IngestItem", "IngestSummary", "Ingestor", "Outcome", "Prepared", "prepare"]
+__all__ = ["IngestItem", "IngestSummary", "Ingestor", "Outcome", "Prepared", "commit_due", "prepare"]
 
 Status = Literal["added", "duplicate", "rejected", "failed"]
 REMOTE_WORKERS_PER_CORE = 4
 COMMIT_EVERY = 64  # prepared images per catalog transaction (and per store sync)
 COMMIT_SECONDS = 0.5  # ...or fewer, when they arrive slowly
+
+
+def commit_due(pending: int, since: float) -> bool:
+    """Whether `pending` prepared images, gathered since monotonic time `since`, make a batch to commit."""
+    return pending >= COMMIT_EVERY or (pending > 0 and time.monotonic() - since > COMMIT_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -281,7 +286,7 @@ class Ingestor:
                 batch.extend(
                     (item, result if isinstance(result, Prepared) else _worker_failed(result)) for item, result in group
                 )
-                if len(batch) >= COMMIT_EVERY or time.monotonic() - started > COMMIT_SECONDS:
+                if commit_due(len(batch), started):
                     yield from self._commit_reported(batch, on_outcome)
                     batch, started = [], time.monotonic()
         yield from self._commit_reported(batch, on_outcome)
