@@ -24,7 +24,7 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from curate.dedupe_index import _plan, near_duplicate_groups  # noqa: E402
+from curate.dedupe.index import _plan, near_duplicate_groups  # noqa: E402
 
 GOAL_SECONDS = 30.0
 GOAL_BYTES = 2 * 1024**3

@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from curate.hashing import DEFAULT_THRESHOLD, HashArrays, ImageHashes, distance_matrix, image_hashes  # noqa: E402
-from storage.perceptual import HASH_INPUT_SIZE, phash  # noqa: E402
+
+from storage.hashes.perceptual import HASH_INPUT_SIZE, phash  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 PHOTOS = SHARED / "photos"

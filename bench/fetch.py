@@ -40,7 +40,7 @@ ENV = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "PYTHONPATH": str(REPO)}
 
 
 # Windows of 60 % of each side at 8 positions: crops of one photo are not near-duplicates of each other
-# (0 of 560 pairs within storage.similarity's threshold), so ingest's near-duplicate check does not fold them.
+# (0 of 560 pairs within storage.hashes.compare's threshold), so ingest's near-duplicate check does not fold them.
 _WINDOW = 0.6
 _POSITIONS = ((0, 0), (1, 0), (0, 1), (1, 1), (0.5, 0.5), (0.5, 0), (0, 0.5), (1, 0.5))
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from curate.check import check_quality
-from curate.dedupe import DEFAULT_THRESHOLD, apply_report, ensure_hashes, find_clusters, undo_duplicates
+from curate.dedupe.clusters import DEFAULT_THRESHOLD, apply_report, ensure_hashes, find_clusters, undo_duplicates
 from curate.export import EXPORTERS, export_formats
 from curate.fsck import fsck
 from curate.report_html import write_dedupe_html

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from curate.dedupe import DedupeReport
+from curate.dedupe.clusters import DedupeReport
 from storage.keys import image_key
 from storage.stores import ObjectStore
 

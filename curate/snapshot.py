@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from curate.dedupe import DEFAULT_THRESHOLD, ensure_hashes, image_groups, load_hash_rows, shorter_sides
+from curate.dedupe.clusters import DEFAULT_THRESHOLD, ensure_hashes, image_groups, load_hash_rows, shorter_sides
 from curate.splits import SplitItem, assign_splits
 from storage.catalog.schema import images, labels, snapshots
 from storage.catalog.sql import now

@@ -14,8 +14,8 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from storage.catalog.records import ImageFacts
-from storage.hashing import HASH_VERSION, image_hashes
-from storage.perceptual import HASH_INPUT_SIZE
+from storage.hashes.compute import HASH_VERSION, image_hashes
+from storage.hashes.perceptual import HASH_INPUT_SIZE
 from storage.pngcheck import png_data_complete
 
 __all__ = ["ALLOWED_FORMATS", "Rejected", "analyze"]
@@ -98,7 +98,7 @@ def _facts(image: Image.Image, data: bytes, *, min_side: int, max_pixels: int) -
     image.load()
     if fmt == "PNG" and png_data_complete(data) is False:
         raise Rejected("corrupt or truncated image: PNG data holds fewer rows than its header declares")
-    hashes = image_hashes(image)  # hashes.phash is storage.perceptual.phash(image), bit for bit
+    hashes = image_hashes(image)  # hashes.phash is storage.hashes.perceptual.phash(image), bit for bit
     ext = _NETPBM_EXT.get(data[:2], "ppm") if fmt == "PPM" else ALLOWED_FORMATS[fmt]
     return ImageFacts(
         sha256=hashlib.sha256(data).hexdigest(),

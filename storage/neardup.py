@@ -1,7 +1,7 @@
 """Flag near-duplicates of catalogued images as they are ingested.
 
 The index holds the transform-aware hashes of the catalog's keepers (whole, non-duplicate images) in memory;
-each batch of new images is compared with all of them at once (storage.similarity), and one within the threshold is
+each batch of new images is compared with all of them at once (storage.hashes.compare), and one within the threshold is
 recorded as a duplicate of the image it matches. Above INDEX_LIMIT images the per-image cost would slow
 collectors down, so the check is skipped there and `curate dedupe` (sub-quadratic) does the grouping.
 """
@@ -16,8 +16,8 @@ from sqlalchemy import Connection, func, select
 
 from storage.catalog.records import ImageFacts
 from storage.catalog.schema import images
-from storage.hashing import HASH_VERSION, ImageHashes
-from storage.similarity import SMALL_SIDE, HashArrays, cross_distances
+from storage.hashes.compare import SMALL_SIDE, HashArrays, cross_distances
+from storage.hashes.compute import HASH_VERSION, ImageHashes
 
 __all__ = ["INDEX_LIMIT", "NearDuplicateIndex"]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from storage.errors import GleanerError
+from storage.hashes.compare import DEFAULT_THRESHOLD
 
 __all__ = ["CONFIG_NAME", "IngestSettings", "Settings", "StoreSettings", "load_settings"]
 
@@ -46,7 +47,7 @@ class IngestSettings:
     max_bytes: int = 256 * 1024 * 1024
     workers: int = 0  # 0: one process per core
     near_duplicates: bool = True  # flag near-duplicates of catalogued images at ingest
-    near_duplicate_threshold: int = 22  # pHash + dHash bits (storage.similarity.DEFAULT_THRESHOLD)
+    near_duplicate_threshold: int = DEFAULT_THRESHOLD  # pHash + dHash bits
 
 
 @dataclass(frozen=True)

@@ -23,9 +23,9 @@ class ImageFacts:
     height: int
     mode: str
     phash: int  # unsigned 64-bit
-    dhash: int | None = None  # unsigned 64-bit, same thumbnail as the pHash (storage.hashing)
+    dhash: int | None = None  # unsigned 64-bit, same thumbnail as the pHash (storage.hashes.compute)
     phash_trim: int | None = None  # pHash after trimming uniform borders and bars
-    hash_variants: bytes | None = None  # storage.hashing.ImageHashes.to_blob()
+    hash_variants: bytes | None = None  # storage.hashes.compute.ImageHashes.to_blob()
     hash_version: int | None = None
 
     @property

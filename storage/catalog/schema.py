@@ -77,7 +77,7 @@ images = Table(
     # v2: transform-aware hashes (NULL until computed at ingest or backfilled by `curate dedupe`)
     Column("dhash", BigInteger, nullable=True),
     Column("phash_trim", BigInteger, nullable=True),  # pHash after trimming uniform borders and bars
-    Column("hash_variants", LargeBinary, nullable=True),  # storage.hashing.ImageHashes.to_blob(): uint64 LE
+    Column("hash_variants", LargeBinary, nullable=True),  # storage.hashes.compute.ImageHashes.to_blob(): uint64 LE
     Column("hash_version", Integer, nullable=True),
     Column("label_id", Integer, ForeignKey("labels.id"), nullable=True),  # the current label
     Column("status", String(16), nullable=False, default="ok"),  # ok | missing | corrupt

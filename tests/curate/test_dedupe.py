@@ -12,11 +12,11 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from curate.cli import app as curate_app
-from curate.dedupe import image_groups, load_hash_rows, pair_distances
-from curate.hashing import HashArrays, distance
+from curate.dedupe.clusters import image_groups, load_hash_rows, pair_distances
 from harvest.importer import import_paths
 from storage.catalog.schema import images
-from storage.hashing import ImageHashes
+from storage.hashes.compare import HashArrays, distance
+from storage.hashes.compute import ImageHashes
 from storage.workspace import Workspace, open_workspace
 
 
@@ -164,7 +164,7 @@ def test_vectorised_pair_distance_equals_the_reference(copies_workspace: tuple[W
 
 
 def test_tiny_images_need_a_stricter_threshold() -> None:
-    from storage.similarity import SMALL_THRESHOLD, pair_threshold
+    from storage.hashes.compare import SMALL_THRESHOLD, pair_threshold
 
     assert pair_threshold(640, 480) == 22
     assert pair_threshold(28, 480) == pair_threshold(28, 28) == SMALL_THRESHOLD

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curate import dedupe_index
-from curate.dedupe_index import find_pairs, groups_from_pairs, near_duplicate_groups, pairs_within
+from curate.dedupe import index as dedupe_index
+from curate.dedupe.index import find_pairs, groups_from_pairs, near_duplicate_groups, pairs_within
 
 
 def planted(rng: np.random.Generator, n: int, bases: int, max_flips: int = 8) -> np.ndarray:

@@ -15,11 +15,11 @@ from torchvision.datasets import ImageFolder
 from typer.testing import CliRunner
 
 from curate.cli import app as curate_app
-from curate.dedupe import load_hash_rows, pair_distances
-from curate.hashing import DEFAULT_THRESHOLD
+from curate.dedupe.clusters import load_hash_rows, pair_distances
 from curate.snapshot import load_manifest
 from curate.splits import SplitItem, assign_splits, parse_ratios
 from harvest.importer import import_paths
+from storage.hashes.compare import DEFAULT_THRESHOLD
 from storage.workspace import Workspace
 from tests.curate.test_dedupe import make_copies, without_ingest_check
 

@@ -9,18 +9,25 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from curate.hashing import (
+from storage.hashes.compare import (
     DEFAULT_THRESHOLD,
     HashArrays,
     distance,
     distance_matrix,
-    hamming,
-    match,
     matching_pairs,
-    variant_distance,
 )
-from storage.hashing import DIHEDRAL, ImageHashes, dihedral_dhashes, dihedral_phashes, image_hashes, trim_box
-from storage.perceptual import HASH_INPUT_SIZE, phash
+from storage.hashes.compute import DIHEDRAL, ImageHashes, dihedral_dhashes, dihedral_phashes, image_hashes, trim_box
+from storage.hashes.perceptual import HASH_INPUT_SIZE, hamming, phash
+
+
+def match(a: ImageHashes, b: ImageHashes) -> bool:
+    return distance(a, b) <= DEFAULT_THRESHOLD
+
+
+def variant_distance(variants: np.ndarray, other: int) -> int:
+    """Smallest Hamming distance between `other` and any of the dihedral variants."""
+    return int(np.bitwise_count(np.asarray(variants, dtype=np.uint64) ^ np.uint64(other)).min())
+
 
 # numpy versions of the DIHEDRAL transforms, on a (rows, columns) array
 NUMPY_DIHEDRAL = (

@@ -21,9 +21,9 @@ from sqlalchemy import select
 from curate.fsck import fsck
 from storage.catalog import SourceInfo, count_images, get_image, image_sources, iter_images
 from storage.catalog.schema import sources
+from storage.hashes.perceptual import hamming
 from storage.imaging import Rejected, analyze
 from storage.ingest import IngestItem, Ingestor, Outcome, prepare, read_file, source_for_path
-from storage.perceptual import hamming
 from storage.settings import IngestSettings
 from storage.workspace import Workspace, init_workspace
 from tests.hostile import bomb_png, make_hostile_corpus, png_bytes, valid_png

@@ -17,7 +17,7 @@ Why each part exists (measured by bench/dedupe_eval.py):
 * The centre view (5% cut off every side) matches copies cropped by about 2-8% per side.
 
 Pure functions (image in, integers out), numpy and Pillow only, so ingest can call them; comparison lives in
-curate.hashing.
+storage.hashes.compare.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from storage.perceptual import HASH_INPUT_SIZE
+from storage.hashes.perceptual import HASH_INPUT_SIZE
 
 __all__ = [
     "CENTER_CUT",
@@ -45,7 +45,7 @@ HASH_VERSION = 1
 
 _N = HASH_INPUT_SIZE
 _K = 8
-# The same matrix (same expression, so the same floats) as storage.perceptual: variant 0 equals its pHash.
+# The same matrix (same expression, so the same floats) as storage.hashes.perceptual: variant 0 equals its pHash.
 _DCT_ROWS = 2.0 * np.cos(np.pi * np.arange(_K)[:, None] * (2 * np.arange(_N)[None, :] + 1) / (2 * _N))
 _ALT = (-1.0) ** np.arange(_K)
 _SIGN_ROWS = np.repeat(_ALT[:, None], _K, axis=1)  # (-1)^u: the thumbnail's rows reversed (vertical flip)
@@ -87,7 +87,7 @@ class ImageHashes:
     it, the other image's whole-image variants cover the transforms).
     """
 
-    phash_variants: np.ndarray  # [0] == storage.perceptual.phash(image) == imagehash.phash
+    phash_variants: np.ndarray  # [0] == storage.hashes.perceptual.phash(image) == imagehash.phash
     dhash_variants: np.ndarray  # dHash from the same thumbnail (8x9 box grid), not imagehash.dhash
     trim_variants: np.ndarray
     trim_dhash_variants: np.ndarray
@@ -313,7 +313,7 @@ def _thumbnail(image: Image.Image, box: tuple[int, int, int, int] | None, resamp
 def image_hashes(image: Image.Image) -> ImageHashes:
     """All hashes of `image` (any mode; for a JPEG, the draft-decoded image ingest already has)."""
     grey = image.convert("L")
-    # The whole image exactly as storage.perceptual hashes it (LANCZOS from full size): phash_variants[0] is
+    # The whole image exactly as storage.hashes.perceptual hashes it (LANCZOS from full size): phash_variants[0] is
     # the stored pHash bit for bit. The other views come from a copy of at most _WORK_SIDE px, which is what
     # a JPEG draft gives anyway and keeps large PNG screenshots cheap.
     thumb = _thumbnail(grey, None, Image.Resampling.LANCZOS)

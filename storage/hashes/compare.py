@@ -1,32 +1,43 @@
 """Comparing stored transform-aware hashes of many images at once (numpy, no decoding).
 
-Lives in the base layer because ingest flags near-duplicates of images already in the catalog as they arrive;
-curate.hashing builds its per-pair functions and curate.dedupe its grouping on top of it. The distance between
-two images is the smallest combined Hamming distance, pHash + dHash (0..128 bits), over the 8 dihedral
-transforms of one image against the other, for three pairings of views (whole/whole, trimmed/trimmed,
-centre/whole), each both ways round (see curate.hashing).
+Lives in the base layer because ingest looks for near-duplicates of catalogued images as they arrive;
+curate.dedupe groups on top of it. The distance between two images is the smallest combined Hamming distance,
+pHash + dHash (0..128 bits), over the 8 dihedral transforms of one image against the other as it is, for three
+pairings of views: whole image with whole image, trimmed box with trimmed box (a screenshot against its
+photo), and centre view with whole image (a cropped copy against its original), each both ways round. The
+dHash half confirms the pHash half: with 8 variants and several views per pair, a 64-bit pHash alone meets
+unrelated photos by chance too often.
+
+A distance is only a candidate: `storage.hashes.verify` confirms a pair on the aligned pixels, using the view
+and transform that `best_match` reports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Protocol
 
 import numpy as np
 
-from storage.hashing import DIHEDRAL, ImageHashes
+from storage.hashes.compute import DIHEDRAL, ImageHashes
 
 __all__ = [
     "DEFAULT_THRESHOLD",
     "SMALL_SIDE",
     "SMALL_THRESHOLD",
+    "VIEWS",
     "HashArrays",
     "HashesLike",
+    "Match",
+    "best_match",
     "cross_distances",
+    "distance",
     "distance_matrix",
+    "matching_pairs",
     "pair_distances",
     "pair_threshold",
+    "plain_distance",
 ]
 
 # Largest combined pHash + dHash distance (of 128 bits) still called a near-duplicate. Measured on 4,096
@@ -168,3 +179,89 @@ def cross_distances(a: HashArrays, b: HashArrays) -> np.ndarray:
         _pairing((a.center_phash, a.center_dhash), b_whole),
     )
     return np.minimum.reduce(pairings).astype(np.int64)
+
+
+# The view pairings of the distance, in the order of `pair_distances`: (view of a, view of b), the first of
+# the two being the one whose dihedral variants are taken.
+VIEWS: tuple[tuple[str, str], ...] = (
+    ("whole", "whole"),
+    ("whole", "whole"),
+    ("trim", "trim"),
+    ("trim", "trim"),
+    ("whole", "centre"),
+    ("centre", "whole"),
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    """How two images a and b matched: `distance` bits, with view `view_a` of a and `view_b` of b, and
+    DIHEDRAL[transform] applied to a's view (transform_of == "a") or to b's view ("b") to align them."""
+
+    distance: int
+    view_a: str
+    view_b: str
+    transform: int
+    transform_of: str
+
+    @property
+    def transform_name(self) -> str:
+        return DIHEDRAL[self.transform][0]
+
+    def describe(self) -> str:
+        """Like "mirror, trim/trim" or "identity, whole/centre"."""
+        return f"{self.transform_name}, {self.view_a}/{self.view_b}"
+
+
+def _variant_distances(p_var: np.ndarray, d_var: np.ndarray, p: int, d: int) -> np.ndarray:
+    return np.bitwise_count(p_var ^ np.uint64(p)) + np.bitwise_count(d_var ^ np.uint64(d))
+
+
+def best_match(a: HashesLike, b: HashesLike) -> Match:
+    """The closest pairing of views and transform of a and b (its distance is `distance(a, b)`)."""
+    whole_a, whole_b = (a.phash_variants, a.dhash_variants), (b.phash_variants, b.dhash_variants)
+    trim_a, trim_b = (a.trim_variants, a.trim_dhash_variants), (b.trim_variants, b.trim_dhash_variants)
+    centre_a, centre_b = (a.center_phash, a.center_dhash), (b.center_phash, b.center_dhash)
+    candidates = (  # (per-variant distances, index into VIEWS, the side whose variants are taken)
+        (_variant_distances(*whole_a, whole_b[0][0], whole_b[1][0]), 0, "a"),
+        (_variant_distances(*whole_b, whole_a[0][0], whole_a[1][0]), 1, "b"),
+        (_variant_distances(*trim_a, trim_b[0][0], trim_b[1][0]), 2, "a"),
+        (_variant_distances(*trim_b, trim_a[0][0], trim_a[1][0]), 3, "b"),
+        (_variant_distances(*whole_a, *centre_b), 4, "a"),
+        (_variant_distances(*whole_b, *centre_a), 5, "b"),
+    )
+    best: Match | None = None
+    for distances, pairing, side in candidates:
+        k = int(np.argmin(distances))
+        if best is None or int(distances[k]) < best.distance:
+            view_a, view_b = VIEWS[pairing]
+            best = Match(int(distances[k]), view_a, view_b, k, side)
+    assert best is not None
+    return best
+
+
+def distance(a: HashesLike, b: HashesLike) -> int:
+    """The transform-aware distance between two images, 0..128 (see the module docstring)."""
+    return best_match(a, b).distance
+
+
+def plain_distance(a: HashesLike, b: HashesLike) -> int:
+    """Plain pHash Hamming distance (imagehash-style), for comparison."""
+    return int(np.bitwise_count(np.uint64(a.phash_variants[0]) ^ np.uint64(b.phash_variants[0])))
+
+
+def matching_pairs(
+    arrays: HashArrays, threshold: int = DEFAULT_THRESHOLD, *, chunk: int = 64
+) -> Iterator[tuple[int, int, int]]:
+    """Every pair (i, j, distance) with i < j and distance <= threshold, by brute force in row chunks.
+
+    Cost grows with n²: about 8 million pairs/s on one core (4,096 images in 1 s, 20,000 in about 25 s);
+    curate.dedupe uses a candidate index beyond that."""
+    n = len(arrays)
+    for start in range(0, n, chunk):
+        tail = arrays[start:]  # only pairs i < j: the rows against themselves and what comes after them
+        rows = np.arange(min(chunk, n - start))
+        dist = distance_matrix(tail, rows)
+        hit = (dist <= threshold) & (np.arange(len(tail))[None, :] > rows[:, None])
+        for r, j in zip(*np.nonzero(hit), strict=True):
+            yield start + int(r), start + int(j), int(dist[r, j])

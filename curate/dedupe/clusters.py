@@ -2,7 +2,7 @@
 
 Matching is transform-aware (curate.hashing): mirrored, flipped, turned, slightly cropped and screenshot copies
 group with their originals. Up to BRUTE_FORCE_LIMIT images every pair is compared; beyond that a multi-index
-candidate search on the pHash variants (curate.dedupe_index) finds the pairs within CANDIDATE_RADIUS bits,
+candidate search on the pHash variants (curate.dedupe.index) finds the pairs within CANDIDATE_RADIUS bits,
 which the full distance then confirms.
 """
 
@@ -18,14 +18,13 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import select, update
 
-from curate.dedupe_index import find_pairs, groups_from_pairs, near_duplicate_groups
-from curate.hashing import DEFAULT_THRESHOLD, HashArrays, matching_pairs
+from curate.dedupe.index import find_pairs, groups_from_pairs, near_duplicate_groups
 from storage.catalog.schema import images, labels, sources
 from storage.catalog.sql import now, signed64
-from storage.hashing import HASH_VERSION, image_hashes
+from storage.hashes.compare import DEFAULT_THRESHOLD, HashArrays, matching_pairs, pair_distances, pair_threshold
+from storage.hashes.compute import HASH_VERSION, image_hashes
+from storage.hashes.perceptual import HASH_INPUT_SIZE
 from storage.parallel import map_objects
-from storage.perceptual import HASH_INPUT_SIZE
-from storage.similarity import pair_distances, pair_threshold
 from storage.stores import ObjectStore
 from storage.workspace import Workspace
 
@@ -103,7 +102,7 @@ def _store_hashes(workspace: Workspace, batch: list[tuple[str, int, int, int, by
 
 
 def shorter_sides(workspace: Workspace, shas: Sequence[str]) -> list[int]:
-    """The shorter side of each image, in the order of `shas` (for storage.similarity.pair_threshold)."""
+    """The shorter side of each image, in the order of `shas` (for storage.hashes.compare.pair_threshold)."""
     with workspace.catalog.read() as conn:
         sizes = {sha: min(w, h) for sha, w, h in conn.execute(select(images.c.sha256, images.c.width, images.c.height))}
     return [sizes[sha] for sha in shas]
@@ -144,7 +143,7 @@ def similar_pairs(
     arrays: HashArrays, threshold: int = DEFAULT_THRESHOLD, sides: Sequence[int] | None = None
 ) -> Iterator[tuple[int, int, int]]:
     """Every pair (i, j, distance), i < j, within `threshold` (stricter for tiny images when `sides`, the
-    shorter side of each image, is given: storage.similarity.pair_threshold)."""
+    shorter side of each image, is given: storage.hashes.compare.pair_threshold)."""
     for i, j, dist in _pairs(arrays, threshold):
         if sides is None or dist <= pair_threshold(sides[i], sides[j], threshold):
             yield i, j, dist
