@@ -14,20 +14,29 @@ from train.devices import list_devices
 app = typer.Typer(help="Train image classifiers on a Gleaner dataset.", no_args_is_help=True, add_completion=False)
 
 # Options shared by `run` and `sweep`. None means "not given": the config's default, or on --resume the run's value.
-DatasetOpt = typer.Option(None, "--dataset", help="Snapshot name (default: a new snapshot of the catalog as it is).")
+DatasetOpt = typer.Option(
+    None, "--dataset", help="Snapshot name (default: the newest one if the catalog is unchanged, else a new one)."
+)
 ModelOpt = typer.Option(None, "--model", help="smallcnn (default), resnet18, or any torchvision classifier name.")
 WeightsOpt = typer.Option(
     None, "--weights", help="Start from a state dict file, or a torchvision weight name found in its local cache."
 )
 FreezeOpt = typer.Option(False, "--freeze-backbone", help="Train only the classifier head (use with --weights).")
-DepthOpt = typer.Option(None, "--depth", help="smallcnn conv blocks, 1-4 (default 3).")
-BatchOpt = typer.Option(None, "--batch-size", help="Images per step (default 128).")
-SizeOpt = typer.Option(None, "--img-size", help="Square input size in pixels (default 64).")
-AugmentOpt = typer.Option(None, "--augment", help="Comma list: flip, rotate, color, zoom, translate, noise.")
+UnfreezeOpt = typer.Option(
+    None, "--unfreeze-after", help="With --freeze-backbone: fine-tune the whole net after N epochs at lr/10."
+)
+DepthOpt = typer.Option(None, "--depth", help="smallcnn conv blocks, 1-4 (default: from the image size, up to 3).")
+BatchOpt = typer.Option(None, "--batch-size", help="Images per step (default: from the set's size, 16-128).")
+SizeOpt = typer.Option(None, "--img-size", help="Square input size (default: the images' median side, ≤ 64).")
+AugmentOpt = typer.Option(
+    None, "--augment", help="Comma list: flip, shift, color, rotate, zoom, translate, noise, erase; none: off."
+)
 AutoAugmentOpt = typer.Option(False, "--auto-augment", help="Add torchvision's AutoAugment (ImageNet policy).")
 SmoothingOpt = typer.Option(None, "--label-smoothing", help="Label smoothing, 0-1 (default 0).")
 ScheduleOpt = typer.Option(None, "--schedule", help="Learning-rate schedule: onecycle (default) or cosine.")
-PatienceOpt = typer.Option(None, "--patience", help="Stop after N epochs without a better val score (default 0: off).")
+PatienceOpt = typer.Option(
+    None, "--patience", help="Stop after N epochs without a better val score (default: a third of the epochs; 0: off)."
+)
 BalancedOpt = typer.Option(False, "--balanced", help="Sample every class equally often.")
 SeedOpt = typer.Option(None, "--seed", help="Random seed (default 0); same seed, same result on CPU.")
 DeviceOpt = typer.Option(None, "--device", help="auto (default), cpu or cuda.")
@@ -35,6 +44,9 @@ PrecisionOpt = typer.Option(
     None, "--precision", help="auto (default: fp16 on CUDA, bf16 on CPUs with bf16 units), fp32, bf16 or fp16."
 )
 WorkersOpt = typer.Option(None, "--workers", help="Decoding threads/loader processes (default: automatic).")
+EmaOpt = typer.Option(False, "--ema", help="Evaluate and keep an exponential moving average of the weights.")
+TtaOpt = typer.Option(False, "--tta", help="Test-time augmentation: average the image's and its mirror's logits.")
+CompileOpt = typer.Option(False, "--compile", help="torch.compile the model (pays off on long CUDA runs).")
 
 
 def _config_values(**options: Any) -> dict[str, Any]:
@@ -56,25 +68,69 @@ def _targets_table(targets: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _interval(ci: list[float] | None) -> str:
+    return "n/a" if not ci else f"{ci[0]:.2f}–{ci[1]:.2f}"
+
+
 def _classes_table(per_class: dict[str, dict[str, Any]]) -> Table:
-    table = Table(title="Per class (test split)")
-    for column in ("label", "precision", "recall", "f1", "support"):
+    table = Table(title="Per class (test split; n/a: no test images)")
+    for column in ("label", "precision", "recall", "recall 95% CI", "f1", "test images"):
         table.add_column(column, justify="left" if column == "label" else "right")
     for label, m in per_class.items():
-        table.add_row(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+        table.add_row(
+            label, _num(m["precision"]), _num(m["recall"]), _interval(m.get("recall_ci")), _num(m["f1"]),
+            str(m.get("test_support", m["support"])),
+        )  # fmt: skip
     return table
+
+
+def _defaults_lines(chosen: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per default chosen from the data: what and why."""
+    lines = []
+    for name, item in chosen.items():
+        value = item["value"]
+        shown = ",".join(value) if isinstance(value, list) else str(value)
+        lines.append(f"--{name.replace('_', '-')} {shown or 'none'}: {item['reason']}")
+    return lines
+
+
+def _print_defaults(chosen: dict[str, dict[str, Any]]) -> None:
+    for line in _defaults_lines(chosen):
+        err_console.print(f"[dim]default {line}[/]", highlight=False, soft_wrap=True)
+
+
+def _accuracy_line(summary: dict[str, Any]) -> str:
+    """Test accuracy with its interval, next to the baseline's, in one line."""
+    line = f"Test accuracy [bold]{summary['accuracy']:.2%}[/] (95% CI {_interval(summary.get('accuracy_ci'))})"
+    baseline = summary.get("baseline")
+    if baseline and baseline.get("accuracy") is not None:
+        line += f" · linear baseline {baseline['accuracy']:.2%} (95% CI {_interval(baseline.get('accuracy_ci'))})"
+    versus = summary.get("versus_baseline")
+    if versus:
+        colour = "green" if versus["verdict"] == "above" else "bold red"
+        line += f"\n[{colour}]{versus['text']}[/]"
+    return line
 
 
 @app.command("run")
 @user_errors
 def run_command(
-    out: Path = typer.Option(..., "--out", help="Run folder: config, labels, metrics, checkpoints, report."),
+    out: Path = typer.Option(
+        None, "--out", help="Run folder: config, metrics, checkpoints, report (default WORKSPACE/runs/<timestamp>)."
+    ),
     dataset: str = DatasetOpt,
     model: str = ModelOpt,
     weights: str = WeightsOpt,
     freeze_backbone: bool = FreezeOpt,
+    unfreeze_after: int = UnfreezeOpt,
     depth: int = DepthOpt,
-    epochs: int = typer.Option(None, "--epochs", help="Epochs (default 10); with --resume, a larger number extends."),
+    epochs: int = typer.Option(
+        None, "--epochs", help="Epochs (default: about 1,000 steps, 10-100); with --resume, a larger number extends."
+    ),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate (default 3e-3)."),
     batch_size: int = BatchOpt,
     img_size: int = SizeOpt,
@@ -88,29 +144,47 @@ def run_command(
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
     workers: int = WorkersOpt,
+    ema: bool = EmaOpt,
+    tta: bool = TtaOpt,
+    compile_model: bool = CompileOpt,
+    folds: int = typer.Option(
+        None, "--folds", help="K-fold cross-validation (K ≥ 2, grouped by near-duplicate group) instead of one split."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     workspace: Path = WorkspaceOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """Train a model, evaluate it on the test split, write the report and the collection targets."""
+    """Train a model and a linear baseline, evaluate both on the test split, write the report and targets."""
+    from storage.errors import GleanerError
     from storage.workspace import open_workspace
     from train.config import TrainConfig
     from train.progress import CliProgress
-    from train.run import run_training
+    from train.run import default_run_dir, run_training
 
     values = _config_values(
-        model=model, weights=weights, freeze_backbone=freeze_backbone, depth=depth, epochs=epochs, lr=lr,
-        batch_size=batch_size, img_size=img_size, augment=augment, auto_augment=auto_augment,
+        model=model, weights=weights, freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after, depth=depth,
+        epochs=epochs, lr=lr, batch_size=batch_size, img_size=img_size, augment=augment, auto_augment=auto_augment,
         label_smoothing=label_smoothing, schedule=schedule, patience=patience, balanced=balanced, seed=seed,
-        device=device, precision=precision, workers=workers,
+        device=device, precision=precision, workers=workers, ema=ema, tta=tta, compile=compile_model,
     )  # fmt: skip
     overrides = {k: values[k] for k in ("epochs", "device", "precision", "workers", "patience") if k in values}
     config = TrainConfig(**values)
     ws = open_workspace(workspace)
-    with CliProgress(config.epochs) as progress:
-        summary = run_training(
-            ws, out, config, dataset=dataset, resume=resume, overrides=overrides, callbacks=progress.callbacks()
-        )
+    if out is None:
+        if resume:
+            raise GleanerError("--resume needs --out: the run folder to continue")
+        out = default_run_dir(ws)
+    with CliProgress() as progress:
+        callbacks = progress.callbacks()
+        callbacks.on_defaults = _print_defaults
+        if folds is not None:
+            from train.crossval import run_crossval
+
+            summary = run_crossval(ws, out, config, folds, dataset=dataset, callbacks=callbacks)
+        else:
+            summary = run_training(
+                ws, out, config, dataset=dataset, resume=resume, overrides=overrides, callbacks=callbacks
+            )
     if json_output:
         emit_json(summary)
         return
@@ -122,10 +196,15 @@ def run_command(
     out_console.print(_classes_table(summary["per_class"]))
     if summary["targets"]:
         out_console.print(_targets_table(summary["targets"]))
+    out_console.print(_accuracy_line(summary))
+    if "folds" in summary:
+        out_console.print(
+            f"{len(summary['folds'])}-fold cross-validation; every image tested once · {summary['run_dir']}"
+        )
+        return
     out_console.print(
-        f"Test accuracy [bold]{summary['accuracy']:.2%}[/] · best epoch {summary['best_epoch']} of "
-        f"{summary['epochs_done']} · trained in {summary['train_seconds']:.0f}s on {summary['device']}\n"
-        f"Report: {summary['report']}"
+        f"Best epoch {summary['best_epoch']} of {summary['epochs_done']} · trained in {summary['train_seconds']:.0f}s "
+        f"on {summary['device']} ({summary['images_per_second'] or 0:,.0f} images/s)\nReport: {summary['report']}"
     )
 
 
@@ -140,6 +219,7 @@ def sweep_command(
     model: str = ModelOpt,
     weights: str = WeightsOpt,
     freeze_backbone: bool = FreezeOpt,
+    unfreeze_after: int = UnfreezeOpt,
     depth: int = DepthOpt,
     batch_size: int = BatchOpt,
     img_size: int = SizeOpt,
@@ -164,7 +244,8 @@ def sweep_command(
 
     base = TrainConfig(
         **_config_values(
-            model=model, weights=weights, freeze_backbone=freeze_backbone, depth=depth, batch_size=batch_size,
+            model=model, weights=weights, freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after, depth=depth,
+            batch_size=batch_size,
             img_size=img_size, augment=augment, auto_augment=auto_augment, label_smoothing=label_smoothing,
             schedule=schedule, patience=patience, balanced=balanced, seed=seed, device=device, precision=precision,
             workers=workers,
@@ -172,7 +253,7 @@ def sweep_command(
     )  # fmt: skip
     lrs, epoch_list = parse_list(lr, float), parse_list(epochs, int)
     ws = open_workspace(workspace)
-    with CliProgress(base.epochs) as progress:
+    with CliProgress() as progress:
         result = run_sweep(
             ws, out, base, lrs, epoch_list, repeats=repeats, dataset=dataset, callbacks=progress.callbacks()
         )
@@ -211,7 +292,8 @@ def report_command(
         out_console.print(f"Most confused: {pairs}")
     if report["targets"]:
         out_console.print(_targets_table(report["targets"]))
-    out_console.print(f"Test accuracy [bold]{report['accuracy']:.2%}[/] · report {run_dir / 'report.html'}")
+    out_console.print(_accuracy_line(report))
+    out_console.print(f"Report {run_dir / 'report.html'}")
 
 
 @app.command("predict")

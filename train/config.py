@@ -9,10 +9,12 @@ from typing import Any
 
 from storage.errors import GleanerError
 
-__all__ = ["PRECISIONS", "SCHEDULES", "TrainConfig", "parse_list"]
+__all__ = ["AUTO_FIELDS", "PRECISIONS", "SCHEDULES", "TrainConfig", "parse_list"]
 
 SCHEDULES = ("onecycle", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# None in these fields means "choose from the data" (train.defaults); a run dir's config.json holds the choices
+AUTO_FIELDS = ("img_size", "batch_size", "epochs", "depth", "augment", "patience")
 
 
 @dataclass(frozen=True)
@@ -20,36 +22,45 @@ class TrainConfig:
     """Everything that decides what a run computes; saved as `config.json` so a run dir describes itself."""
 
     model: str = "smallcnn"
-    depth: int = 3
+    depth: int | None = None  # smallcnn blocks; None: as many as the image size carries (train.defaults)
     weights: str | None = None
     freeze_backbone: bool = False
-    epochs: int = 10
+    unfreeze_after: int | None = None  # with freeze_backbone: fine-tune everything after this many epochs
+    epochs: int | None = None  # None: enough optimizer steps for the set's size (train.defaults)
     lr: float = 3e-3
     weight_decay: float = 0.05  # AdamW decoupled decay (scaled by the learning rate)
-    batch_size: int = 128
-    img_size: int = 64
-    augment: tuple[str, ...] = ()
+    batch_size: int | None = None  # None: small enough for enough steps per epoch on small sets
+    img_size: int | None = None  # None: the snapshot's typical shorter side, never upsampled (capped)
+    augment: tuple[str, ...] | None = None  # None: the safe default set; () (`--augment none`): off
     auto_augment: bool = False
     label_smoothing: float = 0.0
     schedule: str = "onecycle"
-    patience: int = 0  # epochs without a better validation score before stopping; 0: never stop early
+    patience: int | None = None  # epochs without a better validation score before stopping; 0: never
     balanced: bool = False
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"  # autocast dtype: fp16 on CUDA, bf16 on CPUs with native bf16, else float32
+    precision: str = "auto"  # autocast dtype: bf16 on CUDA GPUs that have it (else fp16), bf16 on CPUs with it
     workers: int = 0
     memory_cache_bytes: int = 4 << 30  # decode the whole dataset once into memory when it fits in this
+    ema: bool = False  # evaluate and keep an exponential moving average of the weights
+    tta: bool = False  # test-time augmentation: average the logits of the image and its mirror
+    compile: bool = False  # torch.compile the model (CUDA; a minute of compiling pays off on long runs)
 
     def __post_init__(self) -> None:
+        def at_least(value: int | None, low: int) -> bool:
+            return value is None or value >= low
+
         checks = [
-            (self.epochs >= 1, f"--epochs must be at least 1, not {self.epochs}"),
+            (at_least(self.epochs, 1), f"--epochs must be at least 1, not {self.epochs}"),
             (self.lr > 0, f"--lr must be positive, not {self.lr}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
-            (self.img_size >= 8, f"--img-size must be at least 8, not {self.img_size}"),
-            (1 <= self.depth <= 4, f"--depth must be 1 to 4, not {self.depth}"),
+            (at_least(self.batch_size, 1), f"--batch-size must be at least 1, not {self.batch_size}"),
+            (at_least(self.img_size, 8), f"--img-size must be at least 8, not {self.img_size}"),
+            (self.depth is None or 1 <= self.depth <= 4, f"--depth must be 1 to 4, not {self.depth}"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), not {self.label_smoothing}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"),
-            (self.patience >= 0, f"--patience must be 0 or more, not {self.patience}"),
+            (at_least(self.patience, 0), f"--patience must be 0 or more, not {self.patience}"),
+            (at_least(self.unfreeze_after, 1), f"--unfreeze-after must be at least 1, not {self.unfreeze_after}"),
+            (self.unfreeze_after is None or self.freeze_backbone, "--unfreeze-after needs --freeze-backbone"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
             (self.workers >= 0, f"--workers must be 0 or more, not {self.workers}"),
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), f"bad --device {self.device}"),
@@ -60,15 +71,21 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["augment"] = list(self.augment)
+        data["augment"] = None if self.augment is None else list(self.augment)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        values["augment"] = tuple(values.get("augment") or ())
+        if values.get("augment") is not None:
+            values["augment"] = tuple(values["augment"])
         return cls(**values)
+
+    @property
+    def resolved(self) -> bool:
+        """True once every "choose from the data" field holds a value (what the engine needs)."""
+        return all(getattr(self, name) is not None for name in AUTO_FIELDS)
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:

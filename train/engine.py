@@ -27,10 +27,48 @@ from train.evaluate import autocast, predict, to_input
 from train.loaders import Batches, epoch_generator
 from train.weights import set_train_mode
 
-__all__ = ["EpochRecord", "FitState", "Trainer", "cpu_has_bf16", "resolve_device", "resolve_precision"]
+__all__ = [
+    "EpochRecord",
+    "FitState",
+    "Trainer",
+    "cpu_has_bf16",
+    "recalibrate_batchnorm",
+    "resolve_device",
+    "resolve_precision",
+]
 
 log = logging.getLogger(__name__)
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+FINE_TUNE_LR_SCALE = 0.1
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, batches: Batches, device: torch.device) -> None:
+    """Recompute every trainable batch-norm layer's running mean and variance as exact averages over clean
+    (un-augmented) training images, with the current weights.
+
+    The running statistics are an exponential average over the last few dozen steps. On a 200-image set an
+    epoch is ten steps, so they trail the weights, and they were measured on augmented batches: evaluated
+    with them, a net that fits its training set can score near chance on validation. "Precise BN"
+    removes both gaps for the price of one forward pass. Frozen layers (eval mode) keep their statistics.
+    """
+    layers = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if not layers:
+        return
+    was_training = {m: m.training for m in net.modules()}
+    momenta = {m: m.momentum for m in layers}
+    net.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over the batches below
+        layer.train()
+    batches.set_epoch(0)
+    for images, _ in batches:
+        net(to_input(images, device, True))
+    for module, mode in was_training.items():
+        module.training = mode
+    for layer, momentum in momenta.items():
+        layer.momentum = momentum
 
 
 def resolve_device(name: str) -> torch.device:
@@ -50,7 +88,8 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `--precision`: auto is fp16 on CUDA, bf16 on CPUs that have it, else float32."""
+    """The autocast dtype for `--precision`: auto is bf16 on CUDA GPUs that support it (no loss scaling
+    needed), fp16 with gradient scaling on older GPUs, bf16 on CPUs with bf16 units, else float32."""
     from storage.errors import GleanerError
 
     if name == "fp32":
@@ -62,7 +101,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.float16
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_bf16() else None
 
 
@@ -118,35 +157,58 @@ class Trainer:
         run_dir: Path,
         train: Batches,
         val: Batches | None,
+        calibration: Batches | None = None,
     ) -> None:
+        assert config.epochs is not None and config.patience is not None, "choose the defaults first (train.defaults)"
         self.net, self.config, self.device, self.run_dir = net, config, device, run_dir
-        self.train_batches, self.val_batches = train, val
+        self.train_batches, self.val_batches, self.calibration = train, val, calibration
         self.cuda = device.type == "cuda"
         self.amp_dtype = resolve_precision(config.precision, device)
         self.net.to(device)
         self.net.to(memory_format=torch.channels_last)  # faster convolutions with cuDNN and oneDNN alike
-        self.augment = BatchAugment(config.augment, config.auto_augment)
-        self.optimizer = self._optimizer()
+        self.forward: nn.Module = self.net
+        if config.compile:
+            self.forward = torch.compile(self.net)  # type: ignore[assignment]
+        self.augment = BatchAugment(config.augment or (), config.auto_augment)
+        self.optimizer = self._optimizer(config.lr)
         self.steps_per_epoch = max(1, len(train))
-        self.scheduler = self._scheduler(config.epochs)
+        self.scheduler = self._scheduler(config.epochs, config.lr)
+        self.frozen = config.freeze_backbone
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.state = FitState()
 
-    def _optimizer(self) -> torch.optim.Optimizer:
+    def _optimizer(self, lr: float) -> torch.optim.Optimizer:
         """AdamW; no weight decay on biases and batch-norm weights (decaying them only hurts)."""
         trainable = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
         decay = [p for n, p in trainable if p.ndim > 1]
         other = [p for n, p in trainable if p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": self.config.weight_decay}, {"params": other, "weight_decay": 0.0}]
-        return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.config.lr)
+        return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
-    def _scheduler(self, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
-        total = epochs * self.steps_per_epoch
+    def _scheduler(self, epochs: int, lr: float) -> torch.optim.lr_scheduler.LRScheduler:
+        total = max(1, epochs * self.steps_per_epoch)
         if self.config.schedule == "onecycle" and total >= 4:  # fewer steps cannot hold its two phases
             return torch.optim.lr_scheduler.OneCycleLR(
-                self.optimizer, max_lr=self.config.lr, total_steps=total, pct_start=max(0.25, 2 / total)
+                self.optimizer, max_lr=lr, total_steps=total, pct_start=max(0.25, 2 / total)
             )
         return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=total)
+
+    # --- transfer learning: a frozen backbone first, then (--unfreeze-after N) all of it -----------------
+    @property
+    def unfreeze_epoch(self) -> int | None:
+        return self.config.unfreeze_after if self.config.freeze_backbone else None
+
+    def _unfreeze(self) -> None:
+        """Fine-tune everything from here on: a new AdamW at FINE_TUNE_LR_SCALE of the learning rate, with a
+        one-cycle (or cosine) schedule over the epochs that are left. A lower rate keeps the pretrained
+        features from being wrecked by the first large steps of the whole net."""
+        for param in self.net.parameters():
+            param.requires_grad = True
+        self.frozen = False
+        lr = self.config.lr * FINE_TUNE_LR_SCALE
+        self.optimizer = self._optimizer(lr)
+        self.scheduler = self._scheduler(self.config.epochs - self.state.epochs_done, lr)
+        log.info("epoch %d: unfroze the backbone, learning rate %.1e", self.state.epochs_done, lr)
 
     @property
     def eval_dtype(self) -> torch.dtype | None:
@@ -179,17 +241,23 @@ class Trainer:
         """Continue from `checkpoints/last.pt`; a longer --epochs re-plans the LR schedule from where it was."""
         checkpoint = load_checkpoint(self.checkpoint_dir / LAST, full=True)
         self.net.load_state_dict(checkpoint["model"])
+        self.state = FitState.from_json(checkpoint["state"])
+        if self.unfreeze_epoch is not None and self.state.epochs_done >= self.unfreeze_epoch:
+            done, self.state.epochs_done = self.state.epochs_done, self.unfreeze_epoch
+            self._unfreeze()  # the optimizer and schedule of the fine-tuning phase, as the killed run had them
+            self.state.epochs_done = done
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scaler.load_state_dict(checkpoint["scaler"])
-        self.state = FitState.from_json(checkpoint["state"])
         planned = TrainConfig.from_json(checkpoint["config"]).epochs
         if planned == self.config.epochs:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
         else:
             log.warning("resume: --epochs %d (was %d) re-plans the learning-rate schedule", self.config.epochs, planned)
             self.state.stopped_early = False
-            self.scheduler = self._scheduler(self.config.epochs)
-            for _ in range(self.state.epochs_done * self.steps_per_epoch):
+            start = self.unfreeze_epoch if self.unfreeze_epoch and not self.frozen else 0
+            lr = self.config.lr * (FINE_TUNE_LR_SCALE if start else 1.0)
+            self.scheduler = self._scheduler(self.config.epochs - start, lr)
+            for _ in range((self.state.epochs_done - start) * self.steps_per_epoch):
                 self.scheduler.step()
         restore_rng(checkpoint["rng"])
 
@@ -210,6 +278,8 @@ class Trainer:
         while self.state.epochs_done < cfg.epochs and not self.state.stopped_early:
             if stop_after is not None and self.state.epochs_done >= stop_after:
                 return self.state
+            if self.frozen and self.unfreeze_epoch is not None and self.state.epochs_done >= self.unfreeze_epoch:
+                self._unfreeze()
             record = self._epoch(self.state.epochs_done, on_batch)
             self._after_epoch(record)
             if on_epoch:
@@ -223,19 +293,19 @@ class Trainer:
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and AutoAugment draw from the global RNG
         augment_rng = epoch_generator(cfg.seed, epoch, salt=1)
         self.train_batches.set_epoch(epoch)
-        set_train_mode(self.net, cfg.freeze_backbone)
+        set_train_mode(self.net, self.frozen)
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
         lr = self.optimizer.param_groups[0]["lr"]
-        for step, (images, labels) in enumerate(self.train_batches):
+        for images, labels in self.train_batches:
             x = to_input(images, self.device, False)
             if self.augment:
                 x = self.augment(x, augment_rng)
             x = x.contiguous(memory_format=torch.channels_last)
             y = labels.to(self.device, non_blocking=True)
             with autocast(self.device, self.amp_dtype):
-                logits = self.net(x)
+                logits = self.forward(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -247,7 +317,9 @@ class Trainer:
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if on_batch:
-                on_batch(step + 1, len(self.train_batches))
+                on_batch(seen, len(self.train_batches.targets))
+        if self.calibration is not None:
+            recalibrate_batchnorm(self.net, self.calibration, self.device)
         val_loss = val_acc = None
         if self.val_batches is not None and len(self.val_batches.targets):
             result = predict(self.net, self.val_batches, self.device, amp_dtype=self.eval_dtype, channels_last=True)

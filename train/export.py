@@ -42,6 +42,7 @@ def onnx_available() -> bool:
 def _torchscript(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, yet still what C++ and mobile load
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are constants: the input size is fixed
         traced = torch.jit.trace(net, example, check_trace=False)
         traced.save(str(path))
         loaded = torch.jit.load(str(path))

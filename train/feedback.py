@@ -12,7 +12,8 @@ The rule (documented in docs/train.md, tested in tests/train/test_feedback.py):
   underrepresented or worst-recognised label comes first; ties go to the lower F1, then the label name.
 - A label without test images is judged on its count alone (its F1 is unknown, not zero).
 
-Reasons read like "support 50 vs median 1000; recall 0.40; f1 0.45; confused with coat".
+Reasons read like "50 snapshot images vs median 1000; recall 0.40; f1 0.45; confused with coat": the counts are the
+snapshot's images per label (`snapshot_count`), the recall and F1 come from its test images (`test_support`).
 """
 
 from __future__ import annotations
@@ -38,12 +39,18 @@ class Target:
     want: int
     reason: str
     urgency: float
-    support: int
+    snapshot_count: int  # the label's images in the snapshot (not its test images)
     recall: float | None
     f1: float | None
 
     def to_json(self) -> dict[str, object]:
-        return {"label": self.label, "want": self.want, "reason": self.reason, "urgency": round(self.urgency, 4)}
+        return {
+            "label": self.label,
+            "want": self.want,
+            "reason": self.reason,
+            "urgency": round(self.urgency, 4),
+            "snapshot_count": self.snapshot_count,
+        }
 
 
 def f1_bar(f1s: Sequence[float]) -> float:
@@ -78,21 +85,21 @@ def collection_targets(
         return []
     sizes = [int(counts.get(label, 0)) for label in labels]
     median = float(np.median(sizes))
-    evaluated = [metrics[label].f1 for label in labels if label in metrics and metrics[label].support > 0]
+    evaluated = [m.f1 for m in (metrics.get(label) for label in labels) if m is not None and m.f1 is not None]
     bar = f1_bar(evaluated)
     targets = []
     for index, label in enumerate(labels):
         n = int(counts.get(label, 0))
         gap = max(0.0, median - n)
         known = metrics.get(label)
-        has_test = known is not None and known.support > 0
+        has_test = known is not None and known.support > 0 and known.f1 is not None and known.recall is not None
         weak_share = 0.0
-        if has_test and known.f1 < bar:
-            weak_share = (1 - known.f1) * max(n, median)
+        if has_test and known.f1 < bar:  # type: ignore[union-attr,operator]
+            weak_share = (1 - known.f1) * max(n, median)  # type: ignore[union-attr,operator]
         want = _round_up(max(gap, weak_share))
         if want <= 0:
             continue
-        parts = [f"support {n} vs median {median:g}"]
+        parts = [f"{n} snapshot images vs median {median:g}"]
         if has_test:
             parts += [f"recall {known.recall:.2f}", f"f1 {known.f1:.2f}"]
             partner = confused_with(matrix, labels, index)
@@ -106,7 +113,7 @@ def collection_targets(
                 want=want,
                 reason="; ".join(parts),
                 urgency=want / median if median else float(want),
-                support=n,
+                snapshot_count=n,
                 recall=known.recall if has_test else None,
                 f1=known.f1 if has_test else None,
             )

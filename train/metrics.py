@@ -2,27 +2,64 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClassMetrics", "accuracy", "confusion_matrix", "most_confused", "normalize_rows", "per_class_metrics"]
+__all__ = [
+    "ClassMetrics",
+    "accuracy",
+    "confusion_matrix",
+    "most_confused",
+    "normalize_rows",
+    "per_class_metrics",
+    "wilson_interval",
+]
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (95% by default); None when nothing was counted.
+
+    On 20 test images "90% accuracy" means anything from 70% to 97%; the normal approximation would claim
+    up to 103% and collapse to a zero-width interval at 0 or 100%. Wilson stays inside [0, 1] and is honest
+    at the extremes, which is where small sets live.
+    """
+    if total <= 0:
+        return None
+    p = successes / total
+    denominator = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denominator
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 @dataclass(frozen=True)
 class ClassMetrics:
-    precision: float
-    recall: float
-    f1: float
-    support: int  # true instances of the class in the evaluated split
+    """Per-class figures on the evaluated (test) split. None means "not measured": a class without test
+    images has no recall (and no F1); a class nothing was predicted as, and with no test images, no precision."""
 
-    def to_json(self) -> dict[str, float | int]:
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    support: int  # true instances of the class in the evaluated split (test images), as in scikit-learn
+    recall_ci: tuple[float, float] | None = None
+
+    def to_json(self) -> dict[str, object]:
         return {
-            "precision": round(self.precision, 4),
-            "recall": round(self.recall, 4),
-            "f1": round(self.f1, 4),
+            "precision": _round(self.precision),
+            "recall": _round(self.recall),
+            "recall_ci": None if self.recall_ci is None else [round(v, 4) for v in self.recall_ci],
+            "f1": _round(self.f1),
             "support": self.support,
+            "test_support": self.support,
         }
 
 
@@ -48,15 +85,23 @@ def _ratio(num: float, den: float) -> float:
 
 
 def per_class_metrics(matrix: np.ndarray, labels: Sequence[str]) -> dict[str, ClassMetrics]:
-    """Precision, recall, F1 and support per class; 0 where nothing to divide by (scikit-learn's zero_division=0)."""
+    """Precision, recall (with its Wilson interval), F1 and support per class.
+
+    A class with test images but no predictions has precision 0 (scikit-learn's zero_division=0: it was
+    tested and never found). A class without test images has recall and F1 None (not measured, not zero).
+    """
     result = {}
     for k, label in enumerate(labels):
         tp = float(matrix[k, k])
         predicted = float(matrix[:, k].sum())
-        actual = float(matrix[k, :].sum())
-        precision, recall = _ratio(tp, predicted), _ratio(tp, actual)
+        actual = int(matrix[k, :].sum())
+        if actual == 0:
+            precision = 0.0 if predicted else None  # predicted but never there: every such prediction wrong
+            result[label] = ClassMetrics(precision, None, None, 0)
+            continue
+        precision, recall = _ratio(tp, predicted), tp / actual
         f1 = _ratio(2 * precision * recall, precision + recall)
-        result[label] = ClassMetrics(precision, recall, f1, int(actual))
+        result[label] = ClassMetrics(precision, recall, f1, actual, wilson_interval(int(tp), actual))
     return result
 
 

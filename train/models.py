@@ -13,7 +13,17 @@ from torch import nn
 
 from storage.errors import GleanerError
 
-__all__ = ["MODELS", "Net", "SmallCNN", "build_model", "head_name", "model_names", "register_model"]
+__all__ = [
+    "MODELS",
+    "HalvesPool",
+    "Net",
+    "SmallCNN",
+    "build_model",
+    "check_model_name",
+    "head_name",
+    "model_names",
+    "register_model",
+]
 
 Factory = Callable[..., nn.Module]
 MODELS: dict[str, Factory] = {}
@@ -27,6 +37,22 @@ def register_model(name: str) -> Callable[[Factory], Factory]:
         return factory
 
     return decorate
+
+
+class HalvesPool(nn.Module):
+    """AdaptiveAvgPool2d(2) written as four slices: the same numbers at every input size, and exportable.
+
+    ONNX has no adaptive pooling, and torch's exporter refuses an output size that does not divide the input
+    (28 px → a 3x3 map at depth 3). For an output of 2 the bins are [0, ceil(n/2)) and [floor(n/2), n), which
+    slicing reproduces exactly, so checkpoints trained with the adaptive pool load unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        rows = ((0, (height + 1) // 2), (height // 2, height))
+        cols = ((0, (width + 1) // 2), (width // 2, width))
+        cells = [x[:, :, r0:r1, c0:c1].mean(dim=(2, 3)) for r0, r1 in rows for c0, c1 in cols]
+        return torch.stack(cells, dim=2).view(x.shape[0], x.shape[1], 2, 2)
 
 
 class SmallCNN(nn.Module):
@@ -49,7 +75,7 @@ class SmallCNN(nn.Module):
             layers.append(nn.MaxPool2d(2))
             channels = out
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(2)  # keeps a little layout (top/bottom, left/right) for the head
+        self.pool = HalvesPool()  # keeps a little layout (top/bottom, left/right) for the head
         self.dropout = nn.Dropout(0.2)
         self.fc = nn.Linear(channels * 4, num_classes)
 
@@ -87,15 +113,22 @@ def model_names() -> list[str]:
     return sorted(MODELS)
 
 
-def build_model(name: str, num_classes: int, in_channels: int, depth: int = 3) -> tuple[nn.Module, int]:
-    """(model, the number of input channels it expects). Unknown names are a user error, not a traceback."""
+def check_model_name(name: str) -> None:
+    """A user error at once for a model name nothing can build (before any snapshot or image work)."""
     if name in MODELS:
-        model = MODELS[name](num_classes=num_classes, in_channels=in_channels, depth=depth)
-        return model, in_channels if name == "smallcnn" else 3
+        return
     known = torchvision_names()
     if name not in known:
         close = [n for n in known if name.lower()[:4] in n][:6] or known[:6]
         raise GleanerError(f"unknown model {name!r}: use smallcnn, or a torchvision model such as {', '.join(close)}")
+
+
+def build_model(name: str, num_classes: int, in_channels: int, depth: int | None = 3) -> tuple[nn.Module, int]:
+    """(model, the number of input channels it expects). Unknown names are a user error, not a traceback."""
+    if name in MODELS:
+        model = MODELS[name](num_classes=num_classes, in_channels=in_channels, depth=depth or 3)
+        return model, in_channels if name == "smallcnn" else 3
+    check_model_name(name)
     return _torchvision(name, num_classes), 3
 
 

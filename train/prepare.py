@@ -1,4 +1,6 @@
-"""From a snapshot name to ready datasets: manifest, label list, channels, decoded images, normalisation."""
+"""From a snapshot name to ready datasets, in two steps: `plan_snapshot` reads the manifest, labels, channels
+and image sizes from the catalog (cheap: the defaults are chosen from it, and bad input fails here), then
+`load_data` decodes the images at the chosen size and computes the normalisation."""
 
 from __future__ import annotations
 
@@ -10,17 +12,37 @@ from pathlib import Path
 
 import torch
 
-from curate.snapshot import SnapshotInfo, create_snapshot, load_manifest
+from curate.snapshot import ManifestEntry, SnapshotInfo
 from storage.errors import GleanerError
 from storage.workspace import Workspace
-from train.data import ObjectReader, SnapshotDataset, channels_for_modes, decode_all, samples_from_manifest
-from train.records import image_modes
+from train.data import ObjectReader, Sample, SnapshotDataset, channels_for_modes, decode_all, samples_from_manifest
+from train.defaults import DataFacts
+from train.records import image_modes, image_sides
+from train.snapshots import choose_snapshot
 
-__all__ = ["PreparedData", "prepare_data"]
+__all__ = ["PreparedData", "SnapshotPlan", "load_data", "plan_snapshot", "prepare_data"]
 
 log = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")
 STATS_SAMPLE = 2000
+
+
+@dataclass
+class SnapshotPlan:
+    """A snapshot ready to train on, before any image is decoded: what the defaults are chosen from."""
+
+    snapshot: SnapshotInfo
+    entries: list[ManifestEntry]
+    labels: list[str]
+    samples: list[Sample]
+    channels: int
+    shorter_sides: list[int]
+    counts: dict[str, int]  # images per label in the whole snapshot (the targets' snapshot_count)
+    origin: str  # "given", "reused" or "created" (see train.snapshots)
+
+    def facts(self) -> DataFacts:
+        train = sum(1 for s in self.samples if s.split == "train")
+        return DataFacts(train, len(self.labels), self.shorter_sides)
 
 
 @dataclass
@@ -30,18 +52,11 @@ class PreparedData:
     channels: int
     img_size: int
     splits: dict[str, SnapshotDataset]
-    counts: dict[str, int]  # images per label in the whole snapshot (the feedback's "support")
+    counts: dict[str, int]  # images per label in the whole snapshot (the targets' snapshot_count)
     mean: list[float]
     std: list[float]
     in_memory: bool
-
-
-def _snapshot(workspace: Workspace, name: str | None) -> tuple[SnapshotInfo, list]:
-    if name is None:
-        info = create_snapshot(workspace)  # no --dataset: freeze the catalog as it is now
-        log.info("created snapshot %s (%d images)", info.name, info.image_count)
-        name = info.name
-    return load_manifest(workspace, name)
+    origin: str = "given"
 
 
 def _stats(dataset: SnapshotDataset, channels: int) -> tuple[list[float], list[float]]:
@@ -59,35 +74,48 @@ def _stats(dataset: SnapshotDataset, channels: int) -> tuple[list[float], list[f
     return [round(float(v), 5) for v in mean], [round(float(v), 5) for v in std]
 
 
-def prepare_data(
+def plan_snapshot(
     workspace: Workspace,
     snapshot: str | None,
     *,
-    img_size: int,
-    memory_cache_bytes: int,
-    cache_dir: Path | None = None,
-    workers: int | None = None,
     labels: list[str] | None = None,
     channels: int | None = None,
-    on_decode: Callable[[int, int], None] | None = None,
-) -> PreparedData:
-    """Datasets for train/val/test; decoded into one in-memory uint8 tensor when it fits `memory_cache_bytes`.
+) -> SnapshotPlan:
+    """The snapshot's samples, labels, channels and image sizes, read from the catalog without decoding.
 
     `labels` and `channels` come from the run dir on `--resume`, so a resumed run sees the same class order.
     """
-    info, entries = _snapshot(workspace, snapshot)
+    info, entries, origin = choose_snapshot(workspace, snapshot)
     present = sorted({e.label for e in entries})
     if labels is None:
         labels = present
     elif set(present) - set(labels):
         unknown = sorted(set(present) - set(labels))
         raise GleanerError(f"snapshot {info.name} has labels the run does not know: {', '.join(unknown)}")
-    if len(labels) < 2:
-        raise GleanerError(f"snapshot {info.name} has {len(labels)} label(s); a classifier needs at least 2")
     samples = samples_from_manifest(entries, labels)
-    if channels is None:
-        with workspace.catalog.read() as conn:
-            channels = channels_for_modes(image_modes(conn, [s.sha256 for s in samples]))
+    if not any(s.split == "train" for s in samples):
+        raise GleanerError(f"snapshot {info.name} has no training images")
+    shas = [s.sha256 for s in samples]
+    with workspace.catalog.read() as conn:
+        if channels is None:
+            channels = channels_for_modes(image_modes(conn, shas))
+        sides = image_sides(conn, shas)
+    counts = dict(sorted(Counter(e.label for e in entries).items()))
+    return SnapshotPlan(info, entries, list(labels), samples, channels, sides, counts, origin)
+
+
+def load_data(
+    workspace: Workspace,
+    plan: SnapshotPlan,
+    *,
+    img_size: int,
+    memory_cache_bytes: int,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    on_decode: Callable[[int, int], None] | None = None,
+) -> PreparedData:
+    """Datasets for train/val/test; decoded into one in-memory uint8 tensor when it fits `memory_cache_bytes`."""
+    samples, channels = plan.samples, plan.channels
     reader = ObjectReader(workspace.store, cache_dir)
     everything = SnapshotDataset(samples, reader, img_size, channels)
     in_memory = everything.nbytes() <= memory_cache_bytes
@@ -107,8 +135,27 @@ def prepare_data(
         index = [i for i, s in enumerate(samples) if s.split == name]
         cached = everything.images[index] if everything.images is not None else None
         splits[name] = SnapshotDataset([samples[i] for i in index], reader, img_size, channels, cached)
-    if not len(splits["train"]):
-        raise GleanerError(f"snapshot {info.name} has no training images")
     mean, std = _stats(splits["train"], channels)
-    counts = dict(sorted(Counter(e.label for e in entries).items()))
-    return PreparedData(info, list(labels), channels, img_size, splits, counts, mean, std, in_memory)
+    return PreparedData(
+        plan.snapshot, list(plan.labels), channels, img_size, splits, plan.counts, mean, std, in_memory, plan.origin
+    )
+
+
+def prepare_data(
+    workspace: Workspace,
+    snapshot: str | None,
+    *,
+    img_size: int,
+    memory_cache_bytes: int,
+    cache_dir: Path | None = None,
+    workers: int | None = None,
+    labels: list[str] | None = None,
+    channels: int | None = None,
+    on_decode: Callable[[int, int], None] | None = None,
+) -> PreparedData:
+    """`plan_snapshot` then `load_data`, for callers that already know the input size."""
+    plan = plan_snapshot(workspace, snapshot, labels=labels, channels=channels)
+    return load_data(
+        workspace, plan, img_size=img_size, memory_cache_bytes=memory_cache_bytes, cache_dir=cache_dir,
+        workers=workers, on_decode=on_decode,
+    )  # fmt: skip

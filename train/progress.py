@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from storage.clikit import make_progress
@@ -13,8 +14,7 @@ __all__ = ["CliProgress"]
 class CliProgress:
     """Rich progress on stderr: decoding, then one bar per epoch with a summary line when it ends."""
 
-    def __init__(self, epochs: int) -> None:
-        self.epochs = epochs
+    def __init__(self) -> None:
         self.progress = make_progress(transient=True)
         self.task: Any = None
 
@@ -31,21 +31,27 @@ class CliProgress:
         self.task = self.progress.add_task(description, total=total, rate="")
 
     def callbacks(self) -> Any:
-        state = {"epoch": 0}
+        state: dict[str, Any] = {"epoch": 0, "started": 0.0, "fresh": True}
 
         def on_decode(done: int, total: int) -> None:
             if self.task is None or self.progress.tasks[-1].description != "decoding":
                 self._task("decoding", total)
             self.progress.update(self.task, completed=done, rate="images")
 
-        def on_batch(step: int, total: int) -> None:
-            if step == 1:
+        def on_batch(done: int, total: int) -> None:
+            """`done` of `total` training images of this epoch; the bar shows images/s as it goes."""
+            if state["fresh"]:
                 state["epoch"] += 1
+                state["started"] = time.perf_counter()
+                state["fresh"] = False
                 self._task(f"epoch {state['epoch']}", total)
-            self.progress.update(self.task, completed=step, rate="batches")
+            elapsed = time.perf_counter() - state["started"]
+            rate = f"{done / elapsed:,.0f} images/s" if elapsed > 0 else ""
+            self.progress.update(self.task, completed=done, rate=rate)
 
         def on_epoch(record: Any) -> None:
             state["epoch"] = record.epoch
+            state["fresh"] = True
             val = "" if record.val_acc is None else f"  val loss {record.val_loss:.3f} acc {record.val_acc:.3f}"
             self.progress.console.print(
                 f"epoch {record.epoch:>3}  train loss {record.train_loss:.3f} acc {record.train_acc:.3f}{val}"

@@ -18,6 +18,7 @@ from train.feedback import Target
 __all__ = [
     "LOW_CONFIDENCE",
     "image_modes",
+    "image_sides",
     "mark_run",
     "replace_run_targets",
     "write_predictions",
@@ -34,6 +35,17 @@ def image_modes(conn: Connection, shas: Sequence[str]) -> list[str]:
         chunk = list(shas[start : start + CHUNK])
         modes.extend(conn.execute(select(images.c.mode).where(images.c.sha256.in_(chunk))).scalars())
     return modes
+
+
+def image_sides(conn: Connection, shas: Sequence[str]) -> list[int]:
+    """Shorter sides in pixels of the given images, from the catalog (the input size is chosen from these
+    before anything is decoded)."""
+    sides: list[int] = []
+    for start in range(0, len(shas), CHUNK):
+        chunk = list(shas[start : start + CHUNK])
+        rows = conn.execute(select(images.c.width, images.c.height).where(images.c.sha256.in_(chunk)))
+        sides.extend(min(int(w), int(h)) for w, h in rows)
+    return sides
 
 
 def mark_run(conn: Connection, run_id: int, status: str) -> None:

@@ -19,11 +19,26 @@ import numpy as np
 from storage.errors import GleanerError
 from train.evaluate import Predictions
 from train.feedback import collection_targets
-from train.metrics import accuracy, confusion_matrix, most_confused, normalize_rows, per_class_metrics
+from train.metrics import (
+    accuracy,
+    confusion_matrix,
+    most_confused,
+    normalize_rows,
+    per_class_metrics,
+    wilson_interval,
+)
 from train.plots import plot_confusion, plot_curves, save_thumbnail
 from train.report_html import render_html
 
-__all__ = ["GALLERY_SIZE", "Evaluation", "build_report", "load_evaluation", "load_report", "save_evaluation"]
+__all__ = [
+    "GALLERY_SIZE",
+    "Evaluation",
+    "build_report",
+    "compare_to_baseline",
+    "load_evaluation",
+    "load_report",
+    "save_evaluation",
+]
 
 GALLERY_SIZE = 24
 EVALUATION = "evaluation.npz"
@@ -91,6 +106,22 @@ def _gallery(
     return items
 
 
+def compare_to_baseline(model_accuracy: float | None, baseline: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How the model did against the linear baseline of the same run, in words a person reads as a verdict."""
+    if baseline is None or baseline.get("accuracy") is None or model_accuracy is None:
+        return None
+    base = float(baseline["accuracy"])
+    difference = round(model_accuracy - base, 4)
+    if difference > 0:
+        verdict, text = "above", f"the model beat the linear baseline by {difference * 100:.1f} points"
+    elif difference == 0:
+        verdict, text = "tied", f"the model did not beat the linear baseline: both {base:.1%}"
+    else:
+        verdict = "below"
+        text = f"the model did not beat the linear baseline: {model_accuracy:.1%} vs {base:.1%} on the same test split"
+    return {"verdict": verdict, "difference": difference, "text": text}
+
+
 def build_report(
     run_dir: Path,
     evaluation: Evaluation,
@@ -111,8 +142,13 @@ def build_report(
     normalized = normalize_rows(matrix)
     metrics = per_class_metrics(matrix, labels)
     targets = collection_targets(labels, counts, metrics, matrix)
+    total, correct = int(matrix.sum()), int(np.trace(matrix))
+    interval = wilson_interval(correct, total)
+    model_accuracy = round(accuracy(matrix), 4) if total else None
     document: dict[str, Any] = {
         "accuracy": round(accuracy(matrix), 4),
+        "accuracy_ci": None if interval is None else [round(v, 4) for v in interval],
+        "versus_baseline": compare_to_baseline(model_accuracy, meta.get("baseline")),
         "loss": round(p.loss, 4) if len(p.losses) else None,
         "test_images": int(matrix.sum()),
         "per_class": {label: m.to_json() for label, m in metrics.items()},

@@ -18,7 +18,7 @@ from train.evaluate import predict
 from train.loaders import make_batches
 from train.prepare import prepare_data
 from train.report import EVALUATION, REPORT, Evaluation, build_report, load_evaluation, save_evaluation
-from train.rundir import load_net, read_meta
+from train.rundir import BASELINE, load_net, read_meta
 
 __all__ = ["report_for"]
 
@@ -62,6 +62,9 @@ def report_for(run_dir: Path) -> dict[str, Any]:
     history, best_epoch = _history(run_dir)
     report_meta = {"run_dir": str(run_dir), "run_id": meta.get("run_id"), "snapshot": meta["snapshot"]}
     report_meta["model"] = meta["train"]["model"]
+    report_meta["chosen"] = meta.get("chosen", {})
+    baseline = run_dir / BASELINE
+    report_meta["baseline"] = json.loads(baseline.read_text(encoding="utf-8")) if baseline.is_file() else None
     return build_report(
         run_dir, evaluation, history=history, counts=meta.get("dataset_counts", {}), meta=report_meta,
         best_epoch=best_epoch, image_of=image_of,

@@ -19,20 +19,34 @@ import torch
 from storage.catalog import finish_run, start_run
 from storage.errors import GleanerError
 from storage.workspace import Workspace
+from train.baseline import BaselineResult, linear_baseline
 from train.checkpoint import LAST
 from train.config import TrainConfig
+from train.defaults import choose_defaults
 from train.engine import EpochRecord, Trainer, resolve_device
 from train.evaluate import Predictions, predict
 from train.feedback import Target
 from train.loaders import make_batches
 from train.models import default_normalization
-from train.prepare import PreparedData, prepare_data
+from train.preflight import check_config, check_weights_fit
+from train.prepare import PreparedData, SnapshotPlan, load_data, plan_snapshot
 from train.records import mark_run, replace_run_targets, write_predictions
 from train.report import Evaluation, build_report, save_evaluation
-from train.rundir import build_net, read_meta, write_meta
+from train.rundir import BASELINE, build_net, read_meta, write_meta
 from train.weights import freeze_backbone, load_weights
 
-__all__ = ["Callbacks", "fit_prepared", "run_meta", "run_training"]
+__all__ = [
+    "CALIBRATION_IMAGES",
+    "Callbacks",
+    "default_run_dir",
+    "fit_prepared",
+    "prepare_run",
+    "run_baseline",
+    "run_meta",
+    "run_training",
+]
+
+CALIBRATION_IMAGES = 2048  # clean training images the batch-norm statistics are recomputed on, per epoch
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +59,27 @@ class Callbacks:
     on_batch: Callable[[int, int], None] | None = None
     on_epoch: Callable[[EpochRecord], None] | None = None
     on_phase: Callable[[str], None] | None = None
+    on_defaults: Callable[[dict[str, dict[str, Any]]], None] | None = None
 
     def phase(self, text: str) -> None:
         if self.on_phase:
             self.on_phase(text)
 
 
-def run_meta(config: TrainConfig, data: PreparedData, run_id: int | None, workspace: Workspace) -> dict[str, Any]:
+def run_meta(
+    config: TrainConfig,
+    data: PreparedData,
+    run_id: int | None,
+    workspace: Workspace,
+    chosen: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     normal = default_normalization(config.model, data.channels)
     mean, std = normal if normal else (data.mean, data.std)
     return {
         "train": config.to_json(),
+        "chosen": chosen or {},
         "snapshot": data.snapshot.name,
+        "snapshot_origin": data.origin,
         "labels": data.labels,
         "channels": data.channels,
         "img_size": data.img_size,
@@ -69,6 +92,17 @@ def run_meta(config: TrainConfig, data: PreparedData, run_id: int | None, worksp
         "in_memory": data.in_memory,
         "created_at": datetime.now(UTC).isoformat(),
     }
+
+
+def default_run_dir(workspace: Workspace) -> Path:
+    """WORKSPACE/runs/<UTC timestamp>: a fresh folder per run when --out is not given."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = workspace.root / "runs" / stamp
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = workspace.root / "runs" / f"{stamp}-{suffix}"
+    return path
 
 
 def fit_prepared(
@@ -96,12 +130,67 @@ def fit_prepared(
         workers=config.workers, device=device,
     )  # fmt: skip
     val = make_batches(data.splits["val"], max(256, config.batch_size), workers=config.workers, device=device)
-    trainer = Trainer(net, config, device, run_dir, train, val if len(data.splits["val"]) else None)
+    trainer = Trainer(
+        net, config, device, run_dir, train, val if len(data.splits["val"]) else None, _calibration(data, device)
+    )
     if resume:
         trainer.resume()
     trainer.fit(on_epoch=callbacks.on_epoch, on_batch=callbacks.on_batch, stop_after=stop_after)
     precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[trainer.amp_dtype]
     return trainer, {"weights": weights_info, "device": str(device), "precision": precision}
+
+
+def _calibration(data: PreparedData, device: torch.device) -> Any:
+    """Up to CALIBRATION_IMAGES training images, evenly spread, for recomputing batch-norm statistics
+    (train.engine.recalibrate_batchnorm); None when the images are not decoded in memory."""
+    train = data.splits["train"]
+    if train.images is None or not len(train):
+        return None
+    step = max(1, len(train) // CALIBRATION_IMAGES)
+    index = torch.arange(0, len(train), step)[:CALIBRATION_IMAGES]
+    from train.loaders import TensorBatches
+
+    return TensorBatches(train.images[index], train.targets[index], 256, device=device)
+
+
+def run_baseline(data: PreparedData) -> BaselineResult | None:
+    """The linear baseline on the run's own split; None when the images are not decoded in memory."""
+    if any(ds.images is None for ds in data.splits.values()):
+        log.warning("no linear baseline: the dataset is too large to decode into memory")
+        return None
+    splits = {name: (ds.images, ds.targets) for name, ds in data.splits.items()}
+    return linear_baseline(splits, len(data.labels))  # type: ignore[arg-type]
+
+
+def prepare_run(
+    workspace: Workspace,
+    config: TrainConfig,
+    dataset: str | None,
+    *,
+    saved: dict[str, Any] | None = None,
+    callbacks: Callbacks | None = None,
+) -> tuple[TrainConfig, dict[str, dict[str, Any]], SnapshotPlan, PreparedData]:
+    """Check the config, choose the snapshot and the data-dependent defaults, then decode: in that order, so
+    that a mistake costs neither a snapshot nor a decode. Returns (resolved config, chosen defaults, plan,
+    data)."""
+    callbacks = callbacks or Callbacks()
+    check_config(config)
+    plan = plan_snapshot(
+        workspace, dataset, labels=saved["labels"] if saved else None, channels=saved["channels"] if saved else None
+    )
+    config, chosen = choose_defaults(config, plan.facts())
+    if saved:
+        chosen = saved.get("chosen", {})
+    check_weights_fit(config, len(plan.labels), plan.channels)
+    if callbacks.on_defaults:
+        callbacks.on_defaults(chosen)
+    callbacks.phase("loading images")
+    assert config.img_size is not None
+    data = load_data(
+        workspace, plan, img_size=config.img_size, memory_cache_bytes=config.memory_cache_bytes,
+        cache_dir=workspace.root / ".cache" / "train", workers=config.workers or None, on_decode=callbacks.on_decode,
+    )  # fmt: skip
+    return config, chosen, plan, data
 
 
 def _evaluate_all(trainer: Trainer, data: PreparedData, batch_size: int) -> dict[str, Predictions]:
@@ -165,18 +254,7 @@ def run_training(
         dataset = saved["snapshot"]
     elif (run_dir / "checkpoints" / LAST).exists():
         raise GleanerError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
-    callbacks.phase("loading images")
-    data = prepare_data(
-        workspace,
-        dataset,
-        img_size=config.img_size,
-        memory_cache_bytes=config.memory_cache_bytes,
-        cache_dir=workspace.root / ".cache" / "train",
-        workers=config.workers or None,
-        labels=saved["labels"] if saved else None,
-        channels=saved["channels"] if saved else None,
-        on_decode=callbacks.on_decode,
-    )
+    config, chosen, _, data = prepare_run(workspace, config, dataset, saved=saved, callbacks=callbacks)
     with workspace.catalog.write() as conn:
         if saved and saved.get("run_id"):
             run_id = int(saved["run_id"])
@@ -184,10 +262,11 @@ def run_training(
         else:
             recorded = {**config.to_json(), "run_dir": str(run_dir), "snapshot": data.snapshot.name}
             run_id = start_run(conn, "train", recorded)
-    meta = run_meta(config, data, run_id, workspace)
+    meta = run_meta(config, data, run_id, workspace, chosen)
     if saved:
         meta = {**saved, "train": config.to_json()}
     write_meta(run_dir, meta)
+    baseline = _load_or_fit_baseline(run_dir, data, callbacks)
     started = time.perf_counter()
     outcome: dict[str, Any] = {"run_dir": str(run_dir), "status": "failed"}
     try:
@@ -201,11 +280,16 @@ def run_training(
             outcome = {"run_id": run_id, "run_dir": str(run_dir), "status": "interrupted"}
             return {**outcome, "epochs_done": state.epochs_done}
         callbacks.phase("evaluating")
-        results = _evaluate_all(trainer, data, config.batch_size)
+        results = _evaluate_all(trainer, data, config.batch_size or 256)
         evaluation = Evaluation(data.labels, [s.sha256 for s in data.splits["test"].samples], results["test"])
         save_evaluation(run_dir, evaluation)
         history = [vars(r) for r in state.history]
-        report_meta = {"run_dir": str(run_dir), "run_id": run_id, "snapshot": data.snapshot.name, "model": config.model}
+        images_per_second = _throughput(state.history, len(data.splits["train"]))
+        report_meta = {
+            "run_dir": str(run_dir), "run_id": run_id, "snapshot": data.snapshot.name, "model": config.model,
+            "baseline": baseline, "chosen": chosen, "train_seconds": round(train_seconds, 2),
+            "images_per_second": images_per_second,
+        }  # fmt: skip
         callbacks.phase("writing the report")
         report = build_report(
             run_dir, evaluation, history=history, counts=data.counts, meta=report_meta,
@@ -213,9 +297,14 @@ def run_training(
         )  # fmt: skip
         warnings = [f"the {name} split of snapshot {data.snapshot.name} is empty" for name in ("val", "test")
                     if not len(data.splits[name])]  # fmt: skip
+        if report["versus_baseline"] and report["versus_baseline"]["verdict"] != "above":
+            warnings.append(report["versus_baseline"]["text"])
         for warning in warnings:
             log.warning(warning)
-        targets = [Target(t["label"], t["want"], t["reason"], t["urgency"], 0, None, None) for t in report["targets"]]
+        targets = [
+            Target(t["label"], t["want"], t["reason"], t["urgency"], t.get("snapshot_count", 0), None, None)
+            for t in report["targets"]
+        ]
         summary = {
             "run_id": run_id,
             "run_dir": str(run_dir),
@@ -228,7 +317,13 @@ def run_training(
             "best_epoch": state.best_epoch,
             "stopped_early": state.stopped_early,
             "train_seconds": round(train_seconds, 2),
+            "images_per_second": images_per_second,
             "accuracy": report["accuracy"],
+            "accuracy_ci": report["accuracy_ci"],
+            "baseline": baseline,
+            "versus_baseline": report["versus_baseline"],
+            "chosen": chosen,
+            "config": config.to_json(),
             "val_accuracy": round(results["val"].accuracy, 4) if len(results["val"].targets) else None,
             "train_accuracy": round(results["train"].accuracy, 4),
             "per_class": report["per_class"],
@@ -248,3 +343,26 @@ def run_training(
     finally:
         with workspace.catalog.write() as conn:
             finish_run(conn, run_id, outcome["status"], outcome)
+
+
+def _throughput(history: list[EpochRecord], train_images: int) -> float | None:
+    """Training images per second over the epochs (augmentation, forward, backward and the per-epoch
+    validation included: what the epochs cost)."""
+    seconds = sum(record.seconds for record in history)
+    return round(train_images * len(history) / seconds, 1) if seconds > 0 else None
+
+
+def _load_or_fit_baseline(run_dir: Path, data: PreparedData, callbacks: Callbacks) -> dict[str, Any] | None:
+    """The run's baseline figures: fitted once (baseline.json), read back on --resume."""
+    import json
+
+    path = run_dir / BASELINE
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    callbacks.phase("fitting the linear baseline")
+    result = run_baseline(data)
+    if result is None:
+        return None
+    document = result.to_json()
+    path.write_text(json.dumps(document, indent=2), encoding="utf-8")
+    return document

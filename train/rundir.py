@@ -13,9 +13,10 @@ from train.checkpoint import BEST, LAST, load_checkpoint
 from train.config import TrainConfig
 from train.models import Net, build_model
 
-__all__ = ["RUN_CONFIG", "build_net", "load_net", "read_meta", "write_meta"]
+__all__ = ["BASELINE", "RUN_CONFIG", "build_net", "load_net", "read_meta", "write_meta"]
 
 RUN_CONFIG = "config.json"
+BASELINE = "baseline.json"  # the linear baseline's figures on the run's split (train.baseline)
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:

@@ -22,8 +22,7 @@ from storage.catalog import finish_run, start_run
 from storage.errors import GleanerError
 from storage.workspace import Workspace
 from train.config import TrainConfig
-from train.prepare import prepare_data
-from train.run import Callbacks, fit_prepared, run_meta
+from train.run import Callbacks, fit_prepared, prepare_run, run_meta
 from train.rundir import write_meta
 
 __all__ = ["SWEEP_FIELDS", "SweepRow", "run_sweep", "summarize"]
@@ -124,16 +123,17 @@ def run_sweep(
     callbacks: Callbacks | None = None,
 ) -> dict[str, Any]:
     """Run every (lr, epochs) combination `repeats` times (seeds seed, seed+1, ...) into OUT/<trial>/."""
-    lrs, epochs = list(lrs) or [base.lr], list(epochs) or [base.epochs]
     if repeats < 1:
         raise GleanerError(f"--repeats must be at least 1, not {repeats}")
     callbacks = callbacks or Callbacks()
+    if base.patience is None:
+        base = base.with_changes(patience=0)  # trials are compared at their last epoch: all run to the end
+    if epochs and base.epochs is None:
+        base = base.with_changes(epochs=max(epochs))  # the defaults (patience) follow the longest trial
+    base, chosen, _, data = prepare_run(workspace, base, dataset, callbacks=callbacks)
+    assert base.epochs is not None
+    lrs, epochs = list(lrs) or [base.lr], list(epochs) or [base.epochs]
     out.mkdir(parents=True, exist_ok=True)
-    callbacks.phase("loading images")
-    data = prepare_data(
-        workspace, dataset, img_size=base.img_size, memory_cache_bytes=base.memory_cache_bytes,
-        cache_dir=workspace.root / ".cache" / "train", workers=base.workers or None, on_decode=callbacks.on_decode,
-    )  # fmt: skip
     grid = [(lr, ep, rep) for (lr, ep), rep in product(product(lrs, epochs), range(repeats))]
     with workspace.catalog.write() as conn:
         run_id = start_run(conn, "sweep", {**base.to_json(), "lrs": lrs, "epochs_grid": epochs, "repeats": repeats})
@@ -143,7 +143,7 @@ def run_sweep(
         for number, (lr, ep, rep) in enumerate(grid, start=1):
             config = base.with_changes(lr=lr, epochs=ep, seed=base.seed + rep)
             trial_dir = out / f"lr{lr:g}-ep{ep}-r{rep}"
-            meta = run_meta(config, data, run_id, workspace)
+            meta = run_meta(config, data, run_id, workspace, chosen)
             write_meta(trial_dir, meta)
             callbacks.phase(f"trial {number}/{len(grid)}: lr {lr:g}, {ep} epochs, repeat {rep + 1}")
             started = time.perf_counter()

@@ -17,7 +17,7 @@ from torch import nn
 from storage.errors import GleanerError
 from train.models import head_name
 
-__all__ = ["LoadReport", "freeze_backbone", "load_weights", "resolve_weights", "set_train_mode"]
+__all__ = ["LoadReport", "freeze_backbone", "load_weights", "read_state_dict", "resolve_weights", "set_train_mode"]
 
 log = logging.getLogger(__name__)
 LoadReport = dict[str, Any]
@@ -58,7 +58,7 @@ def resolve_weights(spec: str, arch: str) -> Path:
     return cached
 
 
-def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -75,7 +75,7 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_weights(body: nn.Module, spec: str, arch: str) -> LoadReport:
     """Load every tensor whose name and shape match; a head for another number of classes is left new."""
     path = resolve_weights(spec, arch)
-    state = _state_dict(path)
+    state = read_state_dict(path)
     own = body.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:

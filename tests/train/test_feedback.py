@@ -22,7 +22,7 @@ def test_underrepresented_label_comes_first() -> None:
     found = collection_targets(LABELS, counts, per_class_metrics(matrix, LABELS), matrix)
     assert found[0].label == "shirt"
     assert found[0].want == 950  # up to the median: 1000 - 50
-    assert found[0].reason.startswith("support 50 vs median 1000; recall 0.33; f1 0.50")
+    assert found[0].reason.startswith("50 snapshot images vs median 1000; recall 0.33; f1 0.50")
     assert found[0].reason.endswith("confused with coat")
 
 

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from train.metrics import accuracy, confusion_matrix, most_confused, normalize_rows, per_class_metrics
+from train.metrics import (
+    accuracy,
+    confusion_matrix,
+    most_confused,
+    normalize_rows,
+    per_class_metrics,
+    wilson_interval,
+)
 
 LABELS = ["cat", "dog", "fox"]
 # true:      cat cat cat cat dog dog dog fox fox fox
@@ -40,11 +47,30 @@ def test_per_class_by_hand() -> None:
         )
 
 
-def test_empty_class_and_empty_input_are_zero_not_nan() -> None:
+def test_a_class_without_test_images_is_not_measured_rather_than_zero() -> None:
     metrics = per_class_metrics(confusion_matrix([0, 0], [0, 0], 2), ["a", "b"])
-    assert metrics["b"].to_json() == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert metrics["b"].to_json() == {
+        "precision": None, "recall": None, "recall_ci": None, "f1": None, "support": 0, "test_support": 0,
+    }  # fmt: skip
+    # predicted as "b" but never there: those predictions are measured, and all wrong
+    assert per_class_metrics(confusion_matrix([0, 0], [0, 1], 2), ["a", "b"])["b"].precision == 0.0
+    # tested and never found: recall 0 is a measurement
+    found = per_class_metrics(confusion_matrix([0, 1], [0, 0], 2), ["a", "b"])["b"]
+    assert (found.precision, found.recall, found.f1, found.support) == (0.0, 0.0, 0.0, 1)
     empty = confusion_matrix([], [], 2)
     assert empty.tolist() == [[0, 0], [0, 0]] and accuracy(empty) == 0.0
+
+
+def test_wilson_interval_against_worked_values() -> None:
+    # Wilson (1927) / Newcombe (1998) table: 81 of 263 → 0.2553-0.3662; 0 of 10 → 0-0.2775; 10 of 10 → 0.7225-1
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) is None
+    low, high = wilson_interval(18, 20)  # type: ignore[misc]
+    assert low < 0.9 < high and high < 1.0  # "90% on 20 images" is roughly 70-97%
+    metrics = per_class_metrics(confusion_matrix(TRUE, PRED, 3), LABELS)
+    assert metrics["cat"].recall_ci == pytest.approx(wilson_interval(2, 4))
 
 
 def test_normalized_rows_and_most_confused() -> None:
