@@ -9,7 +9,15 @@ from rich.table import Table
 from sqlalchemy import select
 
 from curate.check import check_quality
-from curate.dedupe.clusters import DEFAULT_THRESHOLD, apply_report, ensure_hashes, find_clusters, undo_duplicates
+from curate.dedupe.clusters import (
+    DEFAULT_THRESHOLD,
+    apply_report,
+    choose_keeper,
+    ensure_hashes,
+    find_clusters,
+    mark_not_duplicates,
+    undo_duplicates,
+)
 from curate.export import EXPORTERS, export_formats
 from curate.fsck import fsck
 from curate.report_html import write_dedupe_html
@@ -235,12 +243,25 @@ def dedupe_command(
     ),
     apply: bool = typer.Option(False, "--apply", help="Mark non-keepers as duplicates (reversible with --undo)."),
     undo: bool = typer.Option(False, "--undo", help="Clear every duplicate mark."),
+    not_duplicate: tuple[str, str] | None = typer.Option(
+        None, "--not-duplicate", help="Two sha256s (or prefixes) that are different images: never grouped."
+    ),
+    keeper: str = typer.Option(None, "--keeper", help="sha256 (or prefix) to keep as its group's keeper."),
     html_path: Path = typer.Option(None, "--html", help="Where to write the HTML report (default: WORKSPACE/reports)."),
     workspace: Path = WorkspaceOption,
     json_output: bool = JsonOption,
 ) -> None:
-    """Find exact and near-duplicate groups (flips, turns, crops, screenshots too); a dry run unless --apply."""
+    """Find near-duplicate groups (flips, turns, crops, screenshots too), verified on the pixels; a dry run unless
+    --apply. Unverified matches are listed as candidates for review, never set aside."""
     ws = open_workspace(workspace)
+    if not_duplicate:
+        a, b = mark_not_duplicates(ws, not_duplicate[0], not_duplicate[1], default_actor())
+        _report(json_output, {"not_duplicates": [a, b]}, f"{a[:12]} and {b[:12]} are not duplicates: never grouped")
+        return
+    if keeper is not None:
+        chosen = choose_keeper(ws, keeper, default_actor())
+        _report(json_output, {"keeper": chosen}, f"{chosen[:12]} is its group's keeper")
+        return
     if undo:
         cleared = undo_duplicates(ws)
         _report(json_output, {"cleared": cleared}, f"cleared {cleared} duplicate mark(s)")
@@ -257,7 +278,7 @@ def dedupe_command(
     if json_output:
         emit_json({**report.to_json(), "applied": apply, "marked": changed, "html": str(page)})
         return
-    table = Table(title=f"Near-duplicate groups ({report.images:,} images, threshold {threshold})")
+    table = Table(title=f"Verified near-duplicate groups ({report.images:,} images, threshold {threshold})")
     for column in ("keeper", "size", "members", "max distance", "labels"):
         table.add_column(column)
     for cluster in report.clusters[:30]:
@@ -274,6 +295,7 @@ def dedupe_command(
     summary = report.to_json()
     out_console.print(
         f"{len(report.clusters)} group(s), {summary['duplicates']} duplicate(s), {summary['conflicts']} conflict(s); "
+        f"{len(report.candidates)} unverified candidate pair(s) to review (never set aside); "
         f"{len(report.exact)} image(s) seen at several sources. Report: {page}",
         highlight=False,
     )

@@ -113,4 +113,13 @@ def _facts(image: Image.Image, data: bytes, *, min_side: int, max_pixels: int) -
         phash_trim=hashes.phash_trim,
         hash_variants=hashes.to_blob(),
         hash_version=HASH_VERSION,
+        content_pixels=_content_pixels(hashes.trim_box, image.size, (width, height)),
     )
+
+
+def _content_pixels(box: tuple[int, int, int, int] | None, hashed: tuple[int, int], full: tuple[int, int]) -> int:
+    """The trim box's area scaled from the (draft-decoded) hashed image to the image's own size."""
+    if box is None:
+        return full[0] * full[1]
+    left, top, right, bottom = box
+    return round((right - left) * (bottom - top) * (full[0] / hashed[0]) * (full[1] / hashed[1]))

@@ -22,10 +22,11 @@ from typing import Any, Literal
 from sqlalchemy import Connection
 
 from storage.catalog import Catalog, ImageFacts, Sighting, SourceInfo, default_actor, mark_duplicate, record_images
+from storage.catalog.duplicates import Candidate, load_decisions, record_candidate, replace_keeper
 from storage.errors import StoreError
 from storage.imaging import Rejected, analyze
 from storage.keys import image_key
-from storage.neardup import NearDuplicateIndex
+from storage.neardup import NearDuplicateIndex, PixelVerifier
 from storage.parallel import process_map
 from storage.settings import IngestSettings
 from storage.stores import ObjectStore, open_store
@@ -59,6 +60,7 @@ class Outcome:
     status: Status
     sha256: str | None = None
     reason: str | None = None
+    near_duplicate_of: str | None = None  # a new image set aside as a verified near-duplicate of this keeper
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,15 @@ class IngestSummary:
     duplicates: int = 0
     rejected: int = 0
     failed: int = 0
-    near_duplicates: int = 0  # among `duplicates`: new bytes, but a near-duplicate of a catalogued image
+    near_duplicates: int = 0  # among `added`: set aside as verified near-duplicates of catalogued images
     problems: list[dict[str, str]] = field(default_factory=list)
 
     def add(self, outcome: Outcome) -> None:
         if outcome.status == "added":
             self.added += 1
+            self.near_duplicates += outcome.near_duplicate_of is not None
         elif outcome.status == "duplicate":
             self.duplicates += 1
-            self.near_duplicates += outcome.reason is not None
         else:
             self.rejected += outcome.status == "rejected"
             self.failed += outcome.status == "failed"
@@ -181,6 +183,7 @@ class Ingestor:
         self.actor = actor or default_actor()
         self.run_id = run_id
         self._index: NearDuplicateIndex | None = None
+        self._verifier: PixelVerifier | None = None
         self._index_state = "unloaded"
 
     @classmethod
@@ -203,7 +206,7 @@ class Ingestor:
         # A fixed order of row locks: two processes recording the same new images cannot deadlock (PostgreSQL).
         stored.sort(key=lambda pair: pair[1].facts.sha256 if pair[1].facts else "")
         added_by_item: dict[int, bool] = {}
-        near_of_item: dict[int, tuple[str, int]] = {}
+        near_of_item: dict[int, str] = {}
         if stored:
             if sync_store:
                 self.store.sync()
@@ -216,25 +219,41 @@ class Ingestor:
                 added_flags = record_images(conn, sightings, origin=self.origin, actor=self.actor, run_id=self.run_id)
                 for (item, _), added in zip(stored, added_flags, strict=True):
                     added_by_item[id(item)] = added
-                new = [(item, prepared.facts) for item, prepared in stored if added_by_item[id(item)]]
+                new = [(item, prepared) for item, prepared in stored if added_by_item[id(item)]]
                 if index is not None and new:
-                    matches = index.match_and_add([facts for _, facts in new])  # type: ignore[misc]
-                    for (item, facts), near in zip(new, matches, strict=True):
-                        if near:
-                            mark_duplicate(conn, facts.sha256, near[0])  # type: ignore[union-attr]
-                            near_of_item[id(item)] = near
+                    near_of_item = self._judge_near_duplicates(conn, index, new)
         for item, prepared in batch:
             uri = item.source.uri
             if prepared.facts is None:
                 outcomes.append(Outcome(uri, prepared.status, reason=prepared.reason))
-            elif id(item) in near_of_item:
-                keeper, dist = near_of_item[id(item)]
-                reason = f"near-duplicate of {keeper[:12]} (distance {dist})"
-                outcomes.append(Outcome(uri, "duplicate", sha256=prepared.facts.sha256, reason=reason))
             else:
                 status: Status = "added" if added_by_item[id(item)] else "duplicate"
-                outcomes.append(Outcome(uri, status, sha256=prepared.facts.sha256))
+                keeper = near_of_item.get(id(item))
+                reason = f"near-duplicate of {keeper[:12]}, set aside" if keeper else None
+                outcomes.append(Outcome(uri, status, prepared.facts.sha256, reason, near_duplicate_of=keeper))
         return outcomes
+
+    def _judge_near_duplicates(
+        self, conn: Connection, index: NearDuplicateIndex, new: list[tuple[IngestItem, Prepared]]
+    ) -> dict[int, str]:
+        """Set aside verified near-duplicates among the newly recorded images, let a better copy take its keeper's
+        place, and record unverified matches as review candidates. Returns item id -> keeper for those set aside."""
+        if self._verifier is None:
+            self._verifier = PixelVerifier(self.store)
+        decisions = load_decisions(conn)
+        batch = [(p.facts, p.object_key, item.label is not None) for item, p in new]
+        judgements = index.judge(batch, self._verifier.verify, decisions.separated)  # type: ignore[arg-type]
+        near_of_item: dict[int, str] = {}
+        for (item, prepared), judgement in zip(new, judgements, strict=True):
+            sha = prepared.facts.sha256  # type: ignore[union-attr]
+            if judgement.duplicate_of:
+                mark_duplicate(conn, sha, judgement.duplicate_of)
+                near_of_item[id(item)] = judgement.duplicate_of
+            elif judgement.replaces:
+                replace_keeper(conn, judgement.replaces, sha)
+            for keeper, distance, matched, verdict in judgement.candidates:
+                record_candidate(conn, Candidate(sha, keeper, distance, matched, verdict.score, verdict.reason))
+        return near_of_item
 
     def _near_index(self, conn: Connection) -> NearDuplicateIndex | None:
         """Loaded on the first commit, then kept up to date with the keepers this run adds."""

@@ -1,41 +1,65 @@
-"""Flag near-duplicates of catalogued images as they are ingested.
+"""Near-duplicates of catalogued images, judged as they are ingested.
 
 The index holds the transform-aware hashes of the catalog's keepers (whole, non-duplicate images) in memory;
-each batch of new images is compared with all of them at once (storage.hashes.compare), and one within the threshold is
-recorded as a duplicate of the image it matches. Above INDEX_LIMIT images the per-image cost would slow
-collectors down, so the check is skipped there and `curate dedupe` (sub-quadratic) does the grouping.
+each batch of new images is compared with all of them at once (storage.hashes.compare). A new image within the
+threshold of a keeper is set aside as its duplicate only when the pixels confirm it (storage.hashes.verify);
+otherwise the pair is recorded as a candidate for review and the image stays in the training set. When the new
+copy is the better keeper (labelled, colour, larger... storage.keepers), it takes the old keeper's place.
+Above INDEX_LIMIT images the per-image cost would slow collectors down, so the check is skipped there and
+`curate dedupe` (sub-quadratic) does the grouping.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 import numpy as np
+from PIL import Image
 from sqlalchemy import Connection, func, select
 
 from storage.catalog.records import ImageFacts
 from storage.catalog.schema import images
-from storage.hashes.compare import SMALL_SIDE, HashArrays, cross_distances
+from storage.errors import StoreError
+from storage.hashes.compare import SMALL_SIDE, HashArrays, HashesLike, best_match, cross_distances
 from storage.hashes.compute import HASH_VERSION, ImageHashes
+from storage.hashes.verify import Verdict, decode_for_verify, verify_pair
+from storage.keepers import ImageInfo, clearly_better
+from storage.stores import ObjectStore
 
-__all__ = ["INDEX_LIMIT", "NearDuplicateIndex"]
+__all__ = ["INDEX_LIMIT", "Judgement", "NearDuplicateIndex", "PixelVerifier"]
 
 INDEX_LIMIT = 100_000
+MAX_VERIFIED = 3  # closest keepers a new image is verified against
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Judgement:
+    """What ingest decided about one new image against the keepers."""
+
+    duplicate_of: str | None = None  # set aside as a verified near-duplicate of this keeper
+    replaces: str | None = None  # the new image is the better copy: this old keeper becomes its duplicate
+    distance: int = 0
+    verdict: Verdict | None = None
+    candidates: tuple[tuple[str, int, str, Verdict], ...] = ()  # (keeper, distance, matched, verdict): review
+
+
 class NearDuplicateIndex:
-    """The catalog's keepers and their hashes; grows as new, distinct images are ingested.
+    """The catalog's keepers, their hashes, object keys and keeper facts; grows as distinct images arrive.
 
     Rows live in preallocated arrays that double when full, so adding a keeper is O(1) amortised and a match
     is one vectorised comparison against a view of the filled rows.
     """
 
-    def __init__(self, shas: list[str], arrays: HashArrays, threshold: int) -> None:
+    def __init__(
+        self, shas: list[str], keys: list[str], infos: list[ImageInfo], arrays: HashArrays, threshold: int
+    ) -> None:
         self.threshold = threshold
-        self._shas = list(shas)
+        self._shas, self._keys, self._infos = list(shas), list(keys), list(infos)
         self._size = len(shas)
         capacity = max(64, 2 * self._size)
         self._columns = {f.name: _grow(getattr(arrays, f.name), capacity) for f in fields(HashArrays)}
@@ -54,8 +78,13 @@ class NearDuplicateIndex:
         if count > INDEX_LIMIT:
             log.info("catalog has %d images: near-duplicates are left to `curate dedupe`", count)
             return None
-        rows = conn.execute(select(images.c.sha256, images.c.hash_variants).where(keepers)).all()
-        return cls([r[0] for r in rows], HashArrays.from_blobs([r[1] for r in rows]), threshold)
+        c = images.c
+        columns = (c.sha256, c.object_key, c.width, c.height, c.size_bytes, c.format, c.mode, c.label_id, c.added_at)
+        columns += (c.content_pixels,)
+        rows = conn.execute(select(*columns, c.hash_variants).where(keepers)).all()
+        infos = [ImageInfo(r[0], r[2], r[3], r[4], r[5], r[6], r[7] is not None, r[8], r[9]) for r in rows]
+        arrays = HashArrays.from_blobs([r[-1] for r in rows])
+        return cls([r[0] for r in rows], [r[1] for r in rows], infos, arrays, threshold)
 
     def __len__(self) -> int:
         return self._size
@@ -63,45 +92,94 @@ class NearDuplicateIndex:
     def _view(self) -> HashArrays:
         return HashArrays(**{name: column[: self._size] for name, column in self._columns.items()})
 
-    def match_and_add(self, batch: list[ImageFacts]) -> list[tuple[str, int] | None]:
-        """For each new image in order: (sha256, distance) of the closest keeper within the threshold, or None,
-        in which case it becomes a keeper itself (later images of the batch are compared with it too).
+    def judge(
+        self,
+        batch: list[tuple[ImageFacts, str, bool]],
+        verify: Callable[[str, HashesLike, str, HashesLike], Verdict],
+        separated: Callable[[str, str], bool] = lambda a, b: False,
+    ) -> list[Judgement]:
+        """For each new image (facts, object key, labelled) in order: its judgement. Images that are not set
+        aside become keepers (later images of the batch are compared with them too).
 
-        One vectorised comparison for the whole batch against the index, and one within the batch.
-        """
-        results: list[tuple[str, int] | None] = [None] * len(batch)
-        probes = [(i, facts) for i, facts in enumerate(batch) if facts.hash_variants is not None and not _tiny(facts)]
+        `verify(keeper key, keeper hashes, new key, new hashes)`; `separated(a, b)`: a person said a and b are
+        not duplicates. One vectorised distance computation for the whole batch against the index."""
+        results = [Judgement()] * len(batch)
+        probes = [k for k, (facts, _, _) in enumerate(batch) if facts.hash_variants is not None and not _tiny(facts)]
         if not probes:
             return results
-        arrays = HashArrays.from_hashes([ImageHashes.from_blob(f.hash_variants) for _, f in probes])  # type: ignore[arg-type]
-        to_index = cross_distances(arrays, self._view()) if self._size else None
-        within = cross_distances(arrays, arrays) if len(probes) > 1 else None
-        keepers: list[int] = []
-        for j, (i, _facts) in enumerate(probes):
-            best: tuple[str, int] | None = None
-            if to_index is not None:
-                k = int(np.argmin(to_index[j]))
-                if to_index[j, k] <= self.threshold:
-                    best = (self._shas[k], int(to_index[j, k]))
-            if within is not None:
-                for q in keepers:
-                    distance = int(within[j, q])
-                    if distance <= self.threshold and (best is None or distance < best[1]):
-                        best = (probes[q][1].sha256, distance)
-            if best is None:
-                keepers.append(j)
-            results[i] = best
-        for j in keepers:
-            self._append(probes[j][1].sha256, arrays, j)
+        hashes = [ImageHashes.from_blob(batch[k][0].hash_variants) for k in probes]  # type: ignore[arg-type]
+        start = self._size
+        to_index = cross_distances(HashArrays.from_hashes(hashes), self._view()) if self._size else None
+        for j, k in enumerate(probes):
+            facts, key, labelled = batch[k]
+            near = [] if to_index is None else [(int(d), r) for r, d in enumerate(to_index[j]) if d <= self.threshold]
+            for row in range(start, self._size):  # keepers added by this batch
+                dist = _distance(self._row(row), hashes[j])
+                if dist <= self.threshold:
+                    near.append((dist, row))
+            results[k] = self._judge_one(facts, key, labelled, hashes[j], sorted(near), verify, separated)
         return results
 
-    def _append(self, sha256: str, arrays: HashArrays, row: int) -> None:
+    def _judge_one(
+        self,
+        facts: ImageFacts,
+        key: str,
+        labelled: bool,
+        hashes: ImageHashes,
+        near: list[tuple[int, int]],
+        verify: Callable[[str, HashesLike, str, HashesLike], Verdict],
+        separated: Callable[[str, str], bool],
+    ) -> Judgement:
+        info = ImageInfo(
+            facts.sha256,
+            facts.width,
+            facts.height,
+            facts.size_bytes,
+            facts.format,
+            facts.mode,
+            labelled,
+            content_pixels=facts.content_pixels,
+        )
+        candidates = []
+        for dist, row in near:
+            if separated(self._shas[row], facts.sha256):
+                continue
+            if len(candidates) >= MAX_VERIFIED:
+                break
+            keeper_hashes = self._row(row)
+            verdict = verify(self._keys[row], keeper_hashes, key, hashes)
+            if verdict.verified:
+                old = self._shas[row]
+                if clearly_better(info, self._infos[row]):
+                    self._set_row(row, facts.sha256, key, info, hashes)
+                    return Judgement(replaces=old, distance=dist, verdict=verdict)
+                return Judgement(duplicate_of=old, distance=dist, verdict=verdict)
+            matched = best_match(keeper_hashes, hashes).describe()
+            candidates.append((self._shas[row], dist, matched, verdict))
+        self._append(facts.sha256, key, info, hashes)
+        return Judgement(candidates=tuple(candidates))
+
+    def _row(self, row: int) -> ImageHashes:
+        return self._view().row(row)
+
+    def _set_row(self, row: int, sha256: str, key: str, info: ImageInfo, hashes: ImageHashes) -> None:
+        single = HashArrays.from_hashes([hashes])
+        for name, column in self._columns.items():
+            column[row] = getattr(single, name)[0]
+        self._shas[row], self._keys[row], self._infos[row] = sha256, key, info
+
+    def _append(self, sha256: str, key: str, info: ImageInfo, hashes: ImageHashes) -> None:
         if self._size == len(self._columns["center_phash"]):
             self._columns = {name: _grow(column, 2 * len(column)) for name, column in self._columns.items()}
-        for name, column in self._columns.items():
-            column[self._size] = getattr(arrays, name)[row]
         self._shas.append(sha256)
+        self._keys.append(key)
+        self._infos.append(info)
         self._size += 1
+        self._set_row(self._size - 1, sha256, key, info, hashes)
+
+
+def _distance(a: HashesLike, b: HashesLike) -> int:
+    return best_match(a, b).distance
 
 
 def _tiny(facts: ImageFacts) -> bool:
@@ -113,3 +191,33 @@ def _grow(column: np.ndarray, capacity: int) -> np.ndarray:
     grown = np.zeros((capacity, *column.shape[1:]), dtype=np.uint64)
     grown[: len(column)] = column
     return grown
+
+
+class PixelVerifier:
+    """Verifies candidate pairs of stored images on their pixels (storage.hashes.verify), reading each object
+    once: the decoded, reduced images of the last CACHE_SIZE images are kept."""
+
+    CACHE_SIZE = 256
+
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+        self._images: OrderedDict[str, Image.Image] = OrderedDict()
+
+    def image(self, key: str) -> Image.Image:
+        cached = self._images.get(key)
+        if cached is None:
+            cached = decode_for_verify(self.store.get(key))
+            self._images[key] = cached
+            if len(self._images) > self.CACHE_SIZE:
+                self._images.popitem(last=False)
+        else:
+            self._images.move_to_end(key)
+        return cached
+
+    def verify(self, key_a: str, hashes_a: HashesLike, key_b: str, hashes_b: HashesLike) -> Verdict:
+        """The verdict on a (the keeper) and b; an object that cannot be read or decoded is not verified."""
+        match = best_match(hashes_a, hashes_b)
+        try:
+            return verify_pair(self.image(key_a), self.image(key_b), match)
+        except (OSError, StoreError, ValueError, Image.DecompressionBombError) as exc:
+            return Verdict(False, 0.0, f"could not read the pixels: {exc}")

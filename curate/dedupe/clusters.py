@@ -1,9 +1,10 @@
 """Near-duplicate groups of the catalog's images, their keepers, label conflicts, and applying the result.
 
-Matching is transform-aware (curate.hashing): mirrored, flipped, turned, slightly cropped and screenshot copies
-group with their originals. Up to BRUTE_FORCE_LIMIT images every pair is compared; beyond that a multi-index
-candidate search on the pHash variants (curate.dedupe.index) finds the pairs within CANDIDATE_RADIUS bits,
-which the full distance then confirms.
+Matching is transform-aware (storage.hashes.compare): mirrored, flipped, turned, slightly cropped and screenshot
+copies are candidates of their originals; storage.hashes.verify confirms them on the pixels and
+curate.dedupe.groups builds groups that cannot chain. Up to BRUTE_FORCE_LIMIT images every pair is compared;
+beyond that a multi-index candidate search on the pHash variants (curate.dedupe.index) finds the pairs within
+CANDIDATE_RADIUS bits, which the full distance then confirms.
 """
 
 from __future__ import annotations
@@ -16,14 +17,28 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
-from curate.dedupe.index import find_pairs, groups_from_pairs, near_duplicate_groups
+from curate.dedupe.groups import Link, group_images
+from curate.dedupe.index import find_pairs, groups_from_pairs
+from storage.catalog.duplicates import add_decision, load_decisions, replace_keeper, set_duplicate_marks
+from storage.catalog.lookup import resolve_sha
 from storage.catalog.schema import images, labels, sources
-from storage.catalog.sql import now, signed64
-from storage.hashes.compare import DEFAULT_THRESHOLD, HashArrays, matching_pairs, pair_distances, pair_threshold
+from storage.catalog.sql import signed64
+from storage.errors import GleanerError
+from storage.hashes.compare import (
+    DEFAULT_THRESHOLD,
+    HashArrays,
+    best_match,
+    matching_pairs,
+    pair_distances,
+    pair_threshold,
+)
 from storage.hashes.compute import HASH_VERSION, image_hashes
 from storage.hashes.perceptual import HASH_INPUT_SIZE
+from storage.hashes.verify import Verdict
+from storage.keepers import ImageInfo
+from storage.neardup import PixelVerifier
 from storage.parallel import map_objects
 from storage.stores import ObjectStore
 from storage.workspace import Workspace
@@ -33,11 +48,12 @@ __all__ = [
     "Cluster",
     "DedupeReport",
     "apply_report",
+    "choose_keeper",
     "ensure_hashes",
     "find_clusters",
     "image_groups",
     "load_hash_rows",
-    "near_duplicate_groups",
+    "mark_not_duplicates",
     "pair_distances",
     "similar_pairs",
     "undo_duplicates",
@@ -178,7 +194,7 @@ def image_groups(
 @dataclass
 class Cluster:
     keeper: str
-    members: list[dict[str, Any]]  # sha256, sources, width, height, label, distance (to the keeper)
+    members: list[dict[str, Any]]  # sha256, sources, width, height, label, distance, matched, score (keeper first)
     conflict: bool  # members carry different labels
 
     def to_json(self) -> dict[str, Any]:
@@ -189,7 +205,8 @@ class Cluster:
 class DedupeReport:
     threshold: int
     images: int
-    clusters: list[Cluster] = field(default_factory=list)
+    clusters: list[Cluster] = field(default_factory=list)  # verified groups: what --apply sets aside
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # within the threshold, not verified: review
     exact: list[dict[str, Any]] = field(default_factory=list)  # one image seen at several sources
 
     def to_json(self) -> dict[str, Any]:
@@ -199,13 +216,14 @@ class DedupeReport:
             "clusters": [c.to_json() for c in self.clusters],
             "duplicates": sum(len(c.members) - 1 for c in self.clusters),
             "conflicts": sum(c.conflict for c in self.clusters),
+            "candidates": self.candidates,
             "exact": self.exact,
         }
 
 
 def find_clusters(workspace: Workspace, threshold: int = DEFAULT_THRESHOLD) -> DedupeReport:
-    """Groups of two or more near-duplicates among the images that are not rejected; keeper = largest image,
-    then the earliest added."""
+    """Verified near-duplicate groups (stars around their keepers, curate.dedupe.groups) among the images that
+    are not rejected, and the unverified candidates for review."""
     ensure_hashes(workspace)
     shas, arrays = load_hash_rows(workspace)
     facts = _facts(workspace)
@@ -214,57 +232,98 @@ def find_clusters(workspace: Workspace, threshold: int = DEFAULT_THRESHOLD) -> D
     arrays = arrays[np.array(live, dtype=np.int64)] if live else arrays
     sides = [min(facts[sha]["width"], facts[sha]["height"]) for sha in shas]
     pairs = list(similar_pairs(arrays, threshold, sides))
-    left = np.array([p[0] for p in pairs], dtype=np.int64)
-    right = np.array([p[1] for p in pairs], dtype=np.int64)
-    ids = groups_from_pairs(len(shas), left, right)
-    distance_of: dict[tuple[int, int], int] = {(i, j): d for i, j, d in pairs}
-    members_by_group: dict[int, list[int]] = defaultdict(list)
-    for k, group in enumerate(ids):
-        members_by_group[int(group)].append(k)
+    infos = [facts[sha]["info"] for sha in shas]
+    verifier = PixelVerifier(workspace.store)
+
+    def verify(keeper: int, member: int) -> Verdict:
+        key_a, key_b = facts[shas[keeper]]["object_key"], facts[shas[member]]["object_key"]
+        return verifier.verify(key_a, arrays.row(keeper), key_b, arrays.row(member))
+
+    with workspace.catalog.read() as conn:
+        decisions = load_decisions(conn)
+    grouping = group_images(infos, pairs, verify, decisions)
     source_map = _sources(workspace)
     report = DedupeReport(threshold=threshold, images=len(shas))
-    for members in members_by_group.values():
-        if len(members) < 2:
-            continue
-        keeper = min(members, key=lambda k: (-facts[shas[k]]["pixels"], facts[shas[k]]["added_at"], shas[k]))
-        labels_seen = {facts[shas[k]]["label"] for k in members} - {None}
-        entries = []
-        for k in sorted(members, key=lambda k: (k != keeper, shas[k])):
-            sha = shas[k]
-            pair = (min(k, keeper), max(k, keeper))
-            if k == keeper:
-                dist = 0
-            else:
-                dist = distance_of.get(pair, int(pair_distances(arrays, np.array([pair[0]]), np.array([pair[1]]))[0]))
-            entries.append(
-                {
-                    "sha256": sha,
-                    "sources": source_map.get(sha, []),
-                    "width": facts[sha]["width"],
-                    "height": facts[sha]["height"],
-                    "label": facts[sha]["label"],
-                    "distance": dist,
-                }
-            )
+    for keeper, links in grouping.groups.items():
+        entries = [_member(shas[keeper], facts, source_map, None)]
+        entries += [_member(shas[link.member], facts, source_map, link, arrays) for link in links]
+        labels_seen = {entry["label"] for entry in entries} - {None}
         report.clusters.append(Cluster(shas[keeper], entries, len(labels_seen) > 1))
     report.clusters.sort(key=lambda c: (-len(c.members), c.keeper))
+    report.candidates = [
+        {
+            "a": shas[link.keeper],
+            "b": shas[link.member],
+            "distance": link.distance,
+            "matched": best_match(arrays.row(link.keeper), arrays.row(link.member)).describe(),
+            "score": round(link.verdict.score, 4),
+            "reason": link.verdict.reason,
+            "sources_a": source_map.get(shas[link.keeper], []),
+            "sources_b": source_map.get(shas[link.member], []),
+        }
+        for link in sorted(grouping.candidates, key=lambda link: (link.distance, shas[link.member]))
+    ]
     report.exact = [{"sha256": sha, "sources": found} for sha, found in sorted(source_map.items()) if len(found) > 1]
     return report
 
 
+def _member(
+    sha: str,
+    facts: dict[str, dict[str, Any]],
+    source_map: dict[str, list[str]],
+    link: Link | None,
+    arrays: HashArrays | None = None,
+) -> dict[str, Any]:
+    entry = {
+        "sha256": sha,
+        "sources": source_map.get(sha, []),
+        "width": facts[sha]["width"],
+        "height": facts[sha]["height"],
+        "label": facts[sha]["label"],
+        "distance": 0,
+        "verified": True,
+    }
+    if link is not None and arrays is not None:
+        entry["distance"] = link.distance
+        entry["matched"] = best_match(arrays.row(link.keeper), arrays.row(link.member)).describe()
+        entry["score"] = round(link.verdict.score, 4)
+    return entry
+
+
 def _facts(workspace: Workspace) -> dict[str, dict[str, Any]]:
+    c = images.c
     query = select(
-        images.c.sha256, images.c.width, images.c.height, images.c.added_at, images.c.review, labels.c.name
-    ).select_from(images.outerjoin(labels, images.c.label_id == labels.c.id))
+        c.sha256,
+        c.object_key,
+        c.width,
+        c.height,
+        c.size_bytes,
+        c.format,
+        c.mode,
+        c.added_at,
+        c.review,
+        c.content_pixels,
+        labels.c.name,
+    ).select_from(images.outerjoin(labels, c.label_id == labels.c.id))
     with workspace.catalog.read() as conn:
         return {
             row.sha256: {
-                "pixels": row.width * row.height,
+                "object_key": row.object_key,
                 "width": row.width,
                 "height": row.height,
-                "added_at": row.added_at,
                 "review": row.review,
                 "label": row.name,
+                "info": ImageInfo(
+                    row.sha256,
+                    row.width,
+                    row.height,
+                    row.size_bytes,
+                    row.format,
+                    row.mode,
+                    row.name is not None,
+                    row.added_at,
+                    row.content_pixels,
+                ),
             }
             for row in conn.execute(query)
         }
@@ -282,32 +341,49 @@ def _sources(workspace: Workspace) -> dict[str, list[str]]:
 
 
 def apply_report(workspace: Workspace, report: DedupeReport) -> int:
-    """Mark every non-keeper as a duplicate of its keeper (objects are never deleted); returns how many changed."""
-    changed = 0
-    stamp = now()
+    """Make the catalog's duplicate marks what the report says: every verified member marked as a duplicate of
+    its keeper, every other image not (objects are never deleted); returns how many images changed."""
     with workspace.catalog.write() as conn:
+        marks: dict[str, str | None] = dict.fromkeys(_marked_in(conn))
         for cluster in report.clusters:
             for member in cluster.members:
-                if member["sha256"] == cluster.keeper:
-                    statement = update(images).where(
-                        images.c.sha256 == cluster.keeper, images.c.duplicate_of.isnot(None)
-                    )
-                    conn.execute(statement.values(duplicate_of=None, updated_at=stamp))
-                    continue
-                result = conn.execute(
-                    update(images)
-                    .where(images.c.sha256 == member["sha256"])
-                    .where((images.c.duplicate_of.is_(None)) | (images.c.duplicate_of != cluster.keeper))
-                    .values(duplicate_of=cluster.keeper, updated_at=stamp)
-                )
-                changed += result.rowcount
-    return changed
+                marks[member["sha256"]] = None if member["sha256"] == cluster.keeper else cluster.keeper
+        return set_duplicate_marks(conn, marks)
 
 
 def undo_duplicates(workspace: Workspace) -> int:
     """Clear every duplicate mark (the reverse of --apply)."""
     with workspace.catalog.write() as conn:
-        result = conn.execute(
-            update(images).where(images.c.duplicate_of.isnot(None)).values(duplicate_of=None, updated_at=now())
+        return set_duplicate_marks(conn, dict.fromkeys(_marked_in(conn)))
+
+
+def _marked_in(conn: Connection) -> list[str]:
+    return list(conn.execute(select(images.c.sha256).where(images.c.duplicate_of.isnot(None))).scalars())
+
+
+def mark_not_duplicates(workspace: Workspace, a: str, b: str, actor: str) -> tuple[str, str]:
+    """A person says a and b are different images: never grouped again, and neither stays set aside as the
+    other's duplicate. Returns the full sha256s."""
+    with workspace.catalog.write() as conn:
+        a, b = resolve_sha(conn, a), resolve_sha(conn, b)
+        if a == b:
+            raise GleanerError("--not-duplicate needs two different images")
+        add_decision(conn, "not_duplicate", a, b, actor)
+        duplicate_of = dict(
+            conn.execute(select(images.c.sha256, images.c.duplicate_of).where(images.c.sha256.in_([a, b]))).all()
         )
-    return int(result.rowcount)
+        set_duplicate_marks(conn, {sha: None for sha in (a, b) if duplicate_of.get(sha) in (a, b)})
+    return a, b
+
+
+def choose_keeper(workspace: Workspace, sha: str, actor: str) -> str:
+    """A person chooses `sha` as the keeper of its group: it is never set aside, and its group's other members
+    point to it. Returns the full sha256."""
+    with workspace.catalog.write() as conn:
+        sha = resolve_sha(conn, sha)
+        add_decision(conn, "keeper", sha, None, actor)
+        old = conn.execute(select(images.c.duplicate_of).where(images.c.sha256 == sha)).scalar_one()
+        if old is not None:
+            replace_keeper(conn, old, sha)
+            set_duplicate_marks(conn, {sha: None})
+    return sha

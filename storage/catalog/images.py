@@ -169,6 +169,7 @@ def _new_image_row(s: Sighting, label_id: int | None, stamp: Any) -> dict[str, A
         "phash_trim": None if facts.phash_trim is None else signed64(facts.phash_trim),
         "hash_variants": facts.hash_variants,
         "hash_version": facts.hash_version,
+        "content_pixels": facts.content_pixels,
         "label_id": label_id,
         "status": "ok",
         "review": "unreviewed",

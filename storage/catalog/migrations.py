@@ -63,12 +63,21 @@ def _v5_frontier_extra(conn: Connection) -> None:
     conn.execute(sa.text(f"ALTER TABLE frontier ADD COLUMN extra {type_sql}"))
 
 
+def _v6_duplicate_review(conn: Connection) -> None:
+    """Near-duplicate candidates waiting for a person, and people's corrections (not duplicates, keepers)."""
+    schema.duplicate_candidates.create(conn)
+    schema.duplicate_decisions.create(conn)
+    type_sql = sa.BigInteger().compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE images ADD COLUMN content_pixels {type_sql}"))
+
+
 # Steps from version N-1 to N. Version 1 is the initial schema and has no step.
 MIGRATIONS: list[Migration] = [
     (2, "transform-aware hashes, quality metrics and flags", _v2_hashes_and_quality),
     (3, "training predictions and review history", _v3_predictions_and_review),
     (4, "indexes for the review grid", _v4_review_indexes),
     (5, "image details in the frontier", _v5_frontier_extra),
+    (6, "near-duplicate candidates and decisions", _v6_duplicate_review),
 ]
 
 

@@ -26,6 +26,8 @@ from sqlalchemy import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "duplicate_candidates",
+    "duplicate_decisions",
     "frontier",
     "image_quality",
     "images",
@@ -43,7 +45,7 @@ __all__ = [
     "targets",
 ]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 
@@ -79,6 +81,7 @@ images = Table(
     Column("phash_trim", BigInteger, nullable=True),  # pHash after trimming uniform borders and bars
     Column("hash_variants", LargeBinary, nullable=True),  # storage.hashes.compute.ImageHashes.to_blob(): uint64 LE
     Column("hash_version", Integer, nullable=True),
+    Column("content_pixels", BigInteger, nullable=True),  # v6: pixels inside borders and frames (NULL: unknown)
     Column("label_id", Integer, ForeignKey("labels.id"), nullable=True),  # the current label
     Column("status", String(16), nullable=False, default="ok"),  # ok | missing | corrupt
     Column("review", String(16), nullable=False, default="unreviewed"),  # unreviewed | accepted | rejected
@@ -236,4 +239,31 @@ jobs = Table(
     Column("last_run_id", Integer, nullable=True),
     Column("last_run_at", DateTime(timezone=True), nullable=True),
     Column("next_run_at", DateTime(timezone=True), nullable=True),
+)
+
+# v6: near-duplicates that need a person, and the corrections people made
+duplicate_candidates = Table(
+    "duplicate_candidates",
+    metadata,
+    Column("sha256", String(64), ForeignKey("images.sha256"), primary_key=True),  # the newer image
+    Column("other", String(64), ForeignKey("images.sha256"), primary_key=True),  # the catalogued one it matched
+    Column("distance", Integer, nullable=False),  # transform-aware hash distance
+    Column("matched", String(64), nullable=False),  # which transform and views matched ("mirror, trim/trim")
+    Column("score", Float, nullable=False),  # pixel verification score (storage.hashes.verify)
+    Column("reason", Text, nullable=False),  # why it was not set aside automatically
+    Column("found_at", DateTime(timezone=True), nullable=False),
+    Index("ix_duplicate_candidates_other", "other"),
+)
+
+duplicate_decisions = Table(
+    "duplicate_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # not_duplicate (a, b) | keeper (a)
+    Column("sha_a", String(64), nullable=False),
+    Column("sha_b", String(64), nullable=True),
+    Column("actor", String(100), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),  # history is kept: revoking only stamps
+    Index("ix_duplicate_decisions_a", "sha_a"),
 )

@@ -93,6 +93,17 @@ class HashArrays:
         """The hashes of a subset of the images (a slice gives views, no copies)."""
         return HashArrays(*(getattr(self, f.name)[index] for f in fields(self)))
 
+    def row(self, k: int) -> ImageHashes:
+        """The hashes of image k, for per-pair functions such as best_match."""
+        return ImageHashes(
+            self.phash[k],
+            self.dhash[k],
+            self.trim_phash[k],
+            self.trim_dhash[k],
+            int(self.center_phash[k]),
+            int(self.center_dhash[k]),
+        )
+
     @classmethod
     def from_hashes(cls, hashes: Sequence[HashesLike]) -> HashArrays:
         def column(name: str) -> np.ndarray:

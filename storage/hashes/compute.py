@@ -265,9 +265,9 @@ def _run_lengths(block: np.ndarray) -> tuple[int, int]:
     return lead, trail
 
 
-def _work_copy(grey: Image.Image) -> Image.Image:
-    """`grey` box-reduced by an integer factor to at most _WORK_SIDE px (a JPEG draft usually is already)."""
-    factor = -(-max(grey.size) // _WORK_SIDE)
+def _work_copy(grey: Image.Image, side: int = _WORK_SIDE) -> Image.Image:
+    """`grey` box-reduced by an integer factor to at most `side` px (a JPEG draft usually is already)."""
+    factor = -(-max(grey.size) // side)
     return grey.reduce(factor) if factor > 1 else grey
 
 
@@ -297,10 +297,13 @@ def _scale_box(box: tuple[int, int, int, int], small: Image.Image, grey: Image.I
     return round(left * sx), round(top * sy), min(grey.width, round(right * sx)), min(grey.height, round(bottom * sy))
 
 
-def trim_box(grey: Image.Image) -> tuple[int, int, int, int]:
+def trim_box(grey: Image.Image, work_side: int = _WORK_SIDE) -> tuple[int, int, int, int]:
     """The box (left, top, right, bottom) of `grey` left after peeling off uniform border rows and columns
-    and title bars: the photo inside a screenshot. The whole image when there is nothing to trim."""
-    small = _work_copy(grey)
+    and title bars: the photo inside a screenshot. The whole image when there is nothing to trim.
+
+    Found on a copy of at most `work_side` px, so to within a pixel of that copy (hashing needs no more;
+    verifying pixels asks for a finer box)."""
+    small = _work_copy(grey, work_side)
     box = _trim(np.asarray(small, dtype=np.int16))
     return (0, 0, grey.width, grey.height) if box is None else _scale_box(box, small, grey)
 

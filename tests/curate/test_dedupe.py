@@ -82,28 +82,33 @@ def test_transformed_copies_group_with_their_originals(copies_workspace: tuple[W
     workspace, groups = copies_workspace
     report = run(workspace, "dedupe")
     found = {frozenset(Path(m["sources"][0]).stem.rsplit("-", 1)[0] for m in c["members"]) for c in report["clusters"]}
-    sizes = sorted(len(c["members"]) for c in report["clusters"])
     assert found == {frozenset([stem]) for stem in groups}, found  # one group per original, nothing mixed
-    assert sizes == [5] * len(groups)
+    kinds = [{Path(m["sources"][0]).stem.rsplit("-", 1)[1] for m in c["members"]} for c in report["clusters"]]
+    assert all({"orig", "mirror", "turn", "crop"} <= found_kinds for found_kinds in kinds), kinds
+    # Groups are stars around their keeper (no chaining): one of these 12 screenshots is trimmed badly enough at
+    # hash time to be out of its original's reach (it was grouped through its crop before).
+    assert sum("shot" in found_kinds for found_kinds in kinds) >= 11
+    assert all(m["distance"] <= report["threshold"] for c in report["clusters"] for m in c["members"])
     for cluster in report["clusters"]:
         keeper = next(m for m in cluster["members"] if m["sha256"] == cluster["keeper"])
-        assert keeper["width"] * keeper["height"] == max(m["width"] * m["height"] for m in cluster["members"])
+        # the photo, not its screenshot: that has more pixels, but less of them are the photo
+        assert not Path(keeper["sources"][0]).stem.endswith("-shot")
         assert cluster["conflict"] is False
-    assert Path(report["html"]).read_text().count("<figure") == 12 * 5
+    assert Path(report["html"]).read_text().count("<figure") == sum(len(c["members"]) for c in report["clusters"])
 
 
 def test_apply_marks_non_keepers_and_undo_restores(copies_workspace: tuple[Workspace, dict]) -> None:
     workspace, _ = copies_workspace
     before = run(workspace, "labels")["labels"]
     applied = run(workspace, "dedupe", "--apply")
-    assert applied["marked"] == 12 * 4
+    assert applied["marked"] == applied["duplicates"] >= 12 * 4 - 1
     with workspace.catalog.read() as conn:
         marked = conn.execute(select(images.c.sha256, images.c.duplicate_of)).all()
     keepers = {c["keeper"] for c in applied["clusters"]}
     assert {dup for _, dup in marked if dup} == keepers
-    assert sum(run(workspace, "labels")["labels"].values()) == 12  # duplicates no longer count
+    assert sum(run(workspace, "labels")["labels"].values()) == 12 * 5 - applied["marked"]  # duplicates do not count
     assert run(workspace, "dedupe", "--apply")["marked"] == 0  # idempotent
-    assert run(workspace, "dedupe", "--undo")["cleared"] == 12 * 4
+    assert run(workspace, "dedupe", "--undo")["cleared"] == applied["marked"]
     assert run(workspace, "labels")["labels"] == before
 
 
@@ -117,7 +122,8 @@ def test_ingest_flags_near_duplicates_of_catalogued_images(
     # mirror, turn and crop (recall 1.0 in bench/dedupe_eval.py; screenshots are measured there, at 0.99)
     copies = [p for paths in groups.values() for p in paths[1:4]]
     second = import_paths(workspace, copies, workers=2).summary
-    assert (second.added, second.duplicates, second.near_duplicates) == (0, 9, 9)
+    # every new image counts as added; those set aside as verified near-duplicates are counted among them
+    assert (second.added, second.duplicates, second.near_duplicates) == (9, 0, 9)
     with workspace.catalog.read() as conn:
         marks = dict(conn.execute(select(images.c.sha256, images.c.duplicate_of)).all())
     keepers = {sha for sha, dup in marks.items() if dup is None}

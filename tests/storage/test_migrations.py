@@ -35,6 +35,9 @@ def _downgrade_to_v1(catalog: Catalog) -> None:
         for column in V2_COLUMNS:
             conn.execute(sa.text(f"ALTER TABLE images DROP COLUMN {column}"))
         conn.execute(sa.text("ALTER TABLE frontier DROP COLUMN extra"))  # added by version 5
+        conn.execute(sa.text("DROP TABLE duplicate_candidates"))  # added by version 6
+        conn.execute(sa.text("DROP TABLE duplicate_decisions"))
+        conn.execute(sa.text("ALTER TABLE images DROP COLUMN content_pixels"))
         conn.execute(sa.text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
 
 

@@ -1,0 +1,173 @@
+"""Near-duplicate state in the catalog: candidates waiting for review, and the decisions people made.
+
+Decisions win over every rerun of `curate dedupe` and of ingest: a pair marked "not duplicates" is never grouped
+again, a chosen keeper stays the keeper of its group. Each decision is a row; revoking one stamps it, so the
+history of who decided what, and when, is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, or_, select
+
+from storage.catalog.schema import duplicate_candidates, duplicate_decisions, images
+from storage.catalog.sql import insert_ignore, now
+
+__all__ = [
+    "Candidate",
+    "Decisions",
+    "add_decision",
+    "candidates",
+    "clear_candidates",
+    "decision_history",
+    "load_decisions",
+    "record_candidate",
+    "replace_keeper",
+    "revoke_decisions",
+    "set_duplicate_marks",
+]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    sha256: str
+    other: str
+    distance: int
+    matched: str
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """The decisions in force: pairs that are not duplicates, and images chosen as keepers."""
+
+    not_duplicates: frozenset[frozenset[str]]
+    keepers: frozenset[str]
+
+    def separated(self, a: str, b: str) -> bool:
+        return frozenset((a, b)) in self.not_duplicates
+
+
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a <= b else (b, a)
+
+
+def record_candidate(conn: Connection, candidate: Candidate) -> None:
+    """Remember a near-duplicate that was not set aside automatically (idempotent)."""
+    insert_ignore(
+        conn,
+        duplicate_candidates,
+        {
+            "sha256": candidate.sha256,
+            "other": candidate.other,
+            "distance": candidate.distance,
+            "matched": candidate.matched,
+            "score": candidate.score,
+            "reason": candidate.reason,
+            "found_at": now(),
+        },
+        ["sha256", "other"],
+    )
+
+
+def candidates(conn: Connection) -> list[Candidate]:
+    """Candidates of images that are still in the catalog and not set aside, closest first."""
+    query = (
+        select(duplicate_candidates)
+        .join(images, images.c.sha256 == duplicate_candidates.c.sha256)
+        .where(images.c.duplicate_of.is_(None))
+        .order_by(duplicate_candidates.c.distance, duplicate_candidates.c.sha256)
+    )
+    return [
+        Candidate(row.sha256, row.other, row.distance, row.matched, row.score, row.reason)
+        for row in conn.execute(query)
+    ]
+
+
+def clear_candidates(conn: Connection, pairs: Iterable[tuple[str, str]]) -> None:
+    """Forget candidates that were decided (either order of the pair)."""
+    for a, b in pairs:
+        conn.execute(
+            delete(duplicate_candidates).where(
+                or_(
+                    (duplicate_candidates.c.sha256 == a) & (duplicate_candidates.c.other == b),
+                    (duplicate_candidates.c.sha256 == b) & (duplicate_candidates.c.other == a),
+                )
+            )
+        )
+
+
+def add_decision(conn: Connection, kind: str, sha_a: str, sha_b: str | None, actor: str) -> None:
+    """Record a decision: ("not_duplicate", a, b) or ("keeper", a, None). A new keeper decision for an image's
+    group is added beside older ones; the grouping takes the newest keeper a group contains."""
+    if kind == "not_duplicate":
+        assert sha_b is not None
+        sha_a, sha_b = _pair(sha_a, sha_b)
+        clear_candidates(conn, [(sha_a, sha_b)])
+    conn.execute(duplicate_decisions.insert().values(kind=kind, sha_a=sha_a, sha_b=sha_b, actor=actor, at=now()))
+
+
+def revoke_decisions(conn: Connection, kind: str, sha_a: str, sha_b: str | None = None) -> int:
+    """Revoke the decisions in force of this kind about a (and b); returns how many."""
+    if sha_b is not None:
+        sha_a, sha_b = _pair(sha_a, sha_b)
+    table = duplicate_decisions
+    condition = (table.c.kind == kind) & (table.c.sha_a == sha_a) & table.c.revoked_at.is_(None)
+    if sha_b is not None:
+        condition &= table.c.sha_b == sha_b
+    return int(conn.execute(table.update().where(condition).values(revoked_at=now())).rowcount)
+
+
+def load_decisions(conn: Connection) -> Decisions:
+    table = duplicate_decisions
+    rows = conn.execute(select(table.c.kind, table.c.sha_a, table.c.sha_b).where(table.c.revoked_at.is_(None)))
+    pairs: set[frozenset[str]] = set()
+    keepers: set[str] = set()
+    for kind, a, b in rows:
+        if kind == "not_duplicate" and b:
+            pairs.add(frozenset((a, b)))
+        elif kind == "keeper":
+            keepers.add(a)
+    return Decisions(frozenset(pairs), frozenset(keepers))
+
+
+def decision_history(conn: Connection, sha256: str | None = None) -> list[dict[str, object]]:
+    table = duplicate_decisions
+    query = select(table).order_by(table.c.id)
+    if sha256:
+        query = query.where((table.c.sha_a == sha256) | (table.c.sha_b == sha256))
+    return [
+        {
+            "kind": row.kind,
+            "a": row.sha_a,
+            "b": row.sha_b,
+            "actor": row.actor,
+            "at": row.at.isoformat(),
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+        }
+        for row in conn.execute(query)
+    ]
+
+
+def set_duplicate_marks(conn: Connection, marks: dict[str, str | None]) -> int:
+    """Set duplicate_of for each image (None: not set aside); returns how many rows changed."""
+    changed = 0
+    stamp = now()
+    for sha, keeper in marks.items():
+        statement = images.update().where(images.c.sha256 == sha)
+        if keeper is None:
+            statement = statement.where(images.c.duplicate_of.isnot(None))
+        else:
+            statement = statement.where(images.c.duplicate_of.is_(None) | (images.c.duplicate_of != keeper))
+        changed += conn.execute(statement.values(duplicate_of=keeper, updated_at=stamp)).rowcount
+    return changed
+
+
+def replace_keeper(conn: Connection, old: str, new: str) -> None:
+    """A better copy arrived: `new` becomes the keeper of `old`'s group, `old` its duplicate."""
+    stamp = now()
+    conn.execute(images.update().where(images.c.duplicate_of == old).values(duplicate_of=new, updated_at=stamp))
+    conn.execute(images.update().where(images.c.sha256 == old).values(duplicate_of=new, updated_at=stamp))

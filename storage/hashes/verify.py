@@ -1,0 +1,204 @@
+"""Verify a candidate near-duplicate pair on its pixels, independently of the hashes that found it.
+
+Why: a hash distance is a candidate, not evidence. 128 bits of a 32x32 thumbnail cannot tell two screenshots
+of different photos in one shared window frame apart from two copies of one screenshot (the frame dominates
+the thumbnail), nor two matplotlib figures with the same axes on a white page. So a pair is confirmed only when
+its aligned views agree where they carry information:
+
+1. each image's view is taken as the hashes matched it (whole image, trimmed box, or centre), the matched
+   dihedral transform is applied, and both are resized to SIDE x SIDE greyscale;
+2. the aligned pair is cut into BLOCKS x BLOCKS blocks. A block is informative when it is not (almost) uniform in
+   one of the two images; uniform regions (page backgrounds, empty plot areas, a shared frame's flat parts)
+   carry no evidence either way;
+3. per informative block, the correlation of the two blocks' pixels (invariant to brightness and contrast, so
+   brightened, greyscale and re-encoded copies agree). Blocks count equally: weighting them by contrast would
+   let the strong edges of a shared layout (a photo's border on a white page) outvote what is inside it;
+4. the pair's score is the share of informative blocks that agree, at the best of a few small shifts (trim
+   boxes and crops are found to a pixel or two). A disagreeing region (the photo inside a shared frame, the
+   curve inside shared axes) fails it;
+5. when both images are framed (margins or a window around the content), the trimmed contents must agree as
+   well, whatever view the hashes matched on: two screenshots in one frame match only if what is inside the
+   frame matches;
+6. when both images are in colour, their chroma must agree too: a red and a blue version of one product
+   are different images for a classifier, whatever their grey levels say.
+
+VERIFIED_SCORE was chosen on the tuning half of bench/dedupe_eval.py's photos and checked on held-out sets
+(README, "Near-duplicates").
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from storage.hashes.compare import Match
+from storage.hashes.compute import CENTER_CUT, DIHEDRAL, trim_box
+
+__all__ = [
+    "SIDE",
+    "VERIFIED_SCORE",
+    "AlignedView",
+    "Verdict",
+    "aligned_view",
+    "compare_views",
+    "decode_for_verify",
+    "verify_pair",
+]
+
+SIDE = 64  # aligned views are compared at SIDE x SIDE pixels
+BLOCKS = 8  # ...in BLOCKS x BLOCKS blocks
+_SHIFT = 2  # pixels of shift tried each way
+_FLAT = 4.0  # a block whose grey levels vary less than this (standard deviation, 0-255) is uniform
+_AGREE = 0.5  # an informative block agrees when its two halves correlate at least this much...
+_NEAR = 6.0  # ...or differ by at most this (root mean square, grey levels, block means removed)
+_MIN_INFORMATIVE = 0.1  # share of blocks that must be informative for a verdict on the pixels
+_TRIM_SIDE = 640  # trim boxes are found on a copy of at most this many pixels (hashing uses 160)
+_SATURATED = (6.0, 249.0)  # a flat block this dark or this bright may be clipped (a brightened copy)
+_BRIGHTER = 8.0  # mean grey levels one image must be brighter or darker by for clipping to be assumed
+_CHROMA_FLAT = 6.0  # an image whose chroma varies less than this is greyscale for the colour check
+_CHROMA_AGREE = 12.0  # mean chroma difference (0-255) above which two colour images differ
+# Share of informative blocks that must agree. On the tuning photos (bench/dedupe_eval.py, photos-tune) true
+# pairs scored at least 0.857 and wrong candidates (screenshots of different photos in one frame) at most 0.41.
+VERIFIED_SCORE = 0.8
+
+
+@dataclass(frozen=True)
+class AlignedView:
+    """One image's view, aligned: SIDE x SIDE grey levels and, for a colour image, its two chroma planes."""
+
+    grey: np.ndarray  # (SIDE, SIDE) float32
+    chroma: np.ndarray | None  # (2, SIDE, SIDE) float32 (Cb, Cr), None for a greyscale image
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verified: bool
+    score: float  # weighted share of informative blocks that agree (0..1); 0 when not measurable
+    reason: str  # why, in a few words, for the review item
+
+    def to_json(self) -> dict[str, object]:
+        return {"verified": self.verified, "score": round(self.score, 4), "reason": self.reason}
+
+
+def decode_for_verify(data: bytes) -> Image.Image:
+    """The stored bytes decoded for verification: no larger than the trim work size (a JPEG in draft mode),
+    so caching a few hundred of them stays cheap."""
+    image = Image.open(io.BytesIO(data))
+    if image.format in ("JPEG", "MPO"):
+        image.draft("RGB" if image.mode != "L" else "L", (_TRIM_SIDE, _TRIM_SIDE))
+    image.load()
+    if image.mode not in ("L", "RGB"):
+        image = _flatten(image)
+    if max(image.size) > _TRIM_SIDE:
+        image.thumbnail((_TRIM_SIDE, _TRIM_SIDE), Image.Resampling.BOX)
+    return image
+
+
+def _region(image: Image.Image, view: str) -> tuple[int, int, int, int]:
+    if view == "trim":
+        return trim_box(image.convert("L"), _TRIM_SIDE)
+    if view == "centre":
+        cx, cy = round(image.width * CENTER_CUT), round(image.height * CENTER_CUT)
+        return cx, cy, image.width - cx, image.height - cy
+    return 0, 0, image.width, image.height
+
+
+def aligned_view(image: Image.Image, view: str, transform: int = 0) -> AlignedView:
+    """The view of `image` ("whole", "trim" or "centre") with DIHEDRAL[transform] applied, at SIDE x SIDE."""
+    flat = _flatten(image)
+    region = flat.crop(_region(flat, view)).resize((SIDE, SIDE), Image.Resampling.BOX)
+    op = DIHEDRAL[transform][1]
+    if op is not None:
+        region = region.transpose(op)
+    ycc = np.asarray(region.convert("YCbCr"), dtype=np.float32)
+    chroma = ycc[:, :, 1:].transpose(2, 0, 1)
+    colourful = float(chroma.std(axis=(1, 2)).max()) >= _CHROMA_FLAT  # greyscale images have flat chroma
+    return AlignedView(ycc[:, :, 0].copy(), chroma.copy() if colourful else None)
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """RGB, with transparency composited onto white (as a page would show it)."""
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _block_score(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(score, informative share) of two equally sized grey arrays, cut into BLOCKS x BLOCKS blocks.
+
+    When one image is clearly brighter (or darker) than the other, a block that is flat and clipped white
+    (black) in it is no evidence: brightening burns out highlights that the original still shows."""
+    shift = float(a.mean() - b.mean())
+    h, w = a.shape
+    bh, bw = h // BLOCKS, w // BLOCKS
+    a = a[: bh * BLOCKS, : bw * BLOCKS].reshape(BLOCKS, bh, BLOCKS, bw).transpose(0, 2, 1, 3).reshape(-1, bh * bw)
+    b = b[: bh * BLOCKS, : bw * BLOCKS].reshape(BLOCKS, bh, BLOCKS, bw).transpose(0, 2, 1, 3).reshape(-1, bh * bw)
+    mean_a, mean_b = a.mean(axis=1), b.mean(axis=1)
+    a = a - mean_a[:, None]
+    b = b - mean_b[:, None]
+    sa, sb = np.sqrt((a * a).mean(axis=1)), np.sqrt((b * b).mean(axis=1))
+    informative = np.maximum(sa, sb) >= _FLAT
+    if abs(shift) > _BRIGHTER:
+        brighter_flat, brighter_mean = (sa, mean_a) if shift > 0 else (sb, mean_b)
+        clipped = brighter_mean >= _SATURATED[1] if shift > 0 else brighter_mean <= _SATURATED[0]
+        informative &= ~(clipped & (brighter_flat < _FLAT))
+    if not informative.any():
+        return 0.0, 0.0
+    corr = (a * b).mean(axis=1) / np.maximum(sa * sb, 1e-6)
+    # A low-contrast block's correlation is mostly noise (JPEG, resampling): it agrees as well when its two
+    # halves differ by no more than that noise.
+    close = np.sqrt(((a - b) ** 2).mean(axis=1)) <= _NEAR
+    agree = ((corr >= _AGREE) | close) & informative
+    return float(agree.sum() / informative.sum()), float(informative.mean())
+
+
+def compare_views(a: AlignedView, b: AlignedView) -> Verdict:
+    """The verdict on two aligned views (see the module docstring)."""
+    best, informative = 0.0, 0.0
+    for dy in range(-_SHIFT, _SHIFT + 1):
+        for dx in range(-_SHIFT, _SHIFT + 1):
+            part_a = a.grey[max(0, dy) : SIDE + min(0, dy), max(0, dx) : SIDE + min(0, dx)]
+            part_b = b.grey[max(0, -dy) : SIDE + min(0, -dy), max(0, -dx) : SIDE + min(0, -dx)]
+            score, share = _block_score(part_a, part_b)
+            if score > best:
+                best, informative = score, share
+    if informative < _MIN_INFORMATIVE:
+        if float(np.abs(a.grey - b.grey).mean()) < 2.0:
+            return Verdict(True, 1.0, "identical low-detail images")
+        return Verdict(False, best, "too little detail to verify")
+    if best < VERIFIED_SCORE:
+        return Verdict(False, best, f"pixels differ ({best:.2f} of the detail agrees)")
+    if a.chroma is not None and b.chroma is not None:
+        difference = float(np.abs(a.chroma - b.chroma).mean())
+        if difference > _CHROMA_AGREE:
+            return Verdict(False, best, f"colours differ (chroma {difference:.0f})")
+    return Verdict(True, best, f"pixels agree ({best:.2f})")
+
+
+def _framed(image: Image.Image) -> bool:
+    """Is the image's content surrounded by a frame or margins (trimmed on three or four sides)? One or two
+    trimmed sides are usually content (a plain sky, a wall), and comparing trimmed views there would only
+    misalign a cropped copy."""
+    left, top, right, bottom = trim_box(image.convert("L"), _TRIM_SIDE)
+    margin_x, margin_y = 0.01 * image.width, 0.01 * image.height
+    sides = (left > margin_x, top > margin_y, image.width - right > margin_x, image.height - bottom > margin_y)
+    return sum(sides) >= 3
+
+
+def verify_pair(a: Image.Image, b: Image.Image, match: Match) -> Verdict:
+    """Confirm that images a and b are near-duplicates the way `match` (from best_match(hashes of a, hashes
+    of b)) says they are."""
+    views = [(match.view_a, match.view_b)]
+    if (match.view_a, match.view_b) != ("trim", "trim") and _framed(a) and _framed(b):
+        views.append(("trim", "trim"))
+    verdicts = []
+    for view_a, view_b in views:
+        aligned_a = aligned_view(a, view_a, match.transform if match.transform_of == "a" else 0)
+        aligned_b = aligned_view(b, view_b, match.transform if match.transform_of == "b" else 0)
+        verdicts.append(compare_views(aligned_a, aligned_b))
+    return min(verdicts, key=lambda v: (v.verified, v.score))
