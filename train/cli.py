@@ -44,8 +44,6 @@ PrecisionOpt = typer.Option(
     None, "--precision", help="auto (default: fp16 on CUDA, bf16 on CPUs with bf16 units), fp32, bf16 or fp16."
 )
 WorkersOpt = typer.Option(None, "--workers", help="Decoding threads/loader processes (default: automatic).")
-EmaOpt = typer.Option(False, "--ema", help="Evaluate and keep an exponential moving average of the weights.")
-TtaOpt = typer.Option(False, "--tta", help="Test-time augmentation: average the image's and its mirror's logits.")
 CompileOpt = typer.Option(False, "--compile", help="torch.compile the model (pays off on long CUDA runs).")
 
 
@@ -144,8 +142,6 @@ def run_command(
     device: str = DeviceOpt,
     precision: str = PrecisionOpt,
     workers: int = WorkersOpt,
-    ema: bool = EmaOpt,
-    tta: bool = TtaOpt,
     compile_model: bool = CompileOpt,
     folds: int = typer.Option(
         None, "--folds", help="K-fold cross-validation (K ≥ 2, grouped by near-duplicate group) instead of one split."
@@ -165,7 +161,7 @@ def run_command(
         model=model, weights=weights, freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after, depth=depth,
         epochs=epochs, lr=lr, batch_size=batch_size, img_size=img_size, augment=augment, auto_augment=auto_augment,
         label_smoothing=label_smoothing, schedule=schedule, patience=patience, balanced=balanced, seed=seed,
-        device=device, precision=precision, workers=workers, ema=ema, tta=tta, compile=compile_model,
+        device=device, precision=precision, workers=workers, compile=compile_model,
     )  # fmt: skip
     overrides = {k: values[k] for k in ("epochs", "device", "precision", "workers", "patience") if k in values}
     config = TrainConfig(**values)

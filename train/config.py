@@ -42,8 +42,6 @@ class TrainConfig:
     precision: str = "auto"  # autocast dtype: bf16 on CUDA GPUs that have it (else fp16), bf16 on CPUs with it
     workers: int = 0
     memory_cache_bytes: int = 4 << 30  # decode the whole dataset once into memory when it fits in this
-    ema: bool = False  # evaluate and keep an exponential moving average of the weights
-    tta: bool = False  # test-time augmentation: average the logits of the image and its mirror
     compile: bool = False  # torch.compile the model (CUDA; a minute of compiling pays off on long runs)
 
     def __post_init__(self) -> None:

@@ -14,8 +14,8 @@ The rules (tuned on the sets `bench/train_small.py` marks as tuning sets, checke
 - **depth** (smallcnn): as many blocks as keep a feature map of at least 2x2 (up to 3): 8 px gets 2.
 - **batch_size**: a power of two near train_images / 16 within 16..128, so even 160 images give 10 steps
   per epoch.
-- **epochs**: enough for MIN_STEPS optimizer steps, 10 to 100 epochs: a 200-image set gets about 100 epochs
-  of 10 steps, seconds on a CPU at these sizes; a 10,000-image set gets 16 or so.
+- **epochs**: enough for MIN_STEPS (500) optimizer steps, 10 to 100 epochs: a 200-image set gets 50 epochs
+  of 10 steps, seconds on a CPU at these sizes; a 10,000-image set gets the minimum of 10.
 - **augment**: flip, shift (whole-pixel shifts up to 1/8 of the side) and color (brightness/contrast ±25%),
   the transforms that keep the label for photos of objects; `--augment none` turns them off.
 - **patience**: a third of the epochs (at least 5): stop when the validation score stalls that long. The
@@ -35,7 +35,7 @@ from train.config import TrainConfig
 __all__ = ["DEFAULT_AUGMENT", "MIN_STEPS", "DataFacts", "choose_defaults"]
 
 DEFAULT_AUGMENT = ("flip", "shift", "color")
-MIN_STEPS = 1000
+MIN_STEPS = 500
 MAX_SIZE = 64
 MAX_PRETRAINED_SIZE = 224
 MIN_TORCHVISION_SIZE = 32

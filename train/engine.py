@@ -334,12 +334,22 @@ class Trainer:
             seconds=round(time.perf_counter() - started, 3),
         )
 
+    @property
+    def settle_epochs(self) -> int:
+        """Epochs before the best checkpoint and early stopping start to count: the first half of the
+        schedule. There the learning rate is still high and a small validation split's score is mostly
+        noise: on 200 images, 20 validation images picked an epoch-17-of-72 model that tested 8 points below
+        the fully annealed one, and patience stopped runs before the learning rate ever came down."""
+        return self.config.epochs // 2 if self.config.epochs and self.config.epochs >= 4 else 0
+
     def _after_epoch(self, record: EpochRecord) -> None:
         state = self.state
         state.epochs_done = record.epoch
         state.history.append(record)
         score = record.score()
-        if state.best_score is None or score > state.best_score:
+        if record.epoch <= self.settle_epochs:
+            pass  # still settling: no best epoch, no patience yet
+        elif state.best_score is None or score > state.best_score:
             state.best_score, state.best_epoch, state.bad_epochs = score, record.epoch, 0
             self._save_best()
         else:

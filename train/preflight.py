@@ -37,6 +37,4 @@ def check_weights_fit(config: TrainConfig, classes: int, channels: int) -> None:
     body, _ = build_model(config.model, classes, channels, config.depth)
     load_weights(body, config.weights, config.model)
     if config.unfreeze_after is not None and config.epochs is not None and config.unfreeze_after >= config.epochs:
-        raise GleanerError(
-            f"--unfreeze-after {config.unfreeze_after} must be below --epochs {config.epochs}"
-        )
+        raise GleanerError(f"--unfreeze-after {config.unfreeze_after} must be below --epochs {config.epochs}")

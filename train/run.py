@@ -162,18 +162,11 @@ def run_baseline(data: PreparedData) -> BaselineResult | None:
     return linear_baseline(splits, len(data.labels))  # type: ignore[arg-type]
 
 
-def prepare_run(
-    workspace: Workspace,
-    config: TrainConfig,
-    dataset: str | None,
-    *,
-    saved: dict[str, Any] | None = None,
-    callbacks: Callbacks | None = None,
-) -> tuple[TrainConfig, dict[str, dict[str, Any]], SnapshotPlan, PreparedData]:
-    """Check the config, choose the snapshot and the data-dependent defaults, then decode: in that order, so
-    that a mistake costs neither a snapshot nor a decode. Returns (resolved config, chosen defaults, plan,
-    data)."""
-    callbacks = callbacks or Callbacks()
+def plan_run(
+    workspace: Workspace, config: TrainConfig, dataset: str | None, *, saved: dict[str, Any] | None = None
+) -> tuple[TrainConfig, dict[str, dict[str, Any]], SnapshotPlan]:
+    """Check the config, choose the snapshot and the data-dependent defaults, in that order, so that a mistake
+    costs neither a snapshot nor a decode. Returns (resolved config, chosen defaults, plan)."""
     check_config(config)
     plan = plan_snapshot(
         workspace, dataset, labels=saved["labels"] if saved else None, channels=saved["channels"] if saved else None
@@ -182,6 +175,20 @@ def prepare_run(
     if saved:
         chosen = saved.get("chosen", {})
     check_weights_fit(config, len(plan.labels), plan.channels)
+    return config, chosen, plan
+
+
+def prepare_run(
+    workspace: Workspace,
+    config: TrainConfig,
+    dataset: str | None,
+    *,
+    saved: dict[str, Any] | None = None,
+    callbacks: Callbacks | None = None,
+) -> tuple[TrainConfig, dict[str, dict[str, Any]], SnapshotPlan, PreparedData]:
+    """`plan_run`, then decode the images at the chosen size: (config, chosen defaults, plan, data)."""
+    callbacks = callbacks or Callbacks()
+    config, chosen, plan = plan_run(workspace, config, dataset, saved=saved)
     if callbacks.on_defaults:
         callbacks.on_defaults(chosen)
     callbacks.phase("loading images")

@@ -53,7 +53,7 @@ def test_killed_run_resumes_to_the_same_result(digits_ws: Workspace, tmp_path: P
 class ScriptedTrainer(Trainer):
     """Real checkpoints and early stopping, but epochs that only nudge the weights and report scripted scores."""
 
-    scores = (0.5, 0.8, 0.7, 0.6, 0.9, 0.95)
+    scores = (0.5, 0.99, 0.7, 0.6, 0.9, 0.8, 0.85, 0.99)
 
     def _epoch(self, epoch: int, on_batch: object) -> EpochRecord:
         with torch.no_grad():
@@ -67,7 +67,7 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = Net(SmallCNN(3, 1, depth=1), 1, 1, [0.5], [0.25])
     batches = TensorBatches(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64), 2)
-    config = TrainConfig(epochs=6, patience=2, img_size=8, device="cpu")
+    config = TrainConfig(epochs=8, patience=2, img_size=8, device="cpu")
     trainer = ScriptedTrainer(net, config, torch.device("cpu"), tmp_path, batches, batches)
     snapshots = {}
     original_save_best = trainer._save_best
@@ -78,8 +78,11 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
 
     trainer._save_best = save_best  # type: ignore[method-assign]
     state = trainer.fit()
-    assert state.stopped_early and state.epochs_done == 4  # epochs 3 and 4 did not beat epoch 2
-    assert state.best_epoch == 2
+    # epochs 1-4 (the first half) settle and do not count, though epoch 2 scored 0.99 on a noisy split;
+    # epoch 5 is the best, epochs 6 and 7 do not beat it: stopped after 7, epoch 5's weights restored
+    assert trainer.settle_epochs == 4
+    assert state.stopped_early and state.epochs_done == 7
+    assert state.best_epoch == 5
     for name, tensor in net.state_dict().items():
-        assert torch.equal(tensor, snapshots[2][name]), name
-    assert [row["epoch"] for row in metrics_rows(tmp_path)] == ["1", "2", "3", "4"]
+        assert torch.equal(tensor, snapshots[5][name]), name
+    assert [row["epoch"] for row in metrics_rows(tmp_path)] == ["1", "2", "3", "4", "5", "6", "7"]
