@@ -7,9 +7,12 @@ logits within a small tolerance. ONNX needs the `onnx` and `onnxruntime` package
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ import torch
 from storage.errors import GleanerError
 from train.rundir import load_net
 
-__all__ = ["EXPORTERS", "export_run", "onnx_available"]
+__all__ = ["EXPORTERS", "export_run", "onnx_available", "stdout_to_stderr"]
 
 TOLERANCE = 1e-3
 Exporter = Callable[[torch.nn.Module, torch.Tensor, Path], Callable[[np.ndarray], np.ndarray]]
@@ -32,6 +35,21 @@ def _register(name: str) -> Callable[[Exporter], Exporter]:
         return fn
 
     return decorate
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr while exporting: torch's ONNX exporter prints graphs from C++
+    straight onto fd 1, which broke `train export --json` (stdout must hold one JSON document only)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def onnx_available() -> bool:
@@ -61,7 +79,7 @@ def _onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Callable[[
         raise GleanerError("ONNX export needs the onnx and onnxruntime packages: pip install onnx onnxruntime")
     import onnxruntime
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), stdout_to_stderr():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated but needs no onnxscript
         torch.onnx.export(
             net,
