@@ -152,6 +152,19 @@ def dedupe_clusters(report: dict[str, Any], verified_only: bool) -> Returned:
     return Returned(clusters, direct, distances, report.get("threshold"))
 
 
+def source_mismatches(report: dict[str, Any], truth: Truth, group_of_file: dict[str, str]) -> int:
+    """Members whose own `sources` (file paths, or objects with a "uri") name a file of another true group than
+    the catalog's sources table says: 0 unless the report and the catalog disagree."""
+    wrong = 0
+    for cluster in report["clusters"]:
+        for member in cluster["members"]:
+            for source in member.get("sources", []):
+                uri = source.get("uri", "") if isinstance(source, dict) else str(source)
+                expected = truth.group.get(member["sha256"])
+                wrong += group_of_file.get(_file_name(uri), expected) != expected
+    return wrong
+
+
 def has_verified(report: dict[str, Any]) -> bool:
     return any("verified" in m for c in report["clusters"] for m in c["members"])
 
@@ -267,6 +280,8 @@ class Score:
     direct_pairs: int = 0
     direct_correct: int = 0
     pair_recall: float = 0.0
+    pure_recall: float = 0.0  # true pairs found inside clusters that hold one true image only
+    pure_clusters: int = 0
     recall: dict[str, tuple[int, int]] = field(default_factory=dict)  # transform → (found, copies)
     max_distance: int | None = None
     threshold: int | None = None
@@ -291,7 +306,7 @@ def score(returned: Returned, truth: Truth, distance_of: dict[tuple[str, str], i
     """Precision of the pairs inside the clusters and of the direct pairs, recall per transform."""
     result = Score(clusters=len(returned.clusters), threshold=returned.threshold)
     cluster_of: dict[str, int] = {}
-    true_found = 0
+    true_found = pure_found = 0
     for index, members in enumerate(returned.clusters):
         result.clustered_images += len(members)
         groups = Counter(truth.group.get(m) for m in members)
@@ -304,7 +319,11 @@ def score(returned: Returned, truth: Truth, distance_of: dict[tuple[str, str], i
         result.group_pairs += pairs
         result.group_correct += correct
         true_found += correct
+        if len(groups) == 1 and None not in groups:
+            result.pure_clusters += 1
+            pure_found += correct
     result.pair_recall = true_found / truth.true_pairs if truth.true_pairs else 1.0
+    result.pure_recall = pure_found / truth.true_pairs if truth.true_pairs else 1.0
     wrong = Counter()
     worst = []
     for a, b in returned.direct:
@@ -398,6 +417,9 @@ def evaluate(name: str, root: Path, code: Path, use_phash: bool) -> SetResult:
     ingest = score_ingest(marks, truth, imported, import_seconds)
     report, dedupe_seconds = cli(code, "curate", "dedupe", "--json", "-w", str(workspace))
     distance_of = {(m["sha256"], c["keeper"]): m.get("distance") for c in report["clusters"] for m in c["members"]}
+    mismatches = source_mismatches(report, truth, evalset.group_of())
+    if mismatches:
+        print(f"warning: {name}: {mismatches} member source(s) disagree with the catalog", file=sys.stderr)
     gleaner = score(dedupe_clusters(report, verified_only=False), truth, distance_of)
     verified = score(dedupe_clusters(report, verified_only=True), truth, distance_of)
     phash, phash_seconds, phash_note = None, 0.0, "skipped (--no-imagededup)"
@@ -499,7 +521,8 @@ def grouping_rows(table: Table, results: list[SetResult], pick: str) -> None:
     )
     table.add_row("direct-pair precision", *cells(lambda s, r: f"{s.direct_precision:.3f} ({s.direct_pairs:,})"))
     table.add_row("pair recall (true pairs grouped)", *cells(lambda s, r: f"{s.pair_recall:.3f}"))
-    table.add_row("clusters", *cells(lambda s, r: f"{s.clusters:,}"))
+    table.add_row("pair recall in pure clusters", *cells(lambda s, r: f"{s.pure_recall:.3f}"))
+    table.add_row("clusters (pure: one true image)", *cells(lambda s, r: f"{s.clusters:,} ({s.pure_clusters:,})"))
     table.add_row("images in clusters", *cells(lambda s, r: f"{s.clustered_images:,}"))
     table.add_row("largest cluster: size / true images", *cells(lambda s, r: f"{s.largest} / {s.largest_true_groups}"))
     if pick != "phash":
@@ -673,6 +696,39 @@ def report(console: Console, results: list[SetResult]) -> None:
     diagnosis(console, results)
 
 
+def markdown(results: list[SetResult]) -> str:
+    """The README tables: one row per set, then recall per transform ("Gleaner / PHash" in each cell)."""
+    head = (
+        "| set | files | group-level pair precision | direct-pair precision | largest group (true images) "
+        "| max distance (threshold) | ingest set aside (wrong) | ingest precision | PHash group-level | PHash direct |"
+    )
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for r in results:
+        g, p = r.gleaner, r.phash
+        lines.append(
+            f"| {r.name}{' (tuning)' if r.tuning else ''} | {r.files:,} | {g.group_precision:.3f} ({g.group_pairs:,}) "
+            f"| {g.direct_precision:.3f} ({g.direct_pairs:,}) | {g.largest} ({g.largest_true_groups}) "
+            f"| {g.max_distance if g.max_distance is not None else '-'} ({g.threshold}) "
+            f"| {r.ingest.set_aside:,} ({r.ingest.set_aside - r.ingest.correct:,}) | {r.ingest.precision:.4f} "
+            f"| {f'{p.group_precision:.3f}' if p else '-'} | {f'{p.direct_precision:.3f}' if p else '-'} |"
+        )
+    transforms: list[str] = []
+    for r in results:
+        transforms += [t for t in r.gleaner.recall if t not in transforms]
+    ordered = [t for t in RECALL_GOALS if t in transforms] + [t for t in transforms if t not in RECALL_GOALS]
+    names = [f"{r.name}{' (tuning)' if r.tuning else ''}" for r in results]
+    lines += ["", "| recall, Gleaner / PHash | " + " | ".join(names) + " |", "|---|" + "---|" * len(results)]
+    for t in ordered:
+        cells = []
+        for r in results:
+            mine = r.gleaner.recall_of(t)
+            theirs = r.phash.recall_of(t) if r.phash else None
+            cells.append("" if mine is None else f"{mine:.2f} / {'-' if theirs is None else f'{theirs:.2f}'}")
+        goal = f" (≥ {RECALL_GOALS[t]})" if t in RECALL_GOALS else ""
+        lines.append(f"| {t}{goal} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def to_json(results: list[SetResult], timings: dict[str, Any] | str, seconds: float) -> dict[str, Any]:
     def score_json(s: Score | None) -> dict[str, Any] | None:
         if s is None:
@@ -700,6 +756,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of: {', '.join(SETS)}")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
+    parser.add_argument("--markdown", type=Path, help="write the README tables (Markdown) to this file")
     parser.add_argument("--code", type=Path, default=REPO, help="checkout whose CLI is measured (default: this one)")
     parser.add_argument("--keep", type=Path, help="build the sets and workspaces here and keep them")
     parser.add_argument("--no-imagededup", action="store_true", help="skip imagededup's PHash")
@@ -729,6 +786,8 @@ def main() -> None:
     timing_table(console, timings)
     seconds = time.perf_counter() - started
     console.print(f"whole bench: {seconds:.0f} s")
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(to_json(results, timings, seconds), indent=2, default=str))
     missed = {r.name: misses(r) for r in results}

@@ -75,6 +75,13 @@ def test_icon_groups_are_names_and_aliases_merge(tmp_path: Path) -> None:
     assert all(found == set(sets.ICON_SIZES) for found in sizes.values())
 
 
+def test_icon_mirror_twins_are_left_out() -> None:
+    _need("icons")
+    names = sets._icon_names(1000)
+    assert "actions/go-next" in names and "actions/go-next-rtl" not in names  # go-next mirrored, re-shaded
+    assert {"emotes/face-smile", "emotes/face-sad"} <= set(names)  # alike, but neither turned nor mirrored
+
+
 def test_symmetric_pieces_are_disjoint_halves_or_quadrants(tmp_path: Path) -> None:
     _need("symmetric")
     built = sets.build_symmetric(tmp_path, per_kind={"left-right": 2, "top-bottom": 2, "quadrants": 1})

@@ -20,6 +20,7 @@ in one frame, each beside its photo) and `figures_site` (distinct figures as a s
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import html
@@ -106,6 +107,9 @@ class EvalSet:
     description: str = ""
     truth: str = ""  # how the ground truth was established
 
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+
     def path(self, item: Item) -> Path:
         return self.folder / item.name
 
@@ -135,32 +139,40 @@ class EvalSet:
             _save(image, path, **save)
         self.items.append(Item(name, group, transform))
 
-    def merge_identical(self) -> int:
+    def merge_identical(self, dihedral: bool = False) -> int:
         """Put files whose decoded pixels are identical into one group (byte- or pixel-identical files are one
-        image whatever their names say, e.g. an icon installed under two names); returns how many merged."""
+        image whatever their names say, e.g. an icon installed under two names); with `dihedral`, also files
+        that are exact mirror images or turns of each other (GNOME's go-previous is go-next mirrored: a mirror
+        copy, which the goals require a dedupe to find). Returns how many groups were merged away."""
+        parent: dict[str, str] = {}
+
+        def find(group: str) -> str:
+            parent.setdefault(group, group)
+            while parent[group] != group:
+                parent[group] = parent[parent[group]]
+                group = parent[group]
+            return group
+
         first_group: dict[str, str] = {}
-        rename: dict[str, str] = {}
         for item in self.items:
-            key = _pixel_digest(self.path(item))
-            group = first_group.setdefault(key, item.group)
-            if group != item.group:
-                rename[item.group] = _root(rename, group)
-        if not rename:
-            return 0
-        self.items = [Item(i.name, _root(rename, i.group), i.transform) for i in self.items]
-        return len(rename)
+            key = _pixel_digest(self.path(item), dihedral)
+            other = first_group.setdefault(key, item.group)
+            parent[find(item.group)] = find(other)
+        merged = sum(find(g) != g for g in {i.group for i in self.items})
+        self.items = [Item(i.name, find(i.group), i.transform) for i in self.items]
+        return merged
 
 
-def _root(rename: dict[str, str], group: str) -> str:
-    while group in rename:
-        group = rename[group]
-    return group
-
-
-def _pixel_digest(path: Path) -> str:
+def _pixel_digest(path: Path, dihedral: bool = False) -> str:
+    """A digest of the decoded RGBA pixels; with `dihedral`, the smallest over the 8 mirror/turn variants."""
     with Image.open(path) as image:
         pixels = image.convert("RGBA")
-        return hashlib.sha256(f"{pixels.size}".encode() + pixels.tobytes()).hexdigest()
+    variants = [pixels]
+    if dihedral:
+        turns = [pixels, *(pixels.transpose(t) for t in (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180))]
+        turns.append(pixels.transpose(Image.Transpose.ROTATE_270))
+        variants = turns + [t.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for t in turns]
+    return min(hashlib.sha256(f"{v.size}".encode() + v.tobytes()).hexdigest() for v in variants)
 
 
 def _save(image: Image.Image, path: Path, quality: int = 92, **extra: object) -> None:
@@ -428,6 +440,7 @@ def _fit_on_white(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(canvas, dtype=np.float32)
 
 
+@functools.cache
 def thumbnail_sources(folder: Path = SKIMAGE_DOC_IMAGES, max_error: float = 3.0) -> dict[str, str | None]:
     """Thumbnail file → the figure it was made from, or None when no figure matches.
 
@@ -557,13 +570,16 @@ def build_icons(out: Path, names: int = 150) -> EvalSet:
 
     Ground truth: one name at all sizes is one group (the 256 px drawing is its "original"; the smaller ones
     are often redrawn by hand, simpler, which is why no recall goal applies); names installed as links to the
-    same file, or with identical pixels, are one group; different names are distinct.
+    same file, or with identical pixels, or exact mirror images/turns of each other (go-next and go-previous,
+    go-first and go-first-rtl) are one group: no pixel comparison can tell such a twin from a mirror copy,
+    which the goals require a dedupe to find. Different pictures are distinct.
     """
     target = EvalSet(
         "icons",
         out,
         description=f"{names} GNOME icon names × {len(ICON_SIZES)} sizes (transparent PNGs)",
-        truth="same icon name (after resolving symlinks to the file they name) = one group; pixel-identical merged",
+        truth="same icon name (after resolving symlinks to the file they name) = one group; names whose pictures "
+        "are pixel-identical or exact mirror/turn images of each other merged",
     )
     for key in _icon_names(names):
         category, icon = key.split("/")
@@ -572,18 +588,59 @@ def build_icons(out: Path, names: int = 150) -> EvalSet:
             path = ICON_THEME / f"{size}x{size}" / category / f"{icon}.png"
             transform = "original" if size == max(ICON_SIZES) else f"icon {size}px"
             target.add(path.read_bytes(), f"{category}__{icon}__{size}.png", group, transform)
-    target.merge_identical()
+    target.merge_identical(dihedral=True)
     return target
 
 
 def _icon_names(count: int) -> list[str]:
+    """Every k-th of the theme's distinct icons (category/name), `count` of them."""
+    common = _distinct_icons()
+    step = max(1, len(common) // count)
+    return list(common[::step][:count])
+
+
+@functools.cache
+def _distinct_icons() -> tuple[str, ...]:
+    """Names drawn at every size, not aliases (links to another name's file), no mirror twins."""
     per_size = [
         {f"{p.parent.name}/{p.stem}" for p in (ICON_THEME / f"{size}x{size}").glob("*/*.png")} for size in ICON_SIZES
     ]
     common = sorted(set.intersection(*per_size))
-    common = [key for key in common if not (ICON_THEME / "256x256" / f"{key}.png").is_symlink()]  # aliases: links
-    step = max(1, len(common) // count)
-    return common[::step][:count]
+    common = [key for key in common if not (ICON_THEME / "256x256" / f"{key}.png").is_symlink()]
+    return tuple(_without_twins(common))
+
+
+TWIN_MAE = 6.0  # 0-255: a JPEG q30 copy of an icon differs from it by about this much
+
+
+def _without_twins(keys: list[str]) -> list[str]:
+    """Leave out a name whose 48 px picture is a mirror or turn of an earlier name's (go-next-rtl is go-next
+    mirrored and re-shaded: 1.5-5 apart). No pixel method can tell such a twin from a mirror
+    copy, which the goals require to be found, so the set does not ask; exact twins are merged instead."""
+    pictures = np.stack([_dihedral_variants(ICON_THEME / "48x48" / f"{key}.png") for key in keys])
+    kept: list[int] = []
+    for index in range(len(keys)):
+        if not kept or not _is_twin(pictures[index, 0], pictures[kept]).any():
+            kept.append(index)
+    return [keys[i] for i in kept]
+
+
+def _is_twin(picture: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """For each of `others` (n, 8 variants, h, w, 3): is `picture` a mirror/turn image of it (not merely alike)?
+    A turned or mirrored variant is within TWIN_MAE and much closer than the other as it is (a symmetric
+    face-smile next to face-sad is not a twin)."""
+    errors = np.abs(others - picture).mean(axis=(2, 3, 4))  # (n, 8)
+    turned = errors[:, 1:].min(axis=1)
+    return (turned < TWIN_MAE) & (turned * 2 < errors[:, 0])
+
+
+def _dihedral_variants(path: Path) -> np.ndarray:
+    """The picture flattened on white, as float arrays: itself first, then its 7 mirror/turn images."""
+    image = _rgb(Image.open(path)).convert("RGB")
+    turns = [image, *(image.transpose(t) for t in (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180))]
+    turns.append(image.transpose(Image.Transpose.ROTATE_270))
+    variants = turns + [t.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for t in turns]
+    return np.stack([np.asarray(v, dtype=np.float32) for v in variants])
 
 
 def _icon_group(category: str, icon: str) -> str:
