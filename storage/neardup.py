@@ -23,7 +23,7 @@ from sqlalchemy import Connection, func, select
 from storage.catalog.records import ImageFacts
 from storage.catalog.schema import images
 from storage.errors import StoreError
-from storage.hashes.compare import SMALL_SIDE, HashArrays, HashesLike, best_match, cross_distances
+from storage.hashes.compare import SMALL_SIDE, HashArrays, HashesLike, best_match, cross_distances, distance
 from storage.hashes.compute import HASH_VERSION, ImageHashes
 from storage.hashes.verify import Verdict, decode_for_verify, verify_pair
 from storage.keepers import ImageInfo, clearly_better
@@ -43,8 +43,6 @@ class Judgement:
 
     duplicate_of: str | None = None  # set aside as a verified near-duplicate of this keeper
     replaces: str | None = None  # the new image is the better copy: this old keeper becomes its duplicate
-    distance: int = 0
-    verdict: Verdict | None = None
     candidates: tuple[tuple[str, int, str, Verdict], ...] = ()  # (keeper, distance, matched, verdict): review
 
 
@@ -114,7 +112,7 @@ class NearDuplicateIndex:
             facts, key, labelled = batch[k]
             near = [] if to_index is None else [(int(d), r) for r, d in enumerate(to_index[j]) if d <= self.threshold]
             for row in range(start, self._size):  # keepers added by this batch
-                dist = _distance(self._row(row), hashes[j])
+                dist = distance(self._row(row), hashes[j])
                 if dist <= self.threshold:
                     near.append((dist, row))
             results[k] = self._judge_one(facts, key, labelled, hashes[j], sorted(near), verify, separated)
@@ -152,8 +150,8 @@ class NearDuplicateIndex:
                 old = self._shas[row]
                 if clearly_better(info, self._infos[row]):
                     self._set_row(row, facts.sha256, key, info, hashes)
-                    return Judgement(replaces=old, distance=dist, verdict=verdict)
-                return Judgement(duplicate_of=old, distance=dist, verdict=verdict)
+                    return Judgement(replaces=old)
+                return Judgement(duplicate_of=old)
             matched = best_match(keeper_hashes, hashes).describe()
             candidates.append((self._shas[row], dist, matched, verdict))
         self._append(facts.sha256, key, info, hashes)
@@ -163,23 +161,22 @@ class NearDuplicateIndex:
         return self._view().row(row)
 
     def _set_row(self, row: int, sha256: str, key: str, info: ImageInfo, hashes: ImageHashes) -> None:
+        """Put an image in row `row` (an existing keeper's, or the next free one)."""
         single = HashArrays.from_hashes([hashes])
         for name, column in self._columns.items():
             column[row] = getattr(single, name)[0]
-        self._shas[row], self._keys[row], self._infos[row] = sha256, key, info
+        if row == len(self._shas):
+            self._shas.append(sha256)
+            self._keys.append(key)
+            self._infos.append(info)
+        else:
+            self._shas[row], self._keys[row], self._infos[row] = sha256, key, info
 
     def _append(self, sha256: str, key: str, info: ImageInfo, hashes: ImageHashes) -> None:
         if self._size == len(self._columns["center_phash"]):
             self._columns = {name: _grow(column, 2 * len(column)) for name, column in self._columns.items()}
-        self._shas.append(sha256)
-        self._keys.append(key)
-        self._infos.append(info)
+        self._set_row(self._size, sha256, key, info, hashes)
         self._size += 1
-        self._set_row(self._size - 1, sha256, key, info, hashes)
-
-
-def _distance(a: HashesLike, b: HashesLike) -> int:
-    return best_match(a, b).distance
 
 
 def _tiny(facts: ImageFacts) -> bool:

@@ -97,19 +97,27 @@ def decode_for_verify(data: bytes) -> Image.Image:
     return image
 
 
-def _region(image: Image.Image, view: str) -> tuple[int, int, int, int]:
+Box = tuple[int, int, int, int]
+
+
+def _trim(image: Image.Image) -> Box:
+    return trim_box(_flatten(image).convert("L"), _TRIM_SIDE)
+
+
+def _region(image: Image.Image, view: str, trimmed: Box | None = None) -> Box:
     if view == "trim":
-        return trim_box(image.convert("L"), _TRIM_SIDE)
+        return trimmed or _trim(image)
     if view == "centre":
         cx, cy = round(image.width * CENTER_CUT), round(image.height * CENTER_CUT)
         return cx, cy, image.width - cx, image.height - cy
     return 0, 0, image.width, image.height
 
 
-def aligned_view(image: Image.Image, view: str, transform: int = 0) -> AlignedView:
-    """The view of `image` ("whole", "trim" or "centre") with DIHEDRAL[transform] applied, at SIDE x SIDE."""
+def aligned_view(image: Image.Image, view: str, transform: int = 0, trimmed: Box | None = None) -> AlignedView:
+    """The view of `image` ("whole", "trim" or "centre") with DIHEDRAL[transform] applied, at SIDE x SIDE.
+    `trimmed`: the image's trim box, when the caller has it already."""
     flat = _flatten(image)
-    region = flat.crop(_region(flat, view)).resize((SIDE, SIDE), Image.Resampling.BOX)
+    region = flat.crop(_region(flat, view, trimmed)).resize((SIDE, SIDE), Image.Resampling.BOX)
     op = DIHEDRAL[transform][1]
     if op is not None:
         region = region.transpose(op)
@@ -180,11 +188,11 @@ def compare_views(a: AlignedView, b: AlignedView) -> Verdict:
     return Verdict(True, best, f"pixels agree ({best:.2f})")
 
 
-def _framed(image: Image.Image) -> bool:
-    """Is the image's content surrounded by a frame or margins (trimmed on three or four sides)? One or two
-    trimmed sides are usually content (a plain sky, a wall), and comparing trimmed views there would only
+def _framed(image: Image.Image, box: Box) -> bool:
+    """Is the image's content surrounded by a frame or margins (its trim box cuts three or four sides)? One or
+    two trimmed sides are usually content (a plain sky, a wall), and comparing trimmed views there would only
     misalign a cropped copy."""
-    left, top, right, bottom = trim_box(image.convert("L"), _TRIM_SIDE)
+    left, top, right, bottom = box
     margin_x, margin_y = 0.01 * image.width, 0.01 * image.height
     sides = (left > margin_x, top > margin_y, image.width - right > margin_x, image.height - bottom > margin_y)
     return sum(sides) >= 3
@@ -193,12 +201,13 @@ def _framed(image: Image.Image) -> bool:
 def verify_pair(a: Image.Image, b: Image.Image, match: Match) -> Verdict:
     """Confirm that images a and b are near-duplicates the way `match` (from best_match(hashes of a, hashes
     of b)) says they are."""
+    box_a, box_b = _trim(a), _trim(b)
     views = [(match.view_a, match.view_b)]
-    if (match.view_a, match.view_b) != ("trim", "trim") and _framed(a) and _framed(b):
+    if (match.view_a, match.view_b) != ("trim", "trim") and _framed(a, box_a) and _framed(b, box_b):
         views.append(("trim", "trim"))
     verdicts = []
     for view_a, view_b in views:
-        aligned_a = aligned_view(a, view_a, match.transform if match.transform_of == "a" else 0)
-        aligned_b = aligned_view(b, view_b, match.transform if match.transform_of == "b" else 0)
+        aligned_a = aligned_view(a, view_a, match.transform if match.transform_of == "a" else 0, box_a)
+        aligned_b = aligned_view(b, view_b, match.transform if match.transform_of == "b" else 0, box_b)
         verdicts.append(compare_views(aligned_a, aligned_b))
     return min(verdicts, key=lambda v: (v.verified, v.score))
