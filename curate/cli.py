@@ -13,6 +13,8 @@ from curate.dedupe.clusters import (
     DEFAULT_THRESHOLD,
     apply_report,
     choose_keeper,
+    confirm_duplicates,
+    dedupe_decisions,
     ensure_hashes,
     find_clusters,
     mark_not_duplicates,
@@ -21,7 +23,7 @@ from curate.dedupe.clusters import (
 from curate.export import EXPORTERS, export_formats
 from curate.fsck import fsck
 from curate.report_html import write_dedupe_html
-from curate.snapshot import create_snapshot, list_snapshots, load_manifest
+from curate.snapshot import create_snapshot, delete_snapshot, list_snapshots, load_manifest
 from curate.splits import SPLITS, parse_ratios
 from storage.catalog import (
     add_label,
@@ -36,7 +38,7 @@ from storage.catalog import (
 from storage.catalog.schema import images
 from storage.clikit import JsonOption, WorkspaceOption, emit_json, make_progress, out_console, user_errors
 from storage.errors import GleanerError
-from storage.workspace import open_workspace
+from storage.workspace import Workspace, open_workspace
 
 app = typer.Typer(
     help="Curate a Gleaner dataset: labels, integrity, duplicates.", no_args_is_help=True, add_completion=False
@@ -235,6 +237,43 @@ def check_command(
     out_console.print("flags are stored in the catalog; `curate review` filters by them", highlight=False)
 
 
+def _dedupe_decision(
+    ws: Workspace,
+    json_output: bool,
+    not_duplicate: tuple[str, str] | None,
+    duplicate: tuple[str, str] | None,
+    keeper: str | None,
+    decisions: bool,
+) -> bool:
+    """Record or list a person's near-duplicate decision, if one was asked for; True when one was."""
+    if not_duplicate:
+        a, b = mark_not_duplicates(ws, *not_duplicate, default_actor())
+        _report(json_output, {"not_duplicates": [a, b]}, f"{a[:12]} and {b[:12]} are not duplicates: never grouped")
+    elif duplicate:
+        kept, copy = confirm_duplicates(ws, *duplicate, default_actor())
+        _report(json_output, {"duplicate": copy, "keeper": kept}, f"{copy[:12]} is a duplicate of {kept[:12]}")
+    elif keeper:
+        chosen = choose_keeper(ws, keeper, default_actor())
+        _report(json_output, {"keeper": chosen}, f"{chosen[:12]} is its group's keeper")
+    elif decisions:
+        history = dedupe_decisions(ws)
+        if json_output:
+            emit_json({"decisions": history})
+        else:
+            table = Table(title="Near-duplicate decisions")
+            for column in ("when", "who", "decision", "images", "in force"):
+                table.add_column(column)
+            for row in history:
+                shas = " ".join(str(s)[:12] for s in (row["a"], row["b"]) if s)
+                table.add_row(
+                    str(row["at"])[:19], str(row["actor"]), str(row["kind"]), shas, "no" if row["revoked_at"] else "yes"
+                )
+            out_console.print(table)
+    else:
+        return False
+    return True
+
+
 @app.command("dedupe")
 @user_errors
 def dedupe_command(
@@ -246,7 +285,11 @@ def dedupe_command(
     not_duplicate: tuple[str, str] | None = typer.Option(
         None, "--not-duplicate", help="Two sha256s (or prefixes) that are different images: never grouped."
     ),
+    duplicate: tuple[str, str] | None = typer.Option(
+        None, "--duplicate", help="KEEPER COPY: confirm that COPY is a duplicate of KEEPER (set aside, kept so)."
+    ),
     keeper: str = typer.Option(None, "--keeper", help="sha256 (or prefix) to keep as its group's keeper."),
+    decisions: bool = typer.Option(False, "--decisions", help="List the decisions people made, with history."),
     html_path: Path = typer.Option(None, "--html", help="Where to write the HTML report (default: WORKSPACE/reports)."),
     workspace: Path = WorkspaceOption,
     json_output: bool = JsonOption,
@@ -254,13 +297,7 @@ def dedupe_command(
     """Find near-duplicate groups (flips, turns, crops, screenshots too), verified on the pixels; a dry run unless
     --apply. Unverified matches are listed as candidates for review, never set aside."""
     ws = open_workspace(workspace)
-    if not_duplicate:
-        a, b = mark_not_duplicates(ws, not_duplicate[0], not_duplicate[1], default_actor())
-        _report(json_output, {"not_duplicates": [a, b]}, f"{a[:12]} and {b[:12]} are not duplicates: never grouped")
-        return
-    if keeper is not None:
-        chosen = choose_keeper(ws, keeper, default_actor())
-        _report(json_output, {"keeper": chosen}, f"{chosen[:12]} is its group's keeper")
+    if _dedupe_decision(ws, json_output, not_duplicate, duplicate, keeper, decisions):
         return
     if undo:
         cleared = undo_duplicates(ws)
@@ -305,9 +342,16 @@ def dedupe_command(
         out_console.print("dry run: nothing changed; --apply marks the non-keepers", highlight=False)
 
 
-@app.command("snapshot")
+snapshot_app = typer.Typer(
+    help="Freeze the dataset into an immutable, leak-free train/val/test version (`curate snapshot delete NAME`: remove one)."
+)
+app.add_typer(snapshot_app, name="snapshot")
+
+
+@snapshot_app.callback(invoke_without_command=True)
 @user_errors
 def snapshot_command(
+    ctx: typer.Context,
     name: str = typer.Option(None, "--name", help="Snapshot name (default: snap-YYYYmmdd-HHMMSS)."),
     ratios: str = typer.Option("80/10/10", "--ratios", help="train/val/test shares, e.g. 80/10/10 or 0.7,0.15,0.15."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split assignment (same seed, same splits)."),
@@ -319,6 +363,8 @@ def snapshot_command(
     json_output: bool = JsonOption,
 ) -> None:
     """Freeze labelled, non-duplicate, non-rejected images into an immutable, leak-free train/val/test version."""
+    if ctx.invoked_subcommand is not None:
+        return
     try:
         parsed = parse_ratios(ratios)
     except ValueError as exc:
@@ -337,6 +383,22 @@ def snapshot_command(
         table.add_row(label, *(f"{counts.get(split, 0):,}" for split in SPLITS))
     out_console.print(table)
     out_console.print(f"manifest: {ws.store.url_for(info.manifest_key)}", highlight=False)
+
+
+@snapshot_app.command("delete")
+@user_errors
+def snapshot_delete_command(
+    name: str = typer.Argument(..., help="The snapshot to remove (`curate snapshots` lists them)."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Remove a snapshot (its catalog row and manifest); the images stay in the catalog and the store."""
+    ws = open_workspace(workspace)
+    info = delete_snapshot(ws, name)
+    if json_output:
+        emit_json({"deleted": info.to_json()})
+        return
+    out_console.print(f"deleted snapshot {info.name} ({info.image_count:,} images; the images stay)", highlight=False)
 
 
 @app.command("snapshots")

@@ -17,7 +17,15 @@ from storage.catalog.sql import now
 from storage.errors import GleanerError
 from storage.workspace import Workspace
 
-__all__ = ["ManifestEntry", "SnapshotInfo", "create_snapshot", "list_snapshots", "load_manifest"]
+__all__ = [
+    "ManifestEntry",
+    "SnapshotInfo",
+    "create_snapshot",
+    "delete_snapshot",
+    "eligible_images",
+    "list_snapshots",
+    "load_manifest",
+]
 
 MANIFEST_PREFIX = "snapshots/"
 
@@ -45,8 +53,9 @@ class SnapshotInfo:
         return data
 
 
-def _eligible(workspace: Workspace, accepted_only: bool) -> list[tuple[str, str, str]]:
-    """(sha256, label, object_key) of labelled, whole, non-duplicate, non-rejected images."""
+def eligible_images(workspace: Workspace, accepted_only: bool) -> list[tuple[str, str, str]]:
+    """(sha256, label, object_key) of labelled, whole, non-duplicate, non-rejected images: what a snapshot freezes
+    (`accepted_only`: only images accepted in review), ordered by sha256."""
     query = (
         select(images.c.sha256, labels.c.name, images.c.object_key)
         .select_from(images.join(labels, images.c.label_id == labels.c.id))
@@ -73,7 +82,7 @@ def create_snapshot(
     with workspace.catalog.read() as conn:
         if conn.execute(select(snapshots.c.id).where(snapshots.c.name == name)).first():
             raise GleanerError(f"snapshot {name!r} already exists; snapshots are immutable, choose another name")
-    rows = _eligible(workspace, accepted_only)
+    rows = eligible_images(workspace, accepted_only)
     if not rows:
         raise GleanerError("nothing to snapshot: no labelled, non-rejected, non-duplicate images")
     ensure_hashes(workspace)
@@ -112,6 +121,24 @@ def list_snapshots(workspace: Workspace) -> list[SnapshotInfo]:
     with workspace.catalog.read() as conn:
         rows = conn.execute(select(snapshots).order_by(snapshots.c.id)).all()
     return [SnapshotInfo(r.name, r.manifest_key, r.image_count, _aware(r.created_at), r.meta or {}) for r in rows]
+
+
+def delete_snapshot(workspace: Workspace, name: str) -> SnapshotInfo:
+    """Remove a snapshot: its catalog row, then its manifest object. Returns what it was.
+
+    The images stay (a snapshot only names them). The row goes first, so a failure in between leaves at worst an
+    unlisted manifest object, never a listed snapshot whose manifest is gone. Run folders trained on it keep
+    their models, reports and exports; only `train run --resume` of such a run needs the snapshot again.
+    """
+    matches = [s for s in list_snapshots(workspace) if s.name == name]
+    if not matches:
+        known = ", ".join(s.name for s in list_snapshots(workspace)) or "none"
+        raise GleanerError(f"no snapshot named {name!r} (have: {known})")
+    info = matches[0]
+    with workspace.catalog.write() as conn:
+        conn.execute(snapshots.delete().where(snapshots.c.name == name))
+    workspace.store.delete(info.manifest_key)  # a missing object is not an error
+    return info
 
 
 def _aware(value: datetime) -> datetime:

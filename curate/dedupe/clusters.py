@@ -21,7 +21,13 @@ from sqlalchemy import Connection, select, update
 
 from curate.dedupe.groups import Link, group_images
 from curate.dedupe.index import find_pairs, groups_from_pairs
-from storage.catalog.duplicates import add_decision, load_decisions, replace_keeper, set_duplicate_marks
+from storage.catalog.duplicates import (
+    add_decision,
+    decision_history,
+    load_decisions,
+    replace_keeper,
+    set_duplicate_marks,
+)
 from storage.catalog.lookup import resolve_sha
 from storage.catalog.schema import images, labels, sources
 from storage.catalog.sql import signed64
@@ -49,6 +55,8 @@ __all__ = [
     "DedupeReport",
     "apply_report",
     "choose_keeper",
+    "confirm_duplicates",
+    "dedupe_decisions",
     "ensure_hashes",
     "find_clusters",
     "image_groups",
@@ -374,6 +382,24 @@ def mark_not_duplicates(workspace: Workspace, a: str, b: str, actor: str) -> tup
         )
         set_duplicate_marks(conn, {sha: None for sha in (a, b) if duplicate_of.get(sha) in (a, b)})
     return a, b
+
+
+def confirm_duplicates(workspace: Workspace, keeper: str, duplicate: str, actor: str) -> tuple[str, str]:
+    """A person says `duplicate` is a copy of `keeper`: it is set aside now, and reruns keep the pair grouped
+    without a pixel check (when the hashes still find it). Returns the full sha256s."""
+    with workspace.catalog.write() as conn:
+        keeper, duplicate = resolve_sha(conn, keeper), resolve_sha(conn, duplicate)
+        if keeper == duplicate:
+            raise GleanerError("--duplicate needs two different images")
+        add_decision(conn, "duplicate", keeper, duplicate, actor)
+        set_duplicate_marks(conn, {duplicate: keeper})
+    return keeper, duplicate
+
+
+def dedupe_decisions(workspace: Workspace) -> list[dict[str, object]]:
+    """Every near-duplicate decision people made, oldest first, revoked ones included."""
+    with workspace.catalog.read() as conn:
+        return decision_history(conn)
 
 
 def choose_keeper(workspace: Workspace, sha: str, actor: str) -> str:

@@ -7,8 +7,8 @@ near-duplicate of (hash distance within the threshold, then pixels confirmed by 
 starts a group of its own. So every member is within the threshold of its keeper, by construction.
 
 A pair within the threshold whose pixels do not confirm it is a *candidate*: reported for review, never set
-aside. People's decisions win: a pair marked "not duplicates" is never linked, and a chosen keeper is visited
-first, so it stays its group's keeper.
+aside. People's decisions win: a pair marked "not duplicates" is never linked, a pair confirmed as duplicates
+needs no pixel check, and a chosen keeper is visited first, so it stays its group's keeper.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def group_images(
     """Star groups over images `infos` from candidate `pairs` (i, j, distance), each pair within the threshold.
 
     `verify(keeper, member)` is called at most MAX_VERIFIED_PER_IMAGE times per image."""
-    decisions = decisions or Decisions(frozenset(), frozenset())
+    decisions = decisions or Decisions()
     neighbours: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for i, j, dist in pairs:
         if not decisions.separated(infos[i].sha256, infos[j].sha256):
@@ -73,7 +73,10 @@ def group_images(
             if any(decisions.separated(infos[k].sha256, sha) for sha in members_of[other]):
                 continue  # a person said it is not a duplicate of someone in that group
             tried += 1
-            verdict = verify(other, k)
+            if decisions.confirmed_pair(infos[k].sha256, infos[other].sha256):
+                verdict = Verdict(True, 1.0, "confirmed by a person")
+            else:
+                verdict = verify(other, k)
             link = Link(other, k, dist, verdict)
             if verdict.verified:
                 result.groups[other].append(link)

@@ -16,6 +16,7 @@ from storage.catalog.schema import duplicate_candidates, duplicate_decisions, im
 from storage.catalog.sql import insert_ignore, now
 
 __all__ = [
+    "PAIR_KINDS",
     "Candidate",
     "Decisions",
     "add_decision",
@@ -42,13 +43,20 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Decisions:
-    """The decisions in force: pairs that are not duplicates, and images chosen as keepers."""
+    """The decisions in force: pairs that are not duplicates, pairs confirmed as duplicates, chosen keepers."""
 
-    not_duplicates: frozenset[frozenset[str]]
-    keepers: frozenset[str]
+    not_duplicates: frozenset[frozenset[str]] = frozenset()
+    keepers: frozenset[str] = frozenset()
+    confirmed: frozenset[frozenset[str]] = frozenset()
 
     def separated(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self.not_duplicates
+
+    def confirmed_pair(self, a: str, b: str) -> bool:
+        return frozenset((a, b)) in self.confirmed
+
+
+PAIR_KINDS = ("not_duplicate", "duplicate")
 
 
 def _pair(a: str, b: str) -> tuple[str, str]:
@@ -101,12 +109,14 @@ def clear_candidates(conn: Connection, pairs: Iterable[tuple[str, str]]) -> None
 
 
 def add_decision(conn: Connection, kind: str, sha_a: str, sha_b: str | None, actor: str) -> None:
-    """Record a decision: ("not_duplicate", a, b) or ("keeper", a, None). A new keeper decision for an image's
-    group is added beside older ones; the grouping takes the newest keeper a group contains."""
-    if kind == "not_duplicate":
+    """Record a decision: ("not_duplicate", a, b), ("duplicate", a, b) or ("keeper", a, None). A decision about
+    a pair replaces the one in force about that pair (history keeps both)."""
+    if kind in PAIR_KINDS:
         assert sha_b is not None
         sha_a, sha_b = _pair(sha_a, sha_b)
         clear_candidates(conn, [(sha_a, sha_b)])
+        for other in PAIR_KINDS:
+            revoke_decisions(conn, other, sha_a, sha_b)
     conn.execute(duplicate_decisions.insert().values(kind=kind, sha_a=sha_a, sha_b=sha_b, actor=actor, at=now()))
 
 
@@ -124,14 +134,14 @@ def revoke_decisions(conn: Connection, kind: str, sha_a: str, sha_b: str | None 
 def load_decisions(conn: Connection) -> Decisions:
     table = duplicate_decisions
     rows = conn.execute(select(table.c.kind, table.c.sha_a, table.c.sha_b).where(table.c.revoked_at.is_(None)))
-    pairs: set[frozenset[str]] = set()
+    pairs: dict[str, set[frozenset[str]]] = {kind: set() for kind in PAIR_KINDS}
     keepers: set[str] = set()
     for kind, a, b in rows:
-        if kind == "not_duplicate" and b:
-            pairs.add(frozenset((a, b)))
+        if kind in PAIR_KINDS and b:
+            pairs[kind].add(frozenset((a, b)))
         elif kind == "keeper":
             keepers.add(a)
-    return Decisions(frozenset(pairs), frozenset(keepers))
+    return Decisions(frozenset(pairs["not_duplicate"]), frozenset(keepers), frozenset(pairs["duplicate"]))
 
 
 def decision_history(conn: Connection, sha256: str | None = None) -> list[dict[str, object]]:

@@ -259,7 +259,7 @@ duplicate_decisions = Table(
     "duplicate_decisions",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("kind", String(16), nullable=False),  # not_duplicate (a, b) | keeper (a)
+    Column("kind", String(16), nullable=False),  # not_duplicate (a, b) | duplicate (a, b) | keeper (a)
     Column("sha_a", String(64), nullable=False),
     Column("sha_b", String(64), nullable=True),
     Column("actor", String(100), nullable=False),

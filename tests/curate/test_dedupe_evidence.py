@@ -129,3 +129,25 @@ def test_a_pair_marked_not_duplicates_is_never_grouped_again(tmp_path: Path, pho
     marks = _set_aside(root)
     assert all({sha, keeper} != {a, b} for sha, keeper in marks.items())
     assert a not in marks and b not in marks
+
+
+def test_a_confirmed_pair_and_the_decision_history(tmp_path: Path, photo_files: list[Path]) -> None:
+    base = Image.open(photo_files[4]).convert("RGB")
+    (tmp_path / "in").mkdir()
+    base.save(tmp_path / "in" / "photo.jpg", quality=92)
+    ImageOps.mirror(base).save(tmp_path / "in" / "mirrored.jpg", quality=92)
+    root = _workspace(tmp_path)
+    ok_json(harvest("import", tmp_path / "in", "--json", "-w", root, cwd=tmp_path))
+    (cluster,) = ok_json(curate("dedupe", "--json", "-w", root, cwd=tmp_path))["clusters"]
+    keeper, copy = cluster["keeper"], next(m["sha256"] for m in cluster["members"] if m["sha256"] != cluster["keeper"])
+    ok_json(curate("dedupe", "--not-duplicate", keeper, copy, "--json", "-w", root, cwd=tmp_path))
+    assert _set_aside(root) == {}
+    # the person changes their mind: confirming the pair replaces the "not duplicates" decision
+    confirmed = ok_json(curate("dedupe", "--duplicate", keeper, copy, "--json", "-w", root, cwd=tmp_path))
+    assert confirmed == {"duplicate": copy, "keeper": keeper}
+    assert _set_aside(root) == {copy: keeper}
+    again = ok_json(curate("dedupe", "--apply", "--json", "-w", root, cwd=tmp_path))
+    assert [len(c["members"]) for c in again["clusters"]] == [2] and _set_aside(root) == {copy: keeper}
+    history = ok_json(curate("dedupe", "--decisions", "--json", "-w", root, cwd=tmp_path))["decisions"]
+    assert [(d["kind"], d["revoked_at"] is None) for d in history] == [("not_duplicate", False), ("duplicate", True)]
+    assert all(d["actor"] for d in history)
