@@ -343,7 +343,7 @@ def dedupe_command(
 
 
 snapshot_app = typer.Typer(
-    help="Freeze the dataset into an immutable, leak-free train/val/test version (`curate snapshot delete NAME`: remove one)."
+    help="Freeze the dataset into an immutable, leak-free train/val/test version; `snapshot delete NAME` removes one."
 )
 app.add_typer(snapshot_app, name="snapshot")
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import logging
 
-from curate.snapshot import ManifestEntry, SnapshotInfo, create_snapshot, list_snapshots, load_manifest
-from curate.snapshot import _eligible as eligible_images  # the rows create_snapshot would freeze
+from curate.snapshot import (
+    ManifestEntry,
+    SnapshotInfo,
+    create_snapshot,
+    eligible_images,  # the rows create_snapshot would freeze
+    list_snapshots,
+    load_manifest,
+)
 from storage.errors import GleanerError
 from storage.workspace import Workspace
 
