@@ -8,12 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from storage.errors import GleanerError
 from train.checkpoint import BEST, LAST, load_checkpoint
 from train.config import TrainConfig
 from train.models import Net, build_model
 
-__all__ = ["BASELINE", "RUN_CONFIG", "build_net", "load_net", "read_meta", "write_meta"]
+__all__ = ["BASELINE", "RUN_CONFIG", "FoldEnsemble", "build_net", "load_net", "read_meta", "write_meta"]
 
 RUN_CONFIG = "config.json"
 BASELINE = "baseline.json"  # the linear baseline's figures on the run's split (train.baseline)
@@ -38,9 +41,37 @@ def build_net(config: TrainConfig, classes: int, channels: int, mean: list[float
     return Net(body, channels, body_channels, mean, std)
 
 
-def load_net(run_dir: Path, which: str = "best") -> tuple[Net, dict[str, Any]]:
-    """The run's model in eval mode, from its best checkpoint (or the last one when there is no best)."""
+class FoldEnsemble(nn.Module):
+    """The K models of a `--folds K` cross-validation as one model: the log of their mean softmax probabilities
+    (so `softmax` of its output is the average; argmax the averaged vote). Same input as each fold's Net."""
+
+    def __init__(self, nets: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(net(x), dim=1) for net in self.nets]).mean(dim=0)
+        return torch.log(probs.clamp_min(1e-12))
+
+
+def _fold_dirs(run_dir: Path) -> list[Path]:
+    found = [p for p in (run_dir / "folds").glob("fold-*") if (p / RUN_CONFIG).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+def load_net(run_dir: Path, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
+    """The run's model in eval mode, from its best checkpoint (or the last one when there is no best).
+
+    A `--folds K` folder (no checkpoints of its own) gives the ensemble of its K fold models (FoldEnsemble).
+    """
     meta = read_meta(run_dir)
+    if meta.get("folds") and not (run_dir / "checkpoints").is_dir():
+        folds = _fold_dirs(run_dir)
+        if not folds:
+            raise GleanerError(f"{run_dir} is a cross-validation folder without fold models (folds/fold-N)")
+        ensemble = FoldEnsemble([load_net(fold, which)[0] for fold in folds])
+        ensemble.eval()
+        return ensemble, meta
     config = TrainConfig.from_json(meta["train"])
     net = build_net(config, len(meta["labels"]), meta["channels"], meta["mean"], meta["std"])
     checkpoints = run_dir / "checkpoints"

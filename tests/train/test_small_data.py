@@ -126,7 +126,7 @@ def test_folds_keep_groups_whole_and_balance_labels() -> None:
     assert assign_folds(samples, 5, seed=1) == folds
 
 
-def test_cross_validation_tests_every_image_once(digits_ws: Workspace, tmp_path: Path) -> None:
+def test_cross_validation_tests_every_image_once(digits_ws: Workspace, digits_dir: Path, tmp_path: Path) -> None:
     from tests.train.test_cli import invoke
     from train.cli import app
 
@@ -139,6 +139,12 @@ def test_cross_validation_tests_every_image_once(digits_ws: Workspace, tmp_path:
     assert all((tmp_path / "cv" / "folds" / f"fold-{k}" / "checkpoints" / "best.pt").is_file() for k in (1, 2, 3))
     low, high = summary["accuracy_ci"]
     assert high - low < 0.15  # 300 tested images, not 30
+    # the top-level folder predicts and exports as the ensemble of its three fold models
+    image = sorted((digits_dir / "digit7").glob("*.png"))[0]
+    predicted = invoke(app, "predict", tmp_path / "cv", image, "--json")
+    assert predicted["predictions"][0]["label"] in report["confusion"]["labels"]
+    exported = invoke(app, "export", tmp_path / "cv", "--format", "torchscript", "--json")
+    assert exported["same_predictions"] and exported["path"].endswith("model.ts")
 
 
 def test_out_defaults_to_a_timestamped_run_folder(digits_ws: Workspace) -> None:
