@@ -18,6 +18,14 @@ from starlette.routing import Route
 from curate.review.actions import ACTIONS, Action, apply_action, undo_action
 from curate.review.auth import CSRF_FIELD, Session, csrf_ok, session_of
 from curate.review.cache import cached_legend
+from curate.review.duplicates import (
+    DEDUPE_ACTIONS,
+    DedupeAction,
+    candidate_page,
+    count_candidates,
+    dedupe_action,
+    undo_dedupe,
+)
 from curate.review.queries import (
     SHA_RE,
     Filter,
@@ -114,12 +122,17 @@ def _act(state: ReviewState, session: Session, body: dict[str, Any]) -> dict[str
         shas = _shas(body)
     with session.lock:  # one action at a time per session keeps the undo stack in order
         action = apply_action(state.workspace.catalog, kind, shas, actor=state.actor, label=label)
-        if action.changes:
-            session.undo.append(action)
-            del session.undo[:-UNDO_DEPTH]
-            while len(session.undo) > 1 and sum(len(a.changes) for a in session.undo) > UNDO_CHANGES:
-                session.undo.pop(0)  # bounded memory: the oldest bulk actions stop being undoable first
+        _remember(session, action)
     return _answer(state, session, action, shas)
+
+
+def _remember(session: Session, action: Action) -> None:
+    """Push an action on the session's undo stack (call with session.lock held)."""
+    if action.changes:
+        session.undo.append(action)
+        del session.undo[:-UNDO_DEPTH]
+        while len(session.undo) > 1 and sum(len(a.changes) for a in session.undo) > UNDO_CHANGES:
+            session.undo.pop(0)  # bounded memory: the oldest bulk actions stop being undoable first
 
 
 async def action_endpoint(request: Request) -> Response:
@@ -135,9 +148,14 @@ def _undo(state: ReviewState, session: Session) -> dict[str, Any]:
             answer.update(action=None, changed=0, missing=[])
             return answer
         last = session.undo.pop()
-        undone = undo_action(state.workspace.catalog, last, actor=state.actor)
+        if isinstance(last, DedupeAction):
+            undone: Action = undo_dedupe(state.workspace, last, actor=state.actor)
+        else:
+            undone = undo_action(state.workspace.catalog, last, actor=state.actor)
     answer = _answer(state, session, undone, last.shas)
     answer["skipped"] = len(last.changes) - len(undone.changes)
+    if isinstance(last, DedupeAction):
+        answer["regroup"] = True  # the page's pairs and groups changed: pages that show them reload
     return answer
 
 
@@ -204,6 +222,63 @@ def images_endpoint(request: Request) -> Response:
     )
 
 
+def _sha_field(body: dict[str, Any], name: str, *, required: bool) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not SHA_RE.fullmatch(value):
+        raise HTTPException(400, f"{name} must be a full lowercase sha256 (64 hex digits)")
+    return value
+
+
+def _dedupe(state: ReviewState, session: Session, body: dict[str, Any]) -> dict[str, Any]:
+    kind = body.get("action")
+    if kind not in DEDUPE_ACTIONS:
+        raise HTTPException(400, f"action must be one of {', '.join(DEDUPE_ACTIONS)}")
+    a = _sha_field(body, "a", required=True)
+    b = _sha_field(body, "b", required=kind != "keeper")
+    assert a is not None
+    with session.lock:
+        action = dedupe_action(state.workspace, kind, a, b, actor=state.actor)
+        _remember(session, action)
+    answer = _answer(state, session, action, [sha for sha in (a, b) if sha])
+    answer.update(regroup=True, a=a, b=b)
+    return answer
+
+
+async def dedupe_endpoint(request: Request) -> Response:
+    """A near-duplicate decision: {"action": "not_duplicate" | "duplicate" | "keeper", "a": sha, "b": sha}
+    ("duplicate": b is a copy of a; "keeper": a keeps its group, and with b, b is set aside as a's copy)."""
+    body = await _body(request)
+    return JSONResponse(await run_in_threadpool(_dedupe, _state(request), session_of(request), body))
+
+
+def candidates_endpoint(request: Request) -> Response:
+    """The Candidates view as JSON: near-duplicate pairs waiting for a decision, closest first."""
+    params = request.query_params
+    try:
+        flt = Filter.from_params({**params, "view": "candidates"})
+        limit = int(params.get("n") or 200)
+        with _state(request).workspace.catalog.read() as conn:
+            page = candidate_page(conn, flt, after=params.get("after"), before=params.get("before"), limit=limit)
+            total = count_candidates(conn, flt)
+    except ValueError as exc:
+        raise HTTPException(400, str(exc)) from None
+    shown = ("sha256", "width", "height", "format", "label", "review", "duplicate_of", "chosen_keeper", "source")
+    return JSONResponse(
+        {
+            "total": total,
+            "candidates": [
+                item | {"images": {sha: {k: page.images[sha][k] for k in shown} for sha in (item["a"], item["b"])}}
+                for item in page.items
+            ],
+            "next": page.next_cursor,
+            "prev": page.prev_cursor,
+        },
+        headers={"cache-control": "no-store"},
+    )
+
+
 def routes() -> list[Route]:
     return [
         Route("/api/version", version_endpoint),
@@ -212,4 +287,6 @@ def routes() -> list[Route]:
         Route("/api/action", action_endpoint, methods=["POST"]),
         Route("/api/undo", undo_endpoint, methods=["POST"]),
         Route("/api/labels", labels_endpoint, methods=["POST"]),
+        Route("/api/candidates", candidates_endpoint),
+        Route("/api/dedupe", dedupe_endpoint, methods=["POST"]),
     ]

@@ -23,6 +23,7 @@ from curate.review import api
 from curate.review.auth import AuthMiddleware, Guard, session_of
 from curate.review.cache import VersionCache, cached_legend
 from curate.review.detail import image_detail
+from curate.review.duplicates import candidate_page, count_candidates, image_near_duplicates
 from curate.review.queries import (
     DEFAULT_PAGE,
     SHA_RE,
@@ -88,21 +89,28 @@ def grid(request: Request) -> Response:
     state = state_of(request)
     flt = parse_filter(request)
     after, before = request.query_params.get("after"), request.query_params.get("before")
+    pairs = flt.view == "candidates"
     with state.workspace.catalog.read() as conn:
         version = catalog_version(conn)
         try:
-            page = grid_page(conn, flt, after=after, before=before, limit=page_size(request))
+            if pairs:
+                page: Any = candidate_page(conn, flt, after=after, before=before, limit=page_size(request))
+            else:
+                page = grid_page(conn, flt, after=after, before=before, limit=page_size(request))
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        if page.total is not None:
+        if not pairs and page.total is not None:
             state.cache.put(version, ("count", flt), page.total)
         context: dict[str, Any] = {
             "flt": flt,
             "page": page,
             "legend": cached_legend(state.cache, conn, version),
             "flags": state.cache.get(version, "flags", lambda: flag_counts(conn)),
-            "run_id": page.run_id if page.run_id is not None else latest_run(conn),
-            "total": state.cache.get(version, ("count", flt), lambda: count_view(conn, flt)),
+            "run_id": latest_run(conn) if pairs or page.run_id is None else page.run_id,
+            # candidates are written by ingest, which the version does not follow: counted on every page
+            "total": count_candidates(conn, flt)
+            if pairs
+            else state.cache.get(version, ("count", flt), lambda: count_view(conn, flt)),
             "version": version,
         }
     context.update(views=VIEWS, page_size=page_size(request))
@@ -132,6 +140,7 @@ def detail(request: Request) -> Response:
         prev, nxt = neighbours(conn, flt, sha)
         version = catalog_version(conn)
         context = {**found, "flt": flt, "prev": prev, "next": nxt, "version": version}
+        context["near"] = image_near_duplicates(conn, sha)
         context["legend"] = cached_legend(state.cache, conn, version)
     context["boot"] = _boot(request, context, page="detail", prev=prev, next=nxt)
     return state.templates.TemplateResponse(request, "detail.html", context, headers={"cache-control": "no-store"})

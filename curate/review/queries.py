@@ -16,7 +16,17 @@ from urllib.parse import urlencode
 
 from sqlalchemy import ColumnElement, CompoundSelect, Connection, Select, and_, case, func, or_, select, tuple_, union
 
-from storage.catalog.schema import images, label_events, labels, predictions, quality_flags, review_events, sources
+from storage.catalog.schema import (
+    duplicate_candidates,
+    duplicate_decisions,
+    images,
+    label_events,
+    labels,
+    predictions,
+    quality_flags,
+    review_events,
+    sources,
+)
 
 __all__ = [
     "DEFAULT_PAGE",
@@ -38,11 +48,12 @@ __all__ = [
     "label_names",
     "latest_run",
     "legend",
+    "live_candidates",
     "neighbours",
     "view_shas",
 ]
 
-VIEWS = ("all", "unlabelled", "duplicates", "conflicts", "flagged", "misclassified", "lowconf")
+VIEWS = ("all", "unlabelled", "candidates", "duplicates", "conflicts", "flagged", "misclassified", "lowconf")
 MODEL_VIEWS = ("misclassified", "lowconf")
 GROUP_VIEWS = ("duplicates", "conflicts")
 REVIEW_STATES = ("unreviewed", "accepted", "rejected")
@@ -176,6 +187,29 @@ def _group_members() -> CompoundSelect:
     )
 
 
+def live_candidates(*columns: Any) -> Select[Any]:
+    """Near-duplicate candidates waiting for a person: both images whole, the newer one not set aside (as
+    storage.catalog.duplicates.candidates lists them). Decided pairs are gone: a decision clears the row."""
+    newer, older = images.alias("newer"), images.alias("older")
+    return (
+        select(*(columns or (duplicate_candidates,)))
+        .select_from(
+            duplicate_candidates.join(newer, newer.c.sha256 == duplicate_candidates.c.sha256).join(
+                older, older.c.sha256 == duplicate_candidates.c.other
+            )
+        )
+        .where(newer.c.duplicate_of.is_(None), newer.c.status == "ok", older.c.status == "ok")
+    )
+
+
+def _candidate_members() -> CompoundSelect:
+    """Images in a near-duplicate candidate pair that waits for review (either side)."""
+    return union(
+        live_candidates(duplicate_candidates.c.sha256.label("sha256")),
+        live_candidates(duplicate_candidates.c.other.label("sha256")),
+    )
+
+
 def _conflict_members() -> CompoundSelect:
     """Label conflicts: every member of a group whose members carry different labels, and images whose
     sources suggested different labels. One IN over a union lets the database look the few rows up by key."""
@@ -231,6 +265,8 @@ def _filtered(conn: Connection, flt: Filter, run_id: int | None, columns: Sequen
         query = query.where(images.c.sha256.in_(_group_members()))
     elif flt.view == "conflicts":
         query = query.where(images.c.sha256.in_(_conflict_members()))
+    elif flt.view == "candidates":
+        query = query.where(images.c.sha256.in_(_candidate_members()))
     if flt.view == "flagged" or flt.flag:
         flagged = select(quality_flags.c.sha256)
         if flt.flag:
@@ -411,7 +447,11 @@ def image_states(conn: Connection, shas: Sequence[str]) -> dict[str, dict[str, A
 
 
 def catalog_version(conn: Connection) -> str:
-    """A cheap token that changes with every label or review change, from any process (two max() lookups)."""
+    """A cheap token that changes with every label, review or near-duplicate decision, from any process (max()
+    lookups, and a count of the few revoked decisions: undoing a decision only stamps its row)."""
     last_label = conn.execute(select(func.max(label_events.c.id))).scalar() or 0
     last_review = conn.execute(select(func.max(review_events.c.id))).scalar() or 0
-    return f"{last_label}.{last_review}"
+    decided = conn.execute(
+        select(func.max(duplicate_decisions.c.id), func.count(duplicate_decisions.c.revoked_at))
+    ).one()
+    return f"{last_label}.{last_review}.{decided[0] or 0}.{decided[1] or 0}"

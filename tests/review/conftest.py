@@ -99,3 +99,69 @@ def catalogue(catalogue_template: Catalogue, tmp_path: Path) -> Catalogue:
     root = tmp_path / "ws"
     shutil.copytree(catalogue_template.root, root)
     return Catalogue(root, catalogue_template.shas)
+
+
+# --- near-duplicate candidates: real ones, found by ingest -------------------------------------------------
+
+PAIR_LABELS = ["cat", "dog", None]
+PAIR_PHOTOS = [22, 25, 26]  # photos whose edited copies are near their photo by the hashes (not all are)
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Photos and an edited copy of each (another photo pasted over its middle third): ingest finds every copy
+    by its hashes but the pixels do not verify, so each pair is a candidate waiting for a person.
+    `originals[i]` carries PAIR_LABELS[i]; `copies[i]` is its unlabelled copy."""
+
+    root: Path
+    originals: list[str]
+    copies: list[str]
+
+    def open(self) -> Workspace:
+        return open_workspace(self.root)
+
+
+def edited_copy(photo: Path, patch: Path, out: Path) -> Path:
+    from PIL import Image
+
+    image = Image.open(photo).convert("RGB")
+    width, height = image.size
+    image.paste(Image.open(patch).convert("RGB").resize((width // 3, height // 3)), (width // 3, height // 3))
+    target = out / f"{photo.stem}-edited.jpg"
+    image.save(target, quality=90)
+    return target
+
+
+def build_pairs(root: Path, photos: list[Path], copies_dir: Path) -> Pairs:
+    from storage.catalog.duplicates import candidates
+
+    workspace, _ = init_workspace(root)
+    ingest = Ingestor.for_workspace(workspace, actor="fixture")
+    originals: list[str] = []
+    copies: list[str] = []
+    for k, label in zip(PAIR_PHOTOS, PAIR_LABELS, strict=True):
+        photo = photos[k]
+        copy = edited_copy(photo, photos[k + 80], copies_dir)
+        for path, given, into in ((photo, label, originals), (copy, None, copies)):
+            outcome = ingest.ingest(IngestItem(source=source_for_path(path), label=given, path=str(path)))
+            assert outcome.status == "added" and outcome.sha256, outcome
+            into.append(outcome.sha256)
+    with workspace.catalog.read() as conn:
+        found = {(c.sha256, c.other) for c in candidates(conn)}
+    assert found == set(zip(copies, originals, strict=True)), "ingest should list each copy as a candidate"
+    workspace.close()
+    return Pairs(root, originals, copies)
+
+
+@pytest.fixture(scope="session")
+def pairs_template(tmp_path_factory: pytest.TempPathFactory, photo_files: list[Path]) -> Pairs:
+    base = tmp_path_factory.mktemp("review-pairs")
+    (base / "copies").mkdir()
+    return build_pairs(base / "ws", photo_files, base / "copies")
+
+
+@pytest.fixture
+def pairs(pairs_template: Pairs, tmp_path: Path) -> Pairs:
+    root = tmp_path / "pairs"
+    shutil.copytree(pairs_template.root, root)
+    return Pairs(root, pairs_template.originals, pairs_template.copies)

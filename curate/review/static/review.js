@@ -10,7 +10,13 @@
   const boot = JSON.parse(document.getElementById("boot").textContent);
   const isGrid = boot.page === "grid";
   const cards = Array.from(document.querySelectorAll(".card[data-sha]"));
-  const cardOf = new Map(cards.map((card) => [card.dataset.sha, card]));
+  const cardOf = new Map(); // sha256 -> its cards (an image can be in several candidate pairs)
+  for (const card of cards) cardOf.set(card.dataset.sha, [...(cardOf.get(card.dataset.sha) || []), card]);
+  const cardsOf = (sha) => cardOf.get(sha) || [];
+  const view = boot.filter.view || "all";
+  const pairView = isGrid && view === "candidates"; // pairs of a near-duplicate candidate, side by side
+  const groupView = isGrid && view === "duplicates";
+  const FOCUS_KEY = "gleaner-review-focus";
   const selected = new Set();
   const REVIEW = { accept: "accepted", reject: "rejected", unreview: "unreviewed" };
   const POLL_MS = 2000;
@@ -20,6 +26,7 @@
   let inflight = 0;
   let queue = Promise.resolve();
   let saved = false; // "saved" shows once something was
+  let regroup = false; // a near-duplicate decision changed the page's pairs or groups: reload once all is saved
 
   const $ = (selector) => document.querySelector(selector);
   const statusEl = $("#status");
@@ -79,6 +86,7 @@
       .finally(() => {
         inflight -= 1;
         showStatus();
+        if (inflight === 0 && regroup) reloadKeepingFocus();
       });
     return result;
   }
@@ -98,18 +106,18 @@
 
   function apply(states) {
     for (const [sha, state] of Object.entries(states || {})) {
-      const card = cardOf.get(sha);
-      if (!card) continue;
-      card.dataset.label = state.label || "";
-      card.dataset.review = state.review;
-      paint(card);
+      for (const card of cardsOf(sha)) {
+        card.dataset.label = state.label || "";
+        card.dataset.review = state.review;
+        paint(card);
+      }
     }
   }
 
   function snapshot(shas) {
     const saved = {};
     for (const sha of shas) {
-      const card = cardOf.get(sha);
+      const card = cardsOf(sha)[0];
       if (card) saved[sha] = { label: card.dataset.label, review: card.dataset.review };
     }
     return saved;
@@ -131,12 +139,12 @@
     const select = on === undefined ? !selected.has(sha) : on;
     if (select) selected.add(sha);
     else selected.delete(sha);
-    card.classList.toggle("selected", select);
+    for (const other of cardsOf(sha)) other.classList.toggle("selected", select);
     showStatus();
   }
 
   function clearSelection() {
-    for (const sha of selected) cardOf.get(sha)?.classList.remove("selected");
+    for (const sha of selected) for (const card of cardsOf(sha)) card.classList.remove("selected");
     selected.clear();
     showStatus();
   }
@@ -209,6 +217,7 @@
       cards.forEach(paint); // a new label may have brought its colour
     }
     apply(data.images);
+    if (data.regroup && (pairView || groupView)) regroup = true;
     if (data.reload) refresh();
     if (!isGrid && data.changed) refreshFacts();
   }
@@ -219,9 +228,7 @@
     const shas = targets();
     if (!shas.length) return;
     const before = snapshot(shas);
-    for (const sha of shas) {
-      const card = cardOf.get(sha);
-      if (!card) continue;
+    for (const card of shas.flatMap(cardsOf)) {
       if (kind === "label") card.dataset.label = label;
       else if (kind === "clear") card.dataset.label = "";
       else card.dataset.review = REVIEW[kind];
@@ -236,7 +243,7 @@
         apply(before);
         toast(`not saved: ${error.message}`, true);
       } finally {
-        for (const sha of shas) cardOf.get(sha)?.classList.remove("pending");
+        for (const card of shas.flatMap(cardsOf)) card.classList.remove("pending");
       }
     });
   }
@@ -265,6 +272,83 @@
         else toast("nothing to undo");
       } catch (error) {
         toast(`undo failed: ${error.message}`, true);
+      }
+    });
+  }
+
+  // --- near-duplicate decisions (Candidates and Duplicates views) -----------------------------------------
+
+  // The page reloads once every decision is saved (pairs leave, groups change); the focus stays where it was.
+  function reloadKeepingFocus() {
+    const card = cards[focus];
+    const pair = card?.closest(".pair");
+    const kept = { href: window.location.href, index: focus, sha: card?.dataset.sha, side: card?.dataset.side };
+    if (pair) Object.assign(kept, { a: pair.dataset.a, b: pair.dataset.b });
+    sessionStorage.setItem(FOCUS_KEY, JSON.stringify(kept));
+    window.location.reload();
+  }
+
+  function restoreFocus() {
+    let kept = null;
+    try {
+      kept = JSON.parse(sessionStorage.getItem(FOCUS_KEY) || "null");
+    } catch (error) {
+      kept = null;
+    }
+    sessionStorage.removeItem(FOCUS_KEY);
+    if (!kept || kept.href !== window.location.href) return false;
+    let index = cards.findIndex((card) => {
+      if (card.dataset.sha !== kept.sha) return false;
+      const pair = card.closest(".pair");
+      return !pair || (pair.dataset.a === kept.a && pair.dataset.b === kept.b && card.dataset.side === kept.side);
+    });
+    if (index < 0) index = Math.min(kept.index, cards.length - 1);
+    setFocus(index);
+    return true;
+  }
+
+  const DECIDED = {
+    duplicate: "duplicates: the copy is set aside",
+    not_duplicate: "not duplicates: never grouped again",
+    keep: "kept: the other copy is set aside",
+    split: "split out of its group",
+    keeper: "the keeper of its group now",
+  };
+
+  function decide(kind, card = cards[focus]) {
+    if (!card) return;
+    let body = null;
+    let busy = card;
+    if (pairView) {
+      const pair = card.closest(".pair");
+      const { a, b } = pair.dataset;
+      if (kind === "keep") {
+        const mine = card.dataset.sha;
+        body = { action: "keeper", a: mine, b: mine === a ? b : a };
+      } else body = { action: kind, a, b };
+      busy = pair;
+      const index = cards.indexOf(card);
+      const next = cards.findIndex((other, i) => i > index && !other.closest(".pair.deciding") && other.closest(".pair") !== pair && other.dataset.side === card.dataset.side);
+      if (next >= 0) setFocus(next);
+    } else if (groupView) {
+      const keeper = card.dataset.keeper;
+      if (!keeper) {
+        toast(kind === "split" ? "this is the keeper: focus a copy to split it out" : "this is already the keeper", true);
+        return;
+      }
+      body = kind === "split" ? { action: "not_duplicate", a: keeper, b: card.dataset.sha } : { action: "keeper", a: card.dataset.sha };
+    } else {
+      toast("d, k and s work in the Candidates and Duplicates views", true);
+      return;
+    }
+    busy.classList.add("deciding");
+    enqueue(async () => {
+      try {
+        settle(await api("/api/dedupe", body));
+        toast(`${DECIDED[kind]} (u undoes)`);
+      } catch (error) {
+        busy.classList.remove("deciding");
+        toast(`not saved: ${error.message}`, true);
       }
     });
   }
@@ -342,8 +426,11 @@
       if (!response.ok) return;
       const data = await response.json();
       if (data.version !== version && !inflight) {
+        const decisions = (v) => String(v).split(".").slice(2).join(".");
+        const regrouped = decisions(data.version) !== decisions(version);
         version = data.version;
-        await refresh();
+        if (regrouped && (pairView || groupView)) reloadKeepingFocus();
+        else await refresh();
       }
     } catch (error) {
       /* server gone or restarting: keep the page as it is */
@@ -404,6 +491,9 @@
     else if (key === "A") isGrid && actOnView("accept");
     else if (key === "X") isGrid && actOnView("reject");
     else if (key === "u") undo();
+    else if (key === "d") pairView ? decide("duplicate") : toast("d works in the Candidates view", true);
+    else if (key === "k") decide(pairView ? "keep" : "keeper");
+    else if (key === "s") decide(pairView ? "not_duplicate" : "split");
     else if (key === "l") openPicker("targets");
     else if (key === "?") toggleHelp();
     else if (key === "Enter") isGrid && cards[focus] && follow(`.card[data-sha="${cards[focus].dataset.sha}"] a.thumb`);
@@ -438,6 +528,16 @@
       else actOnView(button.dataset.bulk);
     }),
   );
+  document.querySelectorAll("[data-dedupe]").forEach((button) =>
+    button.addEventListener("click", (event) => {
+      event.stopPropagation();
+      button.blur();
+      const card = button.closest(".card") || button.closest(".pair")?.querySelector(".card");
+      if (!card) return;
+      setFocus(cards.indexOf(card), { scroll: false });
+      decide(button.dataset.dedupe, card);
+    }),
+  );
   $("#review-select")?.addEventListener("change", (event) => event.target.form.submit());
   $("#add-label")?.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -459,7 +559,7 @@
 
   cards.forEach(paint);
   renderLegend();
-  if (isGrid) setFocus(0, { scroll: false });
+  if (isGrid && !restoreFocus()) setFocus(0, { scroll: false });
   showStatus();
   document.body.dataset.ready = "1";
 })();
