@@ -22,8 +22,9 @@ from curate.cli import app as curate_app
 from curate.review.server import running
 from harvest.scrape.render import CHROMIUM, CHROMIUM_ARGS
 from storage.catalog import get_image
+from storage.catalog.duplicates import load_decisions
 from storage.workspace import Workspace
-from tests.review.conftest import LABELS, Catalogue
+from tests.review.conftest import LABELS, Catalogue, Pairs
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "review-grid.png"
 SCREENSHOT_LIMIT = 300_000
@@ -211,6 +212,107 @@ def test_review_with_the_keyboard(catalogue: Catalogue, browser: Any, tmp_path: 
         model.labels[shas[0]] = "bird"
         model.check(ws, catalogue.root)
         expect(other.locator(f".card[data-sha='{shas[0]}'] .lab")).to_have_text("bird", timeout=10_000)
+        assert errors == []
+        context.close()
+    ws.close()
+
+
+CANDIDATES_SCREENSHOT = SCREENSHOT.parent / "review-candidates.png"
+
+
+def duplicate_of(ws: Workspace, sha: str) -> str | None:
+    with ws.catalog.read() as conn:
+        row = get_image(conn, sha)
+    assert row is not None
+    return row["duplicate_of"]
+
+
+def press_and_reload(page: Any, key: str) -> None:
+    """A near-duplicate decision reloads the page once the server has it (pairs leave, groups change)."""
+    with page.expect_navigation():
+        page.keyboard.press(key)
+    ready(page)
+
+
+def test_decide_near_duplicates_with_the_keyboard(pairs: Pairs, browser: Any) -> None:
+    """Real candidates (photos and edited copies ingest could not verify): d, k, s and u in the Candidates view,
+    then k and the split button in the Duplicates view, checking the catalog after each. Saves
+    docs/review-candidates.png."""
+    ws = pairs.open()
+    (cat, dog, plain), (cat_copy, dog_copy, plain_copy) = pairs.originals, pairs.copies
+    with running(ws, port=0) as server:
+        base = server.url.split("?")[0].rstrip("/")
+        context = browser.new_context(viewport={"width": 1180, "height": 940})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(server.url)
+        ready(page)
+        page.click("nav.views a[data-view='candidates']")
+        ready(page)
+        assert page.url == base + "/?view=candidates"
+        pair_rows = page.locator(".pairs .pair")
+        assert pair_rows.count() == 3
+        # closest first: the dog pair (distance 8), the cat pair, the unlabelled one; the better keeper on the left
+        shown = [(pair_rows.nth(i).get_attribute("data-a"), pair_rows.nth(i).get_attribute("data-b")) for i in range(3)]
+        assert shown == [(dog, dog_copy), (cat, cat_copy), (plain, plain_copy)]
+        assert "focus" in (page.locator(".pairs .card").first.get_attribute("class") or "")
+        page.wait_for_load_state("networkidle")
+        save_screenshot(page, CANDIDATES_SCREENSHOT)
+        assert CANDIDATES_SCREENSHOT.stat().st_size < SCREENSHOT_LIMIT
+
+        # `d`: the pair are duplicates, the left one kept; the pair leaves the view.
+        press_and_reload(page, "d")
+        assert duplicate_of(ws, dog_copy) == dog
+        assert pair_rows.count() == 2
+        assert page.locator(".card.focus").get_attribute("data-sha") == cat  # the focus moved to the next pair
+
+        # `→` then `k`: keep the copy on the right, the photo is set aside as its copy.
+        page.keyboard.press("ArrowRight")
+        press_and_reload(page, "k")
+        assert duplicate_of(ws, cat) == cat_copy and duplicate_of(ws, cat_copy) is None
+        with ws.catalog.read() as conn:
+            assert cat_copy in load_decisions(conn).keepers
+        assert pair_rows.count() == 1
+
+        # `u` takes it back: the pair waits again, in the catalog and on the page.
+        press_and_reload(page, "u")
+        assert duplicate_of(ws, cat) is None
+        with ws.catalog.read() as conn:
+            assert cat_copy not in load_decisions(conn).keepers
+        assert pair_rows.count() == 2
+
+        # `s` on the focused pair (the unlabelled one, where the focus was): not duplicates.
+        assert page.locator(".card.focus").get_attribute("data-sha") == plain_copy
+        press_and_reload(page, "s")
+        with ws.catalog.read() as conn:
+            assert load_decisions(conn).separated(plain, plain_copy)
+        assert [pair_rows.nth(i).get_attribute("data-a") for i in range(pair_rows.count())] == [cat]
+
+        # The Duplicates view: `k` on the copy makes it the keeper; the split button takes the other one out.
+        page.click("nav.views a[data-view='duplicates']")
+        ready(page)
+        cards = page.locator(".grid .card")
+        assert [cards.nth(i).get_attribute("data-sha") for i in range(cards.count())] == [dog, dog_copy]
+        page.keyboard.press("ArrowRight")
+        press_and_reload(page, "k")
+        assert duplicate_of(ws, dog) == dog_copy and duplicate_of(ws, dog_copy) is None
+        assert [cards.nth(i).get_attribute("data-sha") for i in range(cards.count())] == [dog_copy, dog]
+        with page.expect_navigation():
+            page.click(f".card[data-sha='{dog}'] button[data-dedupe='split']")
+        ready(page)
+        assert duplicate_of(ws, dog) is None
+        with ws.catalog.read() as conn:
+            assert load_decisions(conn).separated(dog, dog_copy)
+        assert cards.count() == 0
+
+        # The detail view lists the image's decisions.
+        page.goto(f"{base}/image/{dog}")
+        ready(page)
+        rows = page.locator("#dedupe-history tr")
+        assert rows.count() == 1 + 2  # the header; "duplicates" (replaced), then "not duplicates" (in force)
+        assert "duplicates" in rows.nth(1).inner_text() and "revoked" in rows.nth(1).inner_text()
+        assert "not duplicates" in rows.nth(2).inner_text() and "yes" in rows.nth(2).inner_text()
         assert errors == []
         context.close()
     ws.close()
