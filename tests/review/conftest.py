@@ -132,10 +132,10 @@ def edited_copy(photo: Path, patch: Path, out: Path) -> Path:
     return target
 
 
-def build_pairs(root: Path, photos: list[Path], copies_dir: Path) -> Pairs:
+def build_pairs(root: Path, photos: list[Path], copies_dir: Path, catalog_url: str | None = None) -> Pairs:
     from storage.catalog.duplicates import candidates
 
-    workspace, _ = init_workspace(root)
+    workspace, _ = init_workspace(root, catalog_url=catalog_url)
     ingest = Ingestor.for_workspace(workspace, actor="fixture")
     originals: list[str] = []
     copies: list[str] = []

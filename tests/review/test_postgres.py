@@ -8,7 +8,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from curate.review import create_app
-from tests.review.conftest import build_catalogue
+from storage.catalog import get_image
+from tests.review.conftest import build_catalogue, build_pairs
 
 pytestmark = pytest.mark.postgres
 TOKEN = "pg-token"
@@ -46,4 +47,31 @@ def test_views_paging_and_actions_on_postgresql(pg_url: str, tmp_path: Path, pho
         assert client.post("/api/action", json=bulk).json()["changed"] == 4
         assert client.post("/api/undo", json={}).json()["changed"] == 4
         assert client.post("/api/undo", json={}).json()["images"][shas[7]]["label"] is None
+    ws.close()
+
+
+def test_candidates_and_decisions_on_postgresql(pg_url: str, tmp_path: Path, photo_files: list[Path]) -> None:
+    (tmp_path / "copies").mkdir()
+    pairs = build_pairs(tmp_path / "ws", photo_files, tmp_path / "copies", catalog_url=pg_url)
+    ws = pairs.open()
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    with TestClient(create_app(ws, token=TOKEN), headers=headers) as client:
+        walked, cursor = [], None
+        while True:
+            page = client.get("/api/candidates?n=2" + (f"&after={cursor}" if cursor else "")).json()
+            walked += [(item["a"], item["b"]) for item in page["candidates"]]
+            if not (cursor := page["next"]):
+                break
+        assert sorted(walked) == sorted(zip(pairs.originals, pairs.copies, strict=True))
+        assert client.get("/?view=candidates").text.count('<section class="pair"') == 3
+        a, b = walked[0]
+        body = {"action": "duplicate", "a": a, "b": b}
+        assert client.post("/api/dedupe", json=body).json()["regroup"]
+        with ws.catalog.read() as conn:
+            row = get_image(conn, b)
+        assert row is not None and row["duplicate_of"] == a
+        assert client.get("/api/candidates").json()["total"] == 2
+        assert "Near-duplicate decisions" in client.get(f"/image/{a}").text
+        client.post("/api/undo", json={})
+        assert client.get("/api/candidates").json()["total"] == 3
     ws.close()
