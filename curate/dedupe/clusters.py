@@ -392,7 +392,8 @@ def confirm_duplicates(workspace: Workspace, keeper: str, duplicate: str, actor:
         if keeper == duplicate:
             raise GleanerError("--duplicate needs two different images")
         add_decision(conn, "duplicate", keeper, duplicate, actor)
-        set_duplicate_marks(conn, {duplicate: keeper})
+        replace_keeper(conn, duplicate, keeper)  # the copy's own duplicates follow it: no chains
+        set_duplicate_marks(conn, {keeper: None})
     return keeper, duplicate
 
 

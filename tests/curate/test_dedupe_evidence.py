@@ -82,11 +82,6 @@ def figures_url(tmp_path: Path) -> Iterator[tuple[str, dedupe_sets.FigureSite]]:
         server.server_close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known miss: two steps of one segmentation figure (plot_coins_segmentation 004/005/008) differ in one "
-    "coin of 24 and their titles; the 8x8-block verification at 64 px confirms them as copies",
-)
 def test_a_scraped_site_of_plots_groups_no_two_different_figures(
     tmp_path: Path, figures_url: tuple[str, dedupe_sets.FigureSite]
 ) -> None:
