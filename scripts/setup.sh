@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql dataset-fashion-mnist chromium python-skimage-doc)
+APT_PACKAGES=(postgresql dataset-fashion-mnist chromium python-skimage-doc gnome-icon-theme)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -34,5 +34,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
   .venv/bin/python -m pip install -q -e '.[dev]'
+  # imagededup, the baseline bench/dedupe_eval.py measures against: without its dependency pins, which would
+  # replace the pinned torch (what it needs besides torch is in the dev extras)
+  .venv/bin/python -m pip install -q --no-deps 'imagededup==0.3.3.post2'
   echo "$want" > "$stamp"
 fi
