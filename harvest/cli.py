@@ -182,17 +182,31 @@ def urls_command(
     render_fetch_summary(result.summary, result.errors, result.previously_done, time.perf_counter() - started)
 
 
+def rate_text(items: int, seconds: float, digits: int = 0) -> str:
+    return f"{items / seconds if seconds > 0 else 0.0:,.{digits}f}"
+
+
+def counts_table(title: str, summary: IngestSummary, extra: dict[str, str]) -> Table:
+    """The collectors' counts: every newly stored image is `added`; `set aside` counts those among them that
+    ingest set aside as verified near-duplicates of catalogued images (in the dataset once, as the keeper)."""
+    table = Table(title=title, show_header=True)
+    counts = {
+        "added": summary.added,
+        "set aside (near-duplicates)": summary.near_duplicates,
+        "duplicates": summary.duplicates,
+        "rejected": summary.rejected,
+        "failed": summary.failed,
+    }
+    for column in (*counts, *extra):
+        table.add_column(column, justify="right")
+    table.add_row(*(str(value) for value in counts.values()), *extra.values())
+    return table
+
+
 def render_fetch_summary(summary: IngestSummary, errors: dict[str, int], previously_done: int, elapsed: float) -> None:
     """`harvest urls`' end-of-run tables: counts, errors by kind, then the first problems."""
-    table = Table(title="URL list summary", show_header=True)
-    for column in ("added", "duplicates", "rejected", "failed", "images/s"):
-        table.add_column(column, justify="right")
     fetched = summary.total - previously_done
-    rate = fetched / elapsed if elapsed > 0 else 0.0
-    table.add_row(
-        str(summary.added), str(summary.duplicates), str(summary.rejected), str(summary.failed), f"{rate:,.0f}"
-    )
-    out_console.print(table)
+    out_console.print(counts_table("URL list summary", summary, {"images/s": rate_text(fetched, elapsed)}))
     if previously_done:
         err_console.print(f"{previously_done:,} URL(s) were done by an earlier run and were not fetched again")
     if errors:
@@ -207,14 +221,7 @@ def render_fetch_summary(summary: IngestSummary, errors: dict[str, int], previou
 
 def render_summary(summary: IngestSummary, elapsed: float) -> None:
     """The collectors' end-of-run table: counts, then each problem with its reason."""
-    table = Table(title="Import summary", show_header=True)
-    for column in ("added", "duplicates", "rejected", "failed", "images/s"):
-        table.add_column(column, justify="right")
-    rate = summary.total / elapsed if elapsed > 0 else 0.0
-    table.add_row(
-        str(summary.added), str(summary.duplicates), str(summary.rejected), str(summary.failed), f"{rate:,.0f}"
-    )
-    out_console.print(table)
+    out_console.print(counts_table("Import summary", summary, {"images/s": rate_text(summary.total, elapsed)}))
     render_summary_problems(summary.problems, quiet=not summary.total)
 
 
@@ -287,18 +294,13 @@ def scrape_command(
         emit_json(result.to_json())
         return
     document = result.to_json()
-    table = Table(title="Scrape summary", show_header=True)
-    for column in ("added", "duplicates", "rejected", "failed", "pages", "pending", "images/s"):
-        table.add_column(column, justify="right")
-    rate = result.summary.total / result.seconds if result.seconds > 0 else 0.0
     pages = document["pages"]
-    table.add_row(
-        *(str(document[key]) for key in ("added", "duplicates", "rejected", "failed")),
-        f"{pages['fetched']} ({pages['failed']} failed)",
-        str(pages["pending"] + document["images"]["pending"]),
-        f"{rate:,.1f}",
-    )
-    out_console.print(table)
+    extra = {
+        "pages": f"{pages['fetched']} ({pages['failed']} failed)",
+        "pending": str(pages["pending"] + document["images"]["pending"]),
+        "images/s": rate_text(result.summary.total, result.seconds, digits=1),
+    }
+    out_console.print(counts_table("Scrape summary", result.summary, extra))
     render_summary_problems(result.summary.problems)
     if document["limited"]:
         err_console.print("stopped at --max-images; run the same command again to continue")
