@@ -77,9 +77,8 @@ class NearDuplicateIndex:
             log.info("catalog has %d images: near-duplicates are left to `curate dedupe`", count)
             return None
         c = images.c
-        columns = (c.sha256, c.object_key, c.width, c.height, c.size_bytes, c.format, c.mode, c.label_id, c.added_at)
-        columns += (c.content_pixels,)
-        rows = conn.execute(select(*columns, c.hash_variants).where(keepers)).all()
+        columns = (c.sha256, c.object_key, c.width, c.height, c.size_bytes, c.format, c.mode, c.label_id)
+        rows = conn.execute(select(*columns, c.added_at, c.content_pixels, c.hash_variants).where(keepers)).all()
         infos = [ImageInfo(r[0], r[2], r[3], r[4], r[5], r[6], r[7] is not None, r[8], r[9]) for r in rows]
         arrays = HashArrays.from_blobs([r[-1] for r in rows])
         return cls([r[0] for r in rows], [r[1] for r in rows], infos, arrays, threshold)
@@ -138,7 +137,7 @@ class NearDuplicateIndex:
             labelled,
             content_pixels=facts.content_pixels,
         )
-        candidates = []
+        candidates: list[tuple[str, int, str, Verdict]] = []
         for dist, row in near:
             if separated(self._shas[row], facts.sha256):
                 continue

@@ -94,10 +94,11 @@ class Verdict:
 def decode_for_verify(data: bytes) -> Image.Image:
     """The stored bytes decoded for verification: no larger than the trim work size (a JPEG in draft mode),
     so caching a few hundred of them stays cheap."""
-    image = Image.open(io.BytesIO(data))
-    if image.format in ("JPEG", "MPO"):
-        image.draft("RGB" if image.mode != "L" else "L", (_TRIM_SIDE, _TRIM_SIDE))
-    image.load()
+    opened = Image.open(io.BytesIO(data))
+    if opened.format in ("JPEG", "MPO"):
+        opened.draft("RGB" if opened.mode != "L" else "L", (_TRIM_SIDE, _TRIM_SIDE))
+    opened.load()
+    image: Image.Image = opened
     if image.mode not in ("L", "RGB"):
         image = _flatten(image)
     if max(image.size) > _TRIM_SIDE:
