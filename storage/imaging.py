@@ -14,7 +14,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from storage.catalog.records import ImageFacts
-from storage.hashes.compute import HASH_VERSION, image_hashes
+from storage.hashes.compute import HASH_VERSION, image_hashes, is_framed
 from storage.hashes.perceptual import HASH_INPUT_SIZE
 from storage.pngcheck import png_data_complete
 
@@ -118,8 +118,10 @@ def _facts(image: Image.Image, data: bytes, *, min_side: int, max_pixels: int) -
 
 
 def _content_pixels(box: tuple[int, int, int, int] | None, hashed: tuple[int, int], full: tuple[int, int]) -> int:
-    """The trim box's area scaled from the (draft-decoded) hashed image to the image's own size."""
-    if box is None:
+    """The pixels inside a frame (storage.hashes.compute.is_framed: margins on three or four sides), scaled from
+    the (draft-decoded) hashed image to the image's own size; all of them when the image is not framed."""
+    if not is_framed(box, hashed):
         return full[0] * full[1]
+    assert box is not None
     left, top, right, bottom = box
     return round((right - left) * (bottom - top) * (full[0] / hashed[0]) * (full[1] / hashed[1]))

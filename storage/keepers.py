@@ -10,7 +10,7 @@ __all__ = ["FRAMED_WEIGHT", "GREY_MODES", "ImageInfo", "clearly_better", "keeper
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 _LOSSY_REENCODES = frozenset({"WEBP"})  # formats that are usually a re-encode of an original
 _FRAMED_SHARE = 0.95  # content under this share of the image's pixels: the image is framed
-FRAMED_WEIGHT = 0.8  # a framed copy must show 25% more content pixels to be kept over an unframed one
+FRAMED_WEIGHT = 0.9  # a framed copy must show 11% more content pixels to be kept over an unframed one
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ class ImageInfo:
 
     @property
     def framed(self) -> bool:
-        """Is the image's content inside borders or a window (a screenshot, a product on a page)?"""
+        """Is the image's content inside margins or a window (a screenshot, a product on a page)? Ingest records
+        fewer content pixels than the image has only then (storage.imaging)."""
         return self.content_pixels is not None and self.content_pixels < _FRAMED_SHARE * self.width * self.height
 
     @property

@@ -27,7 +27,7 @@ class ImageFacts:
     phash_trim: int | None = None  # pHash after trimming uniform borders and bars
     hash_variants: bytes | None = None  # storage.hashes.compute.ImageHashes.to_blob()
     hash_version: int | None = None
-    content_pixels: int | None = None  # pixels inside borders and frames (the trim box), in the image's own size
+    content_pixels: int | None = None  # pixels inside a frame (margins on 3-4 sides), else all; own size
 
     @property
     def content_type(self) -> str:

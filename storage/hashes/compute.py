@@ -37,6 +37,7 @@ __all__ = [
     "dihedral_dhashes",
     "dihedral_phashes",
     "image_hashes",
+    "is_framed",
     "trim_box",
 ]
 
@@ -306,6 +307,17 @@ def trim_box(grey: Image.Image, work_side: int = _WORK_SIDE) -> tuple[int, int, 
     small = _work_copy(grey, work_side)
     box = _trim(np.asarray(small, dtype=np.int16))
     return (0, 0, grey.width, grey.height) if box is None else _scale_box(box, small, grey)
+
+
+def is_framed(box: tuple[int, int, int, int] | None, size: tuple[int, int]) -> bool:
+    """Does a trim box cut three or four sides of an image of `size`: content inside margins or a window (a
+    screenshot, a product on a page)? One or two trimmed sides are usually content: a plain sky, a wall."""
+    if box is None:
+        return False
+    left, top, right, bottom = box
+    width, height = size
+    margin_x, margin_y = 0.01 * width, 0.01 * height
+    return sum((left > margin_x, top > margin_y, width - right > margin_x, height - bottom > margin_y)) >= 3
 
 
 def _thumbnail(image: Image.Image, box: tuple[int, int, int, int] | None, resample: Image.Resampling) -> np.ndarray:

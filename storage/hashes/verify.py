@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from storage.hashes.compare import Match
-from storage.hashes.compute import CENTER_CUT, DIHEDRAL, trim_box
+from storage.hashes.compute import CENTER_CUT, DIHEDRAL, is_framed, trim_box
 
 __all__ = [
     "REGION_DIFFERENCE",
@@ -253,16 +253,6 @@ def compare_views(a: AlignedView, b: AlignedView) -> Verdict:
     return Verdict(True, best, f"pixels agree ({best:.2f})")
 
 
-def _framed(image: Image.Image, box: Box) -> bool:
-    """Is the image's content surrounded by a frame or margins (its trim box cuts three or four sides)? One or
-    two trimmed sides are usually content (a plain sky, a wall), and comparing trimmed views there would only
-    misalign a cropped copy."""
-    left, top, right, bottom = box
-    margin_x, margin_y = 0.01 * image.width, 0.01 * image.height
-    sides = (left > margin_x, top > margin_y, image.width - right > margin_x, image.height - bottom > margin_y)
-    return sum(sides) >= 3
-
-
 # Alignments tried when the one the hashes matched on does not verify: a trim box found a little differently in
 # two copies (a plain band that JPEG noise breaks up in one of them) misaligns their trimmed views, not the rest.
 _ALIGNMENTS = (("whole", "whole"), ("trim", "trim"), ("centre", "whole"), ("whole", "centre"))
@@ -288,7 +278,7 @@ def verify_pair(a: Image.Image, b: Image.Image, match: Match) -> Verdict:
         other = judged(*alignment)
         if (other.verified, other.score) > (verdict.verified, verdict.score):
             verdict, aligned = other, alignment
-    if verdict.verified and aligned != ("trim", "trim") and _framed(a, box_a) and _framed(b, box_b):
+    if verdict.verified and aligned != ("trim", "trim") and is_framed(box_a, a.size) and is_framed(box_b, b.size):
         inside = judged("trim", "trim")
         verdict = inside if not inside.verified else verdict
     return verdict
