@@ -35,6 +35,11 @@ class BaselineResult:
     features: int
     seconds: float
     predictions: Predictions  # on the test split
+    val_predictions: Predictions | None = None
+    weight: torch.Tensor | None = None  # (features, classes), on standardised features
+    bias: torch.Tensor | None = None
+    feature_mean: torch.Tensor | None = None  # the training split's per-feature mean and std (standardisation)
+    feature_std: torch.Tensor | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -93,18 +98,19 @@ def linear_baseline(splits: dict[str, tuple[torch.Tensor, torch.Tensor]], classe
     scaled = {name: ((x - mean) / std, y) for name, (x, y) in features.items()}
     val = scaled.get("val")
     candidates = PENALTIES if val is not None and len(val[1]) else (1e-2,)
-    best: tuple[tuple[float, float], float, tuple[torch.Tensor, torch.Tensor]] | None = None
+    best: tuple[tuple[float, float], float, tuple[torch.Tensor, torch.Tensor], Predictions | None] | None = None
     for penalty in candidates:
         fitted = fit_linear(scaled["train"][0], train_y, classes, penalty)
+        result = None
         if val is not None and len(val[1]):
             result = _predictions(*val, *fitted)
             score = (result.accuracy, -result.loss)
         else:
             score = (0.0, 0.0)
         if best is None or score > best[0]:
-            best = (score, penalty, fitted)
+            best = (score, penalty, fitted, result)
     assert best is not None
-    score, penalty, fitted = best
+    score, penalty, fitted, val_predictions = best
     test = _predictions(*scaled["test"], *fitted)
     total = len(test.targets)
     correct = int((test.predicted == test.targets).sum()) if total else 0
@@ -116,4 +122,9 @@ def linear_baseline(splits: dict[str, tuple[torch.Tensor, torch.Tensor]], classe
         features=int(train_x.shape[1]),
         seconds=time.perf_counter() - started,
         predictions=test,
+        val_predictions=val_predictions,
+        weight=fitted[0],
+        bias=fitted[1],
+        feature_mean=mean,
+        feature_std=std,
     )

@@ -56,6 +56,18 @@ def _config_values(**options: Any) -> dict[str, Any]:
     return values
 
 
+def _blend_value(text: str | None) -> float | None:
+    """--blend: None (not given) and "auto" choose on validation; else a weight in [0, 1]."""
+    from storage.errors import GleanerError
+
+    if text is None or text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise GleanerError(f"--blend must be auto or a number in [0, 1], not {text!r}") from None
+
+
 def _targets_table(targets: list[dict[str, Any]]) -> Table:
     table = Table(title="What to collect next (most urgent first)")
     table.add_column("label")
@@ -107,6 +119,12 @@ def _accuracy_line(summary: dict[str, Any]) -> str:
     baseline = summary.get("baseline")
     if baseline and baseline.get("accuracy") is not None:
         line += f" · linear baseline {baseline['accuracy']:.2%} (95% CI {_interval(baseline.get('accuracy_ci'))})"
+    alone = summary.get("model_alone")
+    if alone and alone.get("accuracy") is not None and alone.get("blend"):
+        line += (
+            f"\n{alone['model']} alone {alone['accuracy']:.2%} (95% CI {_interval(alone.get('accuracy_ci'))}); "
+            f"delivered: blended with the linear baseline at weight {alone['blend']:g} ({alone['blend_reason']})"
+        )
     versus = summary.get("versus_baseline")
     if versus:
         colour = "green" if versus["verdict"] == "above" else "bold red"
@@ -143,6 +161,12 @@ def run_command(
     precision: str = PrecisionOpt,
     workers: int = WorkersOpt,
     compile_model: bool = CompileOpt,
+    tta: bool = typer.Option(
+        None, "--tta/--no-tta", help="Flip test-time augmentation (default: on when the augmentation flips)."
+    ),
+    blend: str = typer.Option(
+        None, "--blend", help="Weight of the linear baseline in the delivered model, 0-1 (default auto: on val)."
+    ),
     folds: int = typer.Option(
         None, "--folds", help="K-fold cross-validation (K ≥ 2, grouped by near-duplicate group) instead of one split."
     ),
@@ -161,8 +185,10 @@ def run_command(
         model=model, weights=weights, freeze_backbone=freeze_backbone, unfreeze_after=unfreeze_after, depth=depth,
         epochs=epochs, lr=lr, batch_size=batch_size, img_size=img_size, augment=augment, auto_augment=auto_augment,
         label_smoothing=label_smoothing, schedule=schedule, patience=patience, balanced=balanced, seed=seed,
-        device=device, precision=precision, workers=workers, compile=compile_model,
+        device=device, precision=precision, workers=workers, compile=compile_model, blend=_blend_value(blend),
     )  # fmt: skip
+    if tta is not None:
+        values["tta"] = tta
     overrides = {k: values[k] for k in ("epochs", "device", "precision", "workers", "patience") if k in values}
     config = TrainConfig(**values)
     ws = open_workspace(workspace)

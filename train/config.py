@@ -14,7 +14,7 @@ __all__ = ["AUTO_FIELDS", "PRECISIONS", "SCHEDULES", "TrainConfig", "parse_list"
 SCHEDULES = ("onecycle", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # None in these fields means "choose from the data" (train.defaults); a run dir's config.json holds the choices
-AUTO_FIELDS = ("img_size", "batch_size", "epochs", "depth", "augment", "patience")
+AUTO_FIELDS = ("img_size", "batch_size", "epochs", "depth", "augment", "patience", "tta", "members")
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class TrainConfig:
 
     model: str = "smallcnn"
     depth: int | None = None  # smallcnn blocks; None: as many as the image size carries (train.defaults)
+    members: int | None = None  # smallcnn: networks averaged in one model; None: from the set's size
     weights: str | None = None
     freeze_backbone: bool = False
     unfreeze_after: int | None = None  # with freeze_backbone: fine-tune everything after this many epochs
@@ -34,6 +35,8 @@ class TrainConfig:
     augment: tuple[str, ...] | None = None  # None: the safe default set; () (`--augment none`): off
     auto_augment: bool = False
     label_smoothing: float = 0.0
+    tta: bool | None = None  # flip test-time augmentation; None: on when the training augmentation flips
+    blend: float | None = None  # weight of the linear baseline in the delivered model; None: chosen on val
     schedule: str = "onecycle"
     patience: int | None = None  # epochs without a better validation score before stopping; 0: never
     balanced: bool = False
@@ -54,7 +57,10 @@ class TrainConfig:
             (at_least(self.batch_size, 1), f"--batch-size must be at least 1, not {self.batch_size}"),
             (at_least(self.img_size, 8), f"--img-size must be at least 8, not {self.img_size}"),
             (self.depth is None or 1 <= self.depth <= 4, f"--depth must be 1 to 4, not {self.depth}"),
+            (at_least(self.members, 1), f"--members must be at least 1, not {self.members}"),
+            (self.members in (None, 1) or self.model == "smallcnn", "--members above 1 needs --model smallcnn"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), not {self.label_smoothing}"),
+            (self.blend is None or 0 <= self.blend <= 1, f"--blend must be auto or in [0, 1], not {self.blend}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"),
             (at_least(self.patience, 0), f"--patience must be 0 or more, not {self.patience}"),
             (at_least(self.unfreeze_after, 1), f"--unfreeze-after must be at least 1, not {self.unfreeze_after}"),

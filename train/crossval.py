@@ -34,7 +34,7 @@ from train.evaluate import Predictions
 from train.prepare import PreparedData, _stats, load_data
 from train.records import replace_run_targets, write_predictions
 from train.report import Evaluation, build_report, save_evaluation
-from train.run import Callbacks, _evaluate_all, fit_prepared, plan_run, run_meta
+from train.run import Callbacks, _evaluate_all, blend_baseline, fit_prepared, plan_run, run_meta
 from train.rundir import BASELINE, write_meta
 
 __all__ = ["assign_folds", "run_crossval"]
@@ -144,13 +144,15 @@ def run_crossval(
             base = linear_baseline({n: (d.images, d.targets) for n, d in data.splits.items()}, len(data.labels))  # type: ignore[misc]
             (fold_dir / BASELINE).write_text(json.dumps(base.to_json(), indent=2), encoding="utf-8")
             trainer, _ = fit_prepared(fold_dir, config, data, meta, callbacks=callbacks)
+            alone = blend_baseline(trainer, data, base)
             test = _evaluate_all(trainer, data, config.batch_size or 256)["test"]
             index = [i for i, s in enumerate(everything.samples) if splits[s.sha256] == "test"]
             model_parts.append((index, test))
             baseline_parts.append((index, base.predictions))
             fold_rows.append(
                 {"fold": fold + 1, "test_images": len(index), "accuracy": round(test.accuracy, 4),
-                 "baseline": round(base.accuracy or 0.0, 4), "best_epoch": trainer.state.best_epoch}
+                 "baseline": round(base.accuracy or 0.0, 4), "model_alone": alone["accuracy"],
+                 "blend": alone["blend"], "best_epoch": trainer.state.best_epoch}
             )  # fmt: skip
         pooled = _pool(model_parts, len(everything), len(whole.labels))
         pooled_baseline = _pool(baseline_parts, len(everything), len(whole.labels))

@@ -43,6 +43,8 @@ MIN_SIZE = 8
 BATCH_RANGE = (16, 128)
 STEPS_PER_EPOCH = 16
 EPOCH_RANGE = (10, 100)
+ENSEMBLE_UP_TO = 2000  # training images up to which smallcnn is an ensemble of ENSEMBLE_MEMBERS networks
+ENSEMBLE_MEMBERS = 3
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,17 @@ def _epochs(train_images: int, batch_size: int) -> tuple[int, str]:
     return epochs, f"{epochs * steps} optimizer steps in all ({steps} per epoch; aim: {MIN_STEPS})"
 
 
+def _members(train_images: int, weights: str | None) -> tuple[int, str]:
+    if weights is not None:
+        return 1, "--weights given: one network, shaped as the weights"
+    if train_images <= ENSEMBLE_UP_TO:
+        return ENSEMBLE_MEMBERS, (
+            f"{train_images} training images (≤ {ENSEMBLE_UP_TO}): the mean of {ENSEMBLE_MEMBERS} networks, "
+            "steadier than one"
+        )
+    return 1, f"{train_images} training images: one network"
+
+
 def choose_defaults(config: TrainConfig, facts: DataFacts) -> tuple[TrainConfig, dict[str, dict[str, Any]]]:
     """The config with every unset field chosen from `facts`, and {field: {"value", "reason"}} for those."""
     chosen: dict[str, dict[str, Any]] = {}
@@ -110,8 +123,12 @@ def choose_defaults(config: TrainConfig, facts: DataFacts) -> tuple[TrainConfig,
     epochs = pick("epochs", *_epochs(facts.train_images, batch_size))
     augment = pick("augment", DEFAULT_AUGMENT, "label-preserving for photos of objects; --augment none: off")
     patience = pick("patience", max(5, epochs // 3), "a third of the epochs; the best epoch is restored anyway")
+    smallcnn = config.model == "smallcnn"
+    members = pick("members", *_members(facts.train_images, config.weights)) if smallcnn else (config.members or 1)
+    flips = "flip" in augment
+    tta = pick("tta", flips, "the model is trained on mirrored images" if flips else "no flips in the augmentation")
     resolved = config.with_changes(
         img_size=img_size, depth=depth, batch_size=batch_size, epochs=epochs, augment=tuple(augment),
-        patience=patience,
+        patience=patience, tta=tta, members=members,
     )  # fmt: skip
     return resolved, chosen

@@ -306,7 +306,12 @@ class Trainer:
             y = labels.to(self.device, non_blocking=True)
             with autocast(self.device, self.amp_dtype):
                 logits = self.forward(x)
-                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                if logits.dim() == 3:  # an ensemble in one model: (N, classes, members), each on its own loss
+                    target = y.unsqueeze(1).expand(-1, logits.shape[2])
+                    loss = F.cross_entropy(logits, target, label_smoothing=cfg.label_smoothing)
+                    logits = logits.detach().mean(dim=2)
+                else:
+                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)

@@ -20,6 +20,7 @@ from storage.catalog import finish_run, start_run
 from storage.errors import GleanerError
 from storage.workspace import Workspace
 from train.baseline import BaselineResult, linear_baseline
+from train.blend import choose_blend, fold_baseline
 from train.checkpoint import LAST
 from train.config import TrainConfig
 from train.defaults import choose_defaults
@@ -27,17 +28,19 @@ from train.engine import EpochRecord, Trainer, resolve_device
 from train.evaluate import Predictions, predict
 from train.feedback import Target
 from train.loaders import make_batches
+from train.metrics import wilson_interval
 from train.models import default_normalization
 from train.preflight import check_config, check_weights_fit
 from train.prepare import PreparedData, SnapshotPlan, load_data, plan_snapshot
 from train.records import mark_run, replace_run_targets, write_predictions
 from train.report import Evaluation, build_report, save_evaluation
-from train.rundir import BASELINE, build_net, read_meta, write_meta
+from train.rundir import BASELINE, build_net, read_meta, save_baseline, write_meta
 from train.weights import freeze_backbone, load_weights
 
 __all__ = [
     "CALIBRATION_IMAGES",
     "Callbacks",
+    "blend_baseline",
     "default_run_dir",
     "fit_prepared",
     "prepare_run",
@@ -273,7 +276,7 @@ def run_training(
     if saved:
         meta = {**saved, "train": config.to_json()}
     write_meta(run_dir, meta)
-    baseline = _load_or_fit_baseline(run_dir, data, callbacks)
+    baseline_fit, baseline = _fit_baseline(run_dir, data, callbacks)
     started = time.perf_counter()
     outcome: dict[str, Any] = {"run_dir": str(run_dir), "status": "failed"}
     try:
@@ -287,6 +290,7 @@ def run_training(
             outcome = {"run_id": run_id, "run_dir": str(run_dir), "status": "interrupted"}
             return {**outcome, "epochs_done": state.epochs_done}
         callbacks.phase("evaluating")
+        model_alone = blend_baseline(trainer, data, baseline_fit)
         results = _evaluate_all(trainer, data, config.batch_size or 256)
         evaluation = Evaluation(data.labels, [s.sha256 for s in data.splits["test"].samples], results["test"])
         save_evaluation(run_dir, evaluation)
@@ -294,8 +298,8 @@ def run_training(
         images_per_second = _throughput(state.history, len(data.splits["train"]))
         report_meta = {
             "run_dir": str(run_dir), "run_id": run_id, "snapshot": data.snapshot.name, "model": config.model,
-            "baseline": baseline, "chosen": chosen, "train_seconds": round(train_seconds, 2),
-            "images_per_second": images_per_second,
+            "baseline": baseline, "model_alone": model_alone, "chosen": chosen,
+            "train_seconds": round(train_seconds, 2), "images_per_second": images_per_second,
         }  # fmt: skip
         callbacks.phase("writing the report")
         report = build_report(
@@ -328,6 +332,7 @@ def run_training(
             "accuracy": report["accuracy"],
             "accuracy_ci": report["accuracy_ci"],
             "baseline": baseline,
+            "model_alone": model_alone,
             "versus_baseline": report["versus_baseline"],
             "chosen": chosen,
             "config": config.to_json(),
@@ -359,17 +364,58 @@ def _throughput(history: list[EpochRecord], train_images: int) -> float | None:
     return round(train_images * len(history) / seconds, 1) if seconds > 0 else None
 
 
-def _load_or_fit_baseline(run_dir: Path, data: PreparedData, callbacks: Callbacks) -> dict[str, Any] | None:
-    """The run's baseline figures: fitted once (baseline.json), read back on --resume."""
+def _fit_baseline(
+    run_dir: Path, data: PreparedData, callbacks: Callbacks
+) -> tuple[BaselineResult | None, dict[str, Any] | None]:
+    """The run's linear baseline (fitted, and its figures written to baseline.json). Deterministic, so a
+    --resume fits the same one again rather than reading back figures without the weights."""
     import json
 
-    path = run_dir / BASELINE
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
     callbacks.phase("fitting the linear baseline")
     result = run_baseline(data)
     if result is None:
-        return None
+        return None, None
     document = result.to_json()
-    path.write_text(json.dumps(document, indent=2), encoding="utf-8")
-    return document
+    (run_dir / BASELINE).write_text(json.dumps(document, indent=2), encoding="utf-8")
+    return result, document
+
+
+def blend_baseline(trainer: Trainer, data: PreparedData, baseline: BaselineResult | None) -> dict[str, Any]:
+    """Evaluate the trained model alone, then fold the baseline into it with the weight `--blend` gives or
+    the validation split chooses (train.blend); saved as checkpoints/baseline.pt, used by every later
+    evaluation, `train predict` and the exports. Returns the model-alone test figures and the blend."""
+    net = trainer.net
+    config = trainer.config
+    batch = max(256, config.batch_size or 256)
+
+    def evaluate(name: str) -> Predictions:
+        batches = make_batches(data.splits[name], batch, workers=config.workers, device=trainer.device)
+        return predict(net, batches, trainer.device, amp_dtype=trainer.eval_dtype, channels_last=True)
+
+    test = evaluate("test")
+    correct, total = int((test.predicted == test.targets).sum()), len(test.targets)
+    interval = wilson_interval(correct, total)
+    alone: dict[str, Any] = {
+        "model": config.model + (" with flip test-time augmentation" if config.tta else ""),
+        "accuracy": round(correct / total, 4) if total else None,
+        "accuracy_ci": None if interval is None else [round(v, 4) for v in interval],
+        "blend": 0.0,
+    }
+    if baseline is None or baseline.weight is None or config.blend == 0:
+        alone["blend_reason"] = "--blend 0: the model alone" if config.blend == 0 else "no linear baseline to blend"
+        return alone
+    if config.blend is None:
+        val = evaluate("val")
+        base_val = baseline.val_predictions.probs if baseline.val_predictions is not None else val.probs[:0]
+        weight, info = choose_blend(val.probs, base_val, val.targets)
+    else:
+        weight, info = config.blend, {"reason": f"--blend {config.blend}"}
+    if weight > 0:
+        module = fold_baseline(baseline, data.channels, data.img_size, data.img_size).to(trainer.device)
+        net.baseline, net.blend = module, weight
+        save_baseline(net, trainer.checkpoint_dir)
+    alone["blend"] = weight
+    alone["blend_reason"] = info["reason"]
+    if "candidates" in info:
+        alone["blend_candidates"] = info["candidates"]
+    return alone

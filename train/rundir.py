@@ -14,12 +14,24 @@ from torch import nn
 from storage.errors import GleanerError
 from train.checkpoint import BEST, LAST, load_checkpoint
 from train.config import TrainConfig
-from train.models import Net, build_model
+from train.models import Net, PixelLinear, build_model
 
-__all__ = ["BASELINE", "RUN_CONFIG", "FoldEnsemble", "build_net", "load_net", "read_meta", "write_meta"]
+__all__ = [
+    "BASELINE",
+    "BLENDED",
+    "RUN_CONFIG",
+    "FoldEnsemble",
+    "attach_baseline",
+    "build_net",
+    "load_net",
+    "read_meta",
+    "save_baseline",
+    "write_meta",
+]
 
 RUN_CONFIG = "config.json"
 BASELINE = "baseline.json"  # the linear baseline's figures on the run's split (train.baseline)
+BLENDED = "baseline.pt"  # in checkpoints/: the baseline folded into the model, and its weight (train.blend)
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
@@ -37,8 +49,8 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
 
 
 def build_net(config: TrainConfig, classes: int, channels: int, mean: list[float], std: list[float]) -> Net:
-    body, body_channels = build_model(config.model, classes, channels, config.depth)
-    return Net(body, channels, body_channels, mean, std)
+    body, body_channels = build_model(config.model, classes, channels, config.depth, config.members)
+    return Net(body, channels, body_channels, mean, std, flip_tta=bool(config.tta))
 
 
 class FoldEnsemble(nn.Module):
@@ -79,8 +91,28 @@ def load_net(run_dir: Path, which: str = "best") -> tuple[nn.Module, dict[str, A
     if not path.is_file():
         path = checkpoints / LAST
     net.load_state_dict(load_checkpoint(path)["model"] if path.name == BEST else _last_model(path))
+    attach_baseline(net, checkpoints)
     net.eval()
     return net, meta
+
+
+def save_baseline(net: Net, checkpoints: Path) -> None:
+    """checkpoints/baseline.pt: the folded linear baseline and its blend weight (train.blend)."""
+    if net.baseline is not None:
+        payload = {"model": net.baseline.state_dict(), "blend": net.blend}
+        torch.save(payload, checkpoints / BLENDED)
+
+
+def attach_baseline(net: Net, checkpoints: Path) -> None:
+    """Put the run's folded baseline into `net` with its weight, when the run has one (runs since issue 11)."""
+    path = checkpoints / BLENDED
+    if not path.is_file():
+        return
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    weight = payload["model"]["linear.weight"]
+    module = PixelLinear(weight.shape[1], weight.shape[0])
+    module.load_state_dict(payload["model"])
+    net.baseline, net.blend = module, float(payload["blend"])
 
 
 def _last_model(path: Path) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from train.checkpoint import BEST, save_checkpoint
 from train.cli import app as train_app
 from train.config import TrainConfig
 from train.export import export_run, onnx_available
-from train.rundir import build_net, write_meta
+from train.models import PixelLinear
+from train.rundir import build_net, load_net, save_baseline, write_meta
 
 REPO = Path(__file__).resolve().parents[2]
 FORMATS = ["torchscript", "onnx"] if onnx_available() else ["torchscript"]
@@ -28,9 +29,14 @@ FORMATS = ["torchscript", "onnx"] if onnx_available() else ["torchscript"]
 def untrained_run(run_dir: Path, size: int, model: str = "smallcnn") -> Path:
     """A run folder as `train run` leaves it (config.json, best checkpoint), with seeded random weights."""
     depth = 3 if size >= 16 else 2
-    config = TrainConfig(model=model, img_size=size, depth=depth, batch_size=8, epochs=1, augment=(), patience=0)
+    members = 3 if model == "smallcnn" else 1  # what the defaults deliver on small sets: an ensemble ...
+    config = TrainConfig(
+        model=model, img_size=size, depth=depth, batch_size=8, epochs=1, augment=(), patience=0, tta=True,
+        members=members,
+    )  # fmt: skip
     torch.manual_seed(size)
     net = build_net(config, 3, 1, [0.5], [0.25])
+    net.baseline, net.blend = PixelLinear(size * size, 3), 0.25  # ... with flip TTA and a blended baseline
     net.eval()
     for module in net.modules():  # non-trivial batch-norm statistics, as after training
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -39,7 +45,9 @@ def untrained_run(run_dir: Path, size: int, model: str = "smallcnn") -> Path:
     meta = {"train": config.to_json(), "labels": ["a", "b", "c"], "channels": 1, "img_size": size,
             "mean": [0.5], "std": [0.25], "snapshot": "none"}  # fmt: skip
     write_meta(run_dir, meta)
-    save_checkpoint(run_dir / "checkpoints" / BEST, {"model": net.state_dict(), "epoch": 1})
+    body = {k: v for k, v in net.state_dict().items() if not k.startswith("baseline.")}
+    save_checkpoint(run_dir / "checkpoints" / BEST, {"model": body, "epoch": 1})
+    save_baseline(net, run_dir / "checkpoints")
     return run_dir
 
 
@@ -47,6 +55,8 @@ def untrained_run(run_dir: Path, size: int, model: str = "smallcnn") -> Path:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_exports_match_the_checkpoint_at_every_size(size: int, fmt: str, tmp_path: Path) -> None:
     run_dir = untrained_run(tmp_path / "run", size)
+    loaded, _ = load_net(run_dir)
+    assert loaded.baseline is not None and loaded.blend == 0.25 and loaded.flip_tta  # type: ignore[union-attr]
     result = export_run(run_dir, fmt, tmp_path / f"model-{size}.{fmt}")
     assert result["same_predictions"] and result["max_abs_diff"] < 1e-3
     assert result["input"]["shape"] == ["batch", 1, size, size]
