@@ -1,8 +1,9 @@
 """Fashion-MNIST through the whole Gleaner path: IDX → PNG folders → `harvest import` → `curate snapshot` →
 `train run` → report, with the real console commands.
 
-Goals (issue 6): smallcnn ≥ 90% test accuracy on a 10,000-image subset (80/10/10) in ≤ 2 minutes of training
-on a 2-core CPU; and on a copy with one class cut to 5% of its images, that class is the first target.
+Goals (issue 11, raised from issue 6's 90% in 2 minutes): smallcnn ≥ 92% test accuracy on a 10,000-image subset
+(80/10/10) in ≤ 60 s of training on a 2-core CPU; and on a copy with one class cut to 5% of its images, that
+class is the first target.
 
     .venv/bin/python bench/train_fashion.py [--per-class 1000] [--cut coat] [--work DIR] [--json]
 
@@ -33,10 +34,12 @@ sys.path.insert(0, str(REPO))
 
 from harvest.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, export_image_folder  # noqa: E402
 
-TRAIN_OPTIONS = ["--model", "smallcnn", "--depth", "3", "--img-size", "28", "--epochs", "20", "--batch-size", "64",
-                 "--lr", "3e-3", "--schedule", "onecycle", "--augment", "flip", "--seed", "0"]  # fmt: skip
-GOAL_ACCURACY = 0.90
-GOAL_SECONDS = 120.0
+# issue 11's fast recipe: a short one-cycle, flips in training and at test time (flip TTA, on by default with
+# flips), label smoothing 0.1; the linear baseline's blend weight is chosen on the 1,000 validation images
+TRAIN_OPTIONS = ["--model", "smallcnn", "--depth", "3", "--img-size", "28", "--epochs", "14", "--batch-size", "64",
+                 "--lr", "3e-3", "--schedule", "onecycle", "--augment", "flip", "--label-smoothing", "0.1"]  # fmt: skip
+GOAL_ACCURACY = 0.92
+GOAL_SECONDS = 60.0
 
 
 def cli(tool: str, *args: str | Path) -> dict[str, Any]:
@@ -89,6 +92,9 @@ def pipeline(work: Path, name: str, per_class: int, cut: str | None, extra: list
         "import_seconds": round(import_seconds, 1),
         "splits": snapshot["meta"]["splits"],
         "accuracy": run["accuracy"],
+        "model_alone": run["model_alone"]["accuracy"],
+        "blend": run["model_alone"]["blend"],
+        "baseline": run["baseline"]["accuracy"] if run["baseline"] else None,
         "val_accuracy": run["val_accuracy"],
         "train_seconds": run["train_seconds"],
         "command_seconds": round(wall, 1),
@@ -104,13 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cut", default="coat", help="class cut to 5%% in the second run ('' to skip it)")
     parser.add_argument("--work", type=Path, default=None, help="keep the workspaces and runs here")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--extra", default="", help="more train run options, space separated")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
         raise SystemExit(f"{FASHION_MNIST_DIR} not found: apt-get install dataset-fashion-mnist")
     work = args.work or Path(tempfile.mkdtemp(prefix="gleaner-fashion-"))
     work.mkdir(parents=True, exist_ok=True)
-    extra = ["--device", args.device]
+    extra = ["--device", args.device, "--seed", str(args.seed), *args.extra.split()]
     result: dict[str, Any] = {"options": TRAIN_OPTIONS + extra, "cpu_count": os.cpu_count()}
     result["full"] = pipeline(work, "fashion", args.per_class, None, extra)
     full = result["full"]
@@ -124,8 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(f"Fashion-MNIST {full['images']:,} images, splits {full['splits']}")
-        print(f"  smallcnn test accuracy {full['accuracy']:.2%} (goal ≥ 90%: {result['goal_accuracy']})")
-        print(f"  training {full['train_seconds']:.0f} s (goal ≤ 120 s: {result['goal_seconds']})")
+        print(
+            f"  smallcnn test accuracy {full['accuracy']:.2%} (goal ≥ 92%: {result['goal_accuracy']}); alone "
+            f"{full['model_alone']:.2%}, blend {full['blend']}, linear baseline {full['baseline']}"
+        )
+        print(f"  training {full['train_seconds']:.0f} s (goal ≤ 60 s: {result['goal_seconds']})")
         print(f"  report {full['report']}")
         if args.cut:
             first = result["cut"]["targets"][0] if result["cut"]["targets"] else None

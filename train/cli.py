@@ -161,6 +161,9 @@ def run_command(
     precision: str = PrecisionOpt,
     workers: int = WorkersOpt,
     compile_model: bool = CompileOpt,
+    ema: float = typer.Option(
+        None, "--ema", help="Average the weights over steps with this decay (e.g. 0.998; default 0: off)."
+    ),
     members: int = typer.Option(
         None, "--members", help="smallcnn: networks averaged in one model (default 3 up to 2,000 train images, else 1)."
     ),
@@ -189,7 +192,7 @@ def run_command(
         epochs=epochs, lr=lr, batch_size=batch_size, img_size=img_size, augment=augment, auto_augment=auto_augment,
         label_smoothing=label_smoothing, schedule=schedule, patience=patience, balanced=balanced, seed=seed,
         device=device, precision=precision, workers=workers, compile=compile_model, blend=_blend_value(blend),
-        members=members,
+        members=members, ema=ema,
     )  # fmt: skip
     if tta is not None:
         values["tta"] = tta

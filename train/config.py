@@ -35,6 +35,7 @@ class TrainConfig:
     augment: tuple[str, ...] | None = None  # None: the safe default set; () (`--augment none`): off
     auto_augment: bool = False
     label_smoothing: float = 0.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off), e.g. 0.998
     tta: bool | None = None  # flip test-time augmentation; None: on when the training augmentation flips
     blend: float | None = None  # weight of the linear baseline in the delivered model; None: chosen on val
     schedule: str = "onecycle"
@@ -61,6 +62,7 @@ class TrainConfig:
             (self.members in (None, 1) or self.model == "smallcnn", "--members above 1 needs --model smallcnn"),
             (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), not {self.label_smoothing}"),
             (self.blend is None or 0 <= self.blend <= 1, f"--blend must be auto or in [0, 1], not {self.blend}"),
+            (0 <= self.ema < 1, f"--ema must be in [0, 1), not {self.ema}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}"),
             (at_least(self.patience, 0), f"--patience must be 0 or more, not {self.patience}"),
             (at_least(self.unfreeze_after, 1), f"--unfreeze-after must be at least 1, not {self.unfreeze_after}"),

@@ -7,11 +7,12 @@ generators seeded the same way, so an epoch computes the same thing whether or n
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,46 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_bf16() else None
 
 
+class WeightAverage:
+    """An exponential moving average of the weights (`--ema DECAY`), updated after every optimizer step.
+
+    Validation, the best checkpoint and so the delivered model use the averaged weights (with batch-norm
+    statistics recomputed for them when the images are in memory); training continues on the live ones.
+    The decay ramps up as min(DECAY, (1 + t) / (10 + t)) so the random initialisation is forgotten quickly.
+    """
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.steps = 0
+        self.shadow = {k: v.detach().clone() for k, v in net.state_dict().items() if v.dtype.is_floating_point}
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        live = net.state_dict()
+        keys = list(self.shadow)
+        torch._foreach_lerp_([self.shadow[k] for k in keys], [live[k].detach() for k in keys], 1 - decay)
+
+    @contextlib.contextmanager
+    def applied(self, net: nn.Module) -> Iterator[None]:
+        """The averaged weights in `net` inside the block; the live ones back afterwards."""
+        backup = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        net.load_state_dict({**backup, **self.shadow})
+        try:
+            yield
+        finally:
+            net.load_state_dict(backup)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        for key, value in state["shadow"].items():
+            self.shadow[key].copy_(value)
+
+
 @dataclass
 class EpochRecord:
     epoch: int  # 1-based
@@ -176,6 +217,8 @@ class Trainer:
         self.frozen = config.freeze_backbone
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.state = FitState()
+        self.average = WeightAverage(self.net, config.ema) if config.ema else None
+        self.evaluated: dict[str, torch.Tensor] | None = None  # the weights the last validation used
 
     def _optimizer(self, lr: float) -> torch.optim.Optimizer:
         """AdamW; no weight decay on biases and batch-norm weights (decaying them only hurts)."""
@@ -231,10 +274,13 @@ class Trainer:
             "state": self.state.to_json(),
             "rng": rng_state(),
         }
+        if self.average is not None:
+            payload["average"] = self.average.state_dict()
         save_checkpoint(self.checkpoint_dir / LAST, payload)
 
     def _save_best(self) -> None:
-        payload = {"model": self.net.state_dict(), "epoch": self.state.epochs_done, "score": self.state.best_score}
+        model = self.evaluated if self.evaluated is not None else self.net.state_dict()
+        payload = {"model": model, "epoch": self.state.epochs_done, "score": self.state.best_score}
         save_checkpoint(self.checkpoint_dir / BEST, payload)
 
     def resume(self) -> None:
@@ -248,6 +294,8 @@ class Trainer:
             self.state.epochs_done = done
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scaler.load_state_dict(checkpoint["scaler"])
+        if self.average is not None and "average" in checkpoint:
+            self.average.load_state_dict(checkpoint["average"])
         planned = TrainConfig.from_json(checkpoint["config"]).epochs
         if planned == self.config.epochs:
             self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -318,17 +366,22 @@ class Trainer:
             self.scaler.update()
             lr = self.optimizer.param_groups[0]["lr"]
             self.scheduler.step()
+            if self.average is not None:
+                self.average.update(self.net)
             total_loss += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if on_batch:
                 on_batch(seen, len(self.train_batches.targets))
-        if self.calibration is not None:
-            recalibrate_batchnorm(self.net, self.calibration, self.device)
-        val_loss = val_acc = None
-        if self.val_batches is not None and len(self.val_batches.targets):
-            result = predict(self.net, self.val_batches, self.device, amp_dtype=self.eval_dtype, channels_last=True)
-            val_loss, val_acc = result.loss, result.accuracy
+        with self.average.applied(self.net) if self.average is not None else contextlib.nullcontext():
+            if self.calibration is not None:
+                recalibrate_batchnorm(self.net, self.calibration, self.device)
+            val_loss = val_acc = None
+            if self.val_batches is not None and len(self.val_batches.targets):
+                result = predict(self.net, self.val_batches, self.device, amp_dtype=self.eval_dtype, channels_last=True)
+                val_loss, val_acc = result.loss, result.accuracy
+            if self.average is not None:
+                self.evaluated = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
         return EpochRecord(
             epoch=epoch + 1,
             train_loss=float(total_loss) / max(seen, 1),

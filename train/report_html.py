@@ -49,6 +49,20 @@ def _image(run_dir: Path, name: str, alt: str) -> str:
     return f'<img class="plot" src="{url}" alt="{escape(alt)}">'
 
 
+def _parts(report: dict[str, Any]) -> str:
+    """The linear baseline, the model alone and the verdict, next to the delivered model's accuracy."""
+    pieces = []
+    baseline, alone = report.get("baseline"), report.get("model_alone")
+    if baseline and baseline.get("accuracy") is not None:
+        pieces.append(f"linear baseline {baseline['accuracy']:.2%}")
+    if alone and alone.get("accuracy") is not None and alone.get("blend"):
+        pieces.append(f"{escape(alone['model'])} alone {alone['accuracy']:.2%}, blended at weight {alone['blend']:g}")
+    versus = report.get("versus_baseline")
+    if versus:
+        pieces.append(f"<b>{escape(versus['text'])}</b>")
+    return "".join(f" · {piece}" for piece in pieces)
+
+
 def render_html(run_dir: Path, report: dict[str, Any]) -> str:
     per_class = report["per_class"]
     class_rows = [[label, m["precision"], m["recall"], m["f1"], m["support"]] for label, m in per_class.items()]
@@ -70,7 +84,7 @@ def render_html(run_dir: Path, report: dict[str, Any]) -> str:
         f"<h1>{escape(title)}</h1>",
         f"<p class='muted'>run {escape(str(report.get('run_dir', run_dir)))} · {report['test_images']} test images · "
         f"best epoch {report.get('best_epoch')}</p>",
-        f"<p>Test accuracy <span class='kpi'>{report['accuracy']:.2%}</span></p>",
+        f"<p>Test accuracy <span class='kpi'>{report['accuracy']:.2%}</span>{_parts(report)}</p>",
         "<h2>What to collect next</h2>",
         _table(["label", "want", "reason"], target_rows) if target_rows else "<p>No targets: every label is fine.</p>",
         "<h2>Per class</h2>",

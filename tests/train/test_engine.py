@@ -28,13 +28,16 @@ def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def test_killed_run_resumes_to_the_same_result(digits_ws: Workspace, tmp_path: Path) -> None:
-    config = TrainConfig(epochs=4, img_size=16, batch_size=32, device="cpu", augment=("flip", "rotate", "noise"))
+    config = TrainConfig(
+        epochs=4, img_size=16, batch_size=32, device="cpu", augment=("flip", "rotate", "noise"), ema=0.9
+    )  # weight averaging on: its state must survive the kill too
     killed = tmp_path / "killed"
     partial = run_training(digits_ws, killed, config, dataset=SNAPSHOT, stop_after=2)
     assert partial["status"] == "interrupted" and partial["epochs_done"] == 2
     assert len(metrics_rows(killed)) == 2
     checkpoint = load_checkpoint(killed / "checkpoints" / "last.pt", full=True)
-    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "config", "state", "rng"} <= set(checkpoint)
+    expected = {"model", "optimizer", "scheduler", "scaler", "epoch", "config", "state", "rng", "average"}
+    assert expected <= set(checkpoint)
     assert checkpoint["epoch"] == 2
     with pytest.raises(GleanerError, match="already holds a run"):
         run_training(digits_ws, killed, config, dataset=SNAPSHOT)

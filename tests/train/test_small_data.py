@@ -72,6 +72,7 @@ def test_defaults_against_the_linear_baseline_on_200_real_images(fashion_ws: Wor
     assert config["chosen"] == chosen and config["train"]["img_size"] == 28  # recorded with the run
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["baseline"]["accuracy"] == baseline["accuracy"] and report["images_per_second"] > 0
+    assert report["model_alone"] == alone and "linear baseline" in (tmp_path / "run" / "report.html").read_text()
     for label in PAIR:
         per_class = report["per_class"][label]
         assert per_class["test_support"] == per_class["support"] == 40
