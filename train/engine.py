@@ -41,6 +41,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 METRIC_FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 FINE_TUNE_LR_SCALE = 0.1
+MIN_SELECTION_IMAGES = 100  # fewer validation images: keep the last epoch (no best-epoch choice, no early stop)
 
 
 @torch.no_grad()
@@ -397,8 +398,17 @@ class Trainer:
         """Epochs before the best checkpoint and early stopping start to count: the first half of the
         schedule. There the learning rate is still high and a small validation split's score is mostly
         noise: on 200 images, 20 validation images picked an epoch-17-of-72 model that tested 8 points below
-        the fully annealed one, and patience stopped runs before the learning rate ever came down."""
-        return self.config.epochs // 2 if self.config.epochs and self.config.epochs >= 4 else 0
+        the fully annealed one, and patience stopped runs before the learning rate ever came down.
+
+        With fewer than MIN_SELECTION_IMAGES validation images every epoch but the last settles, so the run
+        keeps its final, fully annealed weights: on 20 validation images the second half of a run scores
+        0.85-0.90 throughout, the loss tie-break picked epoch 41 of 72 with the learning rate still at 60%
+        of its peak and patience then stopped the run at 65; that model tested 72.5% where the annealed
+        networks score 80% and more (shirt/t-shirt, 100 training images)."""
+        epochs = self.config.epochs or 0
+        if self.val_batches is None or len(self.val_batches.targets) < MIN_SELECTION_IMAGES:
+            return max(0, epochs - 1)
+        return epochs // 2 if epochs >= 4 else 0
 
     def _after_epoch(self, record: EpochRecord) -> None:
         state = self.state

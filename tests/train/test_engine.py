@@ -70,8 +70,9 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = Net(SmallCNN(3, 1, depth=1), 1, 1, [0.5], [0.25])
     batches = TensorBatches(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64), 2)
+    val = TensorBatches(torch.zeros(100, 1, 8, 8, dtype=torch.uint8), torch.zeros(100, dtype=torch.int64), 50)
     config = TrainConfig(epochs=8, patience=2, img_size=8, device="cpu")
-    trainer = ScriptedTrainer(net, config, torch.device("cpu"), tmp_path, batches, batches)
+    trainer = ScriptedTrainer(net, config, torch.device("cpu"), tmp_path, batches, val)
     snapshots = {}
     original_save_best = trainer._save_best
 
@@ -89,3 +90,15 @@ def test_early_stopping_restores_the_best_weights(tmp_path: Path) -> None:
     for name, tensor in net.state_dict().items():
         assert torch.equal(tensor, snapshots[5][name]), name
     assert [row["epoch"] for row in metrics_rows(tmp_path)] == ["1", "2", "3", "4", "5", "6", "7"]
+
+
+def test_a_tiny_validation_split_keeps_the_last_epoch(tmp_path: Path) -> None:
+    """Under 100 validation images the scores are noise: no best-epoch choice, no early stop, final weights."""
+    torch.manual_seed(0)
+    net = Net(SmallCNN(3, 1, depth=1), 1, 1, [0.5], [0.25])
+    batches = TensorBatches(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64), 2)
+    config = TrainConfig(epochs=8, patience=2, img_size=8, device="cpu")
+    trainer = ScriptedTrainer(net, config, torch.device("cpu"), tmp_path, batches, batches)
+    state = trainer.fit()
+    assert trainer.settle_epochs == 7 and not state.stopped_early
+    assert state.epochs_done == state.best_epoch == 8
