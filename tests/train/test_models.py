@@ -93,3 +93,24 @@ def test_frozen_backbone_does_not_change() -> None:
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"body.fc.weight", "body.fc.bias"}  # batch-norm statistics did not drift either
+
+
+def test_smallcnn_members_are_independent_networks_in_one_model() -> None:
+    """members=3: every member's logits in training (each trained on its own loss), their mean in evaluation,
+    and a member's loss moves only that member's weights."""
+    torch.manual_seed(0)
+    model = SmallCNN(4, 1, depth=2, members=3)
+    x = torch.rand(5, 1, 16, 16)
+    model.train()
+    logits = model(x)
+    assert logits.shape == (5, 4, 3)
+    F.cross_entropy(logits[:, :, 0], torch.zeros(5, dtype=torch.long)).backward()
+    conv = model.features[3]  # the second convolution: grouped, member k owns output group k
+    assert isinstance(conv, torch.nn.Conv2d) and conv.groups == 3
+    grad = conv.weight.grad.view(3, -1)  # type: ignore[union-attr]
+    assert grad[0].abs().sum() > 0 and grad[1:].abs().sum() == 0
+    model.eval()
+    with torch.no_grad():
+        members = model.fc(torch.flatten(model.pool(model.features(x)), 1))
+        assert torch.allclose(model(x), members.mean(dim=1))
+    assert head_name(model) == "fc"
