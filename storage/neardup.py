@@ -23,7 +23,7 @@ from sqlalchemy import Connection, func, select
 from storage.catalog.records import ImageFacts
 from storage.catalog.schema import images
 from storage.errors import StoreError
-from storage.hashes.compare import SMALL_SIDE, HashArrays, HashesLike, best_match, cross_distances, distance
+from storage.hashes.compare import SMALL_SIDE, HashArrays, HashesLike, best_match, cross_distances
 from storage.hashes.compute import HASH_VERSION, ImageHashes
 from storage.hashes.verify import Verdict, decode_for_verify, verify_pair
 from storage.keepers import ImageInfo, clearly_better
@@ -99,22 +99,29 @@ class NearDuplicateIndex:
         aside become keepers (later images of the batch are compared with them too).
 
         `verify(keeper key, keeper hashes, new key, new hashes)`; `separated(a, b)`: a person said a and b are
-        not duplicates. One vectorised distance computation for the whole batch against the index."""
+        not duplicates. Two vectorised distance computations: the batch against the index, and within the batch
+        (for the keepers it adds)."""
         results = [Judgement()] * len(batch)
         probes = [k for k, (facts, _, _) in enumerate(batch) if facts.hash_variants is not None and not _tiny(facts)]
         if not probes:
             return results
         hashes = [ImageHashes.from_blob(batch[k][0].hash_variants) for k in probes]  # type: ignore[arg-type]
-        start = self._size
-        to_index = cross_distances(HashArrays.from_hashes(hashes), self._view()) if self._size else None
+        arrays = HashArrays.from_hashes(hashes)
+        to_index = cross_distances(arrays, self._view()) if self._size else np.zeros((len(probes), 0), np.int64)
+        within = cross_distances(arrays, arrays)
+        occupant: dict[int, int] = {}  # index row -> the probe of this batch now in it (appended or replacing)
         for j, k in enumerate(probes):
             facts, key, labelled = batch[k]
-            near = [] if to_index is None else [(int(d), r) for r, d in enumerate(to_index[j]) if d <= self.threshold]
-            for row in range(start, self._size):  # keepers added by this batch
-                dist = distance(self._row(row), hashes[j])
-                if dist <= self.threshold:
-                    near.append((dist, row))
-            results[k] = self._judge_one(facts, key, labelled, hashes[j], sorted(near), verify, separated)
+            rows = [int(r) for r in np.flatnonzero(to_index[j] <= self.threshold) if int(r) not in occupant]
+            near = [(int(to_index[j, r]), r) for r in rows]
+            near += [(int(within[j, q]), r) for r, q in occupant.items() if within[j, q] <= self.threshold]
+            size = self._size
+            judgement = self._judge_one(facts, key, labelled, hashes[j], sorted(near), verify, separated)
+            if self._size > size:
+                occupant[self._size - 1] = j
+            elif judgement.replaces is not None:
+                occupant[self._shas.index(facts.sha256)] = j
+            results[k] = judgement
         return results
 
     def _judge_one(
