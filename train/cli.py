@@ -145,7 +145,7 @@ def run_command(
     unfreeze_after: int = UnfreezeOpt,
     depth: int = DepthOpt,
     epochs: int = typer.Option(
-        None, "--epochs", help="Epochs (default: about 1,000 steps, 10-100); with --resume, a larger number extends."
+        None, "--epochs", help="Epochs (default: about 500 steps, 10-100); with --resume, a larger number extends."
     ),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate (default 3e-3)."),
     batch_size: int = BatchOpt,

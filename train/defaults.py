@@ -15,7 +15,10 @@ The rules (tuned on the sets `bench/train_small.py` marks as tuning sets, checke
 - **batch_size**: a power of two near train_images / 16 within 16..128, so even 160 images give 10 steps
   per epoch.
 - **epochs**: enough for MIN_STEPS (500) optimizer steps, 10 to 100 epochs: a 200-image set gets 50 epochs
-  of 10 steps, seconds on a CPU at these sizes; a 10,000-image set gets the minimum of 10.
+  of 10 steps, seconds to a minute on a CPU at these sizes; a 10,000-image set gets the minimum of 10.
+- **members** (smallcnn): 3 networks in one model up to 2,000 training images (their mean is steadier and
+  better than one: +4 points on the tuning pairs), else 1; 1 with --weights.
+- **tta**: flip test-time augmentation when the augmentation flips.
 - **augment**: flip, shift (whole-pixel shifts up to 1/8 of the side) and color (brightness/contrast ±25%),
   the transforms that keep the label for photos of objects; `--augment none` turns them off.
 - **patience**: a third of the epochs (at least 5): stop when the validation score stalls that long. The
