@@ -59,6 +59,7 @@ _AGREE = 0.5  # an informative block agrees when its two halves correlate at lea
 _NEAR = 6.0  # ...or differ by at most this (root mean square, grey levels, block means removed)
 _MIN_INFORMATIVE = 0.1  # share of blocks that must be informative for a verdict on the pixels
 _TRIM_SIDE = 640  # trim boxes are found on a copy of at most this many pixels (hashing uses 160)
+_JPEG_SIDE = 320  # JPEGs decode in draft mode to at least this (half the work of a full decode of a photo)
 _SATURATED = (6.0, 249.0)  # a flat block this dark or this bright may be clipped (a brightened copy)
 _BRIGHTER = 8.0  # mean grey levels one image must be brighter or darker by for clipping to be assumed
 _CHROMA_FLAT = 6.0  # an image whose chroma varies less than this is greyscale for the colour check
@@ -98,7 +99,7 @@ def decode_for_verify(data: bytes) -> Image.Image:
     so caching a few hundred of them stays cheap."""
     opened = Image.open(io.BytesIO(data))
     if opened.format in ("JPEG", "MPO"):
-        opened.draft("RGB" if opened.mode != "L" else "L", (_TRIM_SIDE, _TRIM_SIDE))
+        opened.draft("RGB" if opened.mode != "L" else "L", (_JPEG_SIDE, _JPEG_SIDE))
     opened.load()
     image: Image.Image = opened
     image = _flatten(image)
