@@ -5,8 +5,9 @@ of different photos in one shared window frame apart from two copies of one scre
 the thumbnail), nor two matplotlib figures with the same axes on a white page. So a pair is confirmed only when
 its aligned views agree where they carry information:
 
-1. each image's view is taken as the hashes matched it (whole image, trimmed box, or centre), the matched
-   dihedral transform is applied, and both are resized to SIDE x SIDE greyscale;
+1. each image's view is taken as the hashes matched it (whole image, trimmed box, or centre; when that does not
+   verify, the other alignments of the pair are tried), the matched dihedral transform is applied, and both are
+   resized to SIDE x SIDE greyscale;
 2. the aligned pair is cut into BLOCKS x BLOCKS blocks. A block is informative when it is not (almost) uniform in
    one of the two images; uniform regions (page backgrounds, empty plot areas, a shared frame's flat parts)
    carry no evidence either way;
