@@ -306,8 +306,10 @@ def dedupe_command(
     with make_progress(transient=True) as progress:
         task = progress.add_task("hashing", total=None, rate="")
         ensure_hashes(ws, on_progress=lambda done, total: progress.update(task, completed=done, total=total))
-        progress.update(task, description="grouping")
-        report = find_clusters(ws, threshold)
+        progress.update(task, description="verifying candidates", completed=0, total=None)
+        report = find_clusters(
+            ws, threshold, on_progress=lambda done, total: progress.update(task, completed=done, total=total)
+        )
     changed = apply_report(ws, report) if apply else 0
     with ws.catalog.read() as conn:
         ext_of = {row.sha256: row.ext for row in conn.execute(select(images.c.sha256, images.c.ext))}

@@ -229,9 +229,14 @@ class DedupeReport:
         }
 
 
-def find_clusters(workspace: Workspace, threshold: int = DEFAULT_THRESHOLD) -> DedupeReport:
+def find_clusters(
+    workspace: Workspace,
+    threshold: int = DEFAULT_THRESHOLD,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> DedupeReport:
     """Verified near-duplicate groups (stars around their keepers, curate.dedupe.groups) among the images that
-    are not rejected, and the unverified candidates for review."""
+    are not rejected, and the unverified candidates for review. `on_progress(done, total)`: images with
+    candidates judged so far (verifying their pixels is the long part)."""
     ensure_hashes(workspace)
     shas, arrays = load_hash_rows(workspace)
     facts = _facts(workspace)
@@ -249,7 +254,7 @@ def find_clusters(workspace: Workspace, threshold: int = DEFAULT_THRESHOLD) -> D
 
     with workspace.catalog.read() as conn:
         decisions = load_decisions(conn)
-    grouping = group_images(infos, pairs, verify, decisions)
+    grouping = group_images(infos, pairs, verify, decisions, on_progress)
     source_map = _sources(workspace)
     report = DedupeReport(threshold=threshold, images=len(shas))
     for keeper, links in grouping.groups.items():

@@ -48,6 +48,7 @@ def group_images(
     pairs: Iterable[tuple[int, int, int]],
     verify: Callable[[int, int], Verdict],
     decisions: Decisions | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> Grouping:
     """Star groups over images `infos` from candidate `pairs` (i, j, distance), each pair within the threshold.
 
@@ -64,7 +65,9 @@ def group_images(
     )
     result = Grouping()
     members_of: dict[int, set[str]] = {}
-    for k in order:
+    for done, k in enumerate(order, 1):
+        if on_progress and (done % 64 == 0 or done == len(order)):
+            on_progress(done, len(order))
         chosen = infos[k].sha256 in decisions.keepers
         tried = 0
         for dist, other in sorted(neighbours[k]):
