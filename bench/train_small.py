@@ -70,7 +70,7 @@ SETS = (
     SmallSet("digits 1/7", "digits", ("1", "7"), 100, False),
     SmallSet("digits 4/9", "digits", ("4", "9"), 150, False),
     SmallSet("digits 10 classes", "digits", tuple(str(d) for d in range(10)), 150, False),
-    SmallSet("fashion 10 classes, 200 each", "fashion", FASHION_MNIST_CLASSES, 200, False),
+    SmallSet("fashion 10 classes x200", "fashion", FASHION_MNIST_CLASSES, 200, False),
 )
 RATIOS = (0.5, 0.1, 0.4)  # 40% test: 80 test images on a 200-image pair (one image 1.25 points, not 5)
 
