@@ -18,6 +18,7 @@ __all__ = ["thumbnail_data_uri", "write_dedupe_html"]
 
 THUMB_SIDE = 160
 MAX_CLUSTERS = 500  # a page stays light; the JSON output has everything
+MAX_CANDIDATES = 300
 
 _STYLE = """
 body{font:14px system-ui,sans-serif;margin:24px;background:#fafafa;color:#222}
@@ -27,6 +28,8 @@ h1{font-size:20px}.summary{color:#555}
 .conflict .tag.c{background:#d33;color:#fff}.members{display:flex;flex-wrap:wrap;gap:10px;margin-top:8px}
 figure{margin:0;width:170px}figure img{max-width:160px;max-height:160px;display:block;border-radius:4px}
 figure.keeper img{outline:3px solid #2a7}figcaption{font-size:11px;color:#555;word-break:break-all}
+.pair{background:#fff;border:1px dashed #b90;border-radius:8px;padding:12px;margin:12px 0}
+.why{font-size:12px;color:#555;margin-top:6px}
 """
 
 
@@ -54,10 +57,34 @@ def _figure(member: dict[str, object], keeper: str, thumb: str) -> str:
     )
 
 
+def _candidate(candidate: dict[str, object], thumbs: dict[str, str]) -> str:
+    """One unverified pair: both images side by side, what matched and why the pixels did not confirm it."""
+    figures = []
+    for side in ("a", "b"):
+        sha = str(candidate[side])
+        sources = candidate[f"sources_{side}"] or [""]
+        source = html.escape(str(sources[0]))  # type: ignore[index]
+        figures.append(
+            f"<figure><img loading=lazy src='{thumbs.get(sha, '')}' alt='{sha[:12]}'><figcaption>{sha[:12]}<br>"
+            f"{source}</figcaption></figure>"
+        )
+    why = (
+        f"distance {candidate['distance']} ({html.escape(str(candidate['matched']))}); pixel score "
+        f"{candidate['score']}: {html.escape(str(candidate['reason']))} · "
+        f"<code>curate dedupe --duplicate {str(candidate['a'])[:12]} {str(candidate['b'])[:12]}</code> or "
+        f"<code>--not-duplicate</code>"
+    )
+    return f"<div class=pair><div class=members>{''.join(figures)}</div><div class=why>{why}</div></div>"
+
+
 def write_dedupe_html(report: DedupeReport, store: ObjectStore, ext_of: dict[str, str], path: Path) -> Path:
-    """One page: every cluster with its members' thumbnails, the keeper outlined, conflicts in red."""
+    """One page: every cluster with its members' thumbnails, the keeper outlined, conflicts in red; then the
+    candidates that were not verified, pair by pair, for a person to decide."""
     clusters = report.clusters[:MAX_CLUSTERS]
-    wanted = sorted({m["sha256"] for c in clusters for m in c.members})
+    candidates = report.candidates[:MAX_CANDIDATES]
+    wanted = sorted(
+        {m["sha256"] for c in clusters for m in c.members} | {str(c[side]) for c in candidates for side in "ab"}
+    )
 
     def thumb(sha: str) -> tuple[str, str]:
         try:
@@ -85,6 +112,14 @@ def write_dedupe_html(report: DedupeReport, store: ObjectStore, ext_of: dict[str
         parts.append("</div></div>")
     if len(report.clusters) > MAX_CLUSTERS:
         parts.append(f"<p>… {len(report.clusters) - MAX_CLUSTERS:,} more groups in the JSON output</p>")
+    parts.append(f"<h1 id=candidates>Candidates to review ({len(report.candidates):,})</h1>")
+    parts.append(
+        "<p class=summary>Close by their hashes, but their pixels did not confirm it: both stay in the dataset until "
+        "a person decides (here, or in <code>curate review</code>, view Candidates).</p>"
+    )
+    parts.extend(_candidate(candidate, thumbs) for candidate in candidates)
+    if len(report.candidates) > MAX_CANDIDATES:
+        parts.append(f"<p>… {len(report.candidates) - MAX_CANDIDATES:,} more candidates in the JSON output</p>")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

@@ -56,6 +56,10 @@ def test_screenshots_in_one_shared_frame_group_only_with_their_own_photo(tmp_pat
     assert all(len(c["members"]) == 2 for c in report["clusters"])
     assert len(report["clusters"]) >= 45
     assert max(m["distance"] for c in report["clusters"] for m in c["members"]) <= report["threshold"]
+    # the pairs the pixels did not confirm are a section of the HTML report, each with both pictures
+    page = Path(report["html"]).read_text()
+    assert f"Candidates to review ({len(report['candidates'])})" in page
+    assert page.count("<div class=pair>") == len(report["candidates"]) > 0
     # what ingest set aside on its own is right too: each a screenshot of the photo it points to
     sources = {m["sha256"]: group_of[m["sources"][0]] for c in report["clusters"] for m in c["members"]}
     assert all(sources[sha] == sources[keeper] for sha, keeper in _set_aside(root).items())
