@@ -25,7 +25,7 @@ from storage.catalog.schema import images
 from storage.errors import StoreError
 from storage.hashes.compare import SMALL_SIDE, HashArrays, HashesLike, best_match, cross_distances
 from storage.hashes.compute import HASH_VERSION, ImageHashes
-from storage.hashes.verify import Verdict, decode_for_verify, verify_pair
+from storage.hashes.verify import Box, Verdict, decode_for_verify, trim_box_for_verify, verify_pair
 from storage.keepers import ImageInfo, clearly_better
 from storage.stores import ObjectStore
 
@@ -204,13 +204,14 @@ class PixelVerifier:
 
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
-        self._images: OrderedDict[str, Image.Image] = OrderedDict()
+        self._images: OrderedDict[str, tuple[Image.Image, Box]] = OrderedDict()
 
-    def image(self, key: str) -> Image.Image:
+    def image(self, key: str) -> tuple[Image.Image, Box]:
+        """The decoded image and its trim box (a keeper is verified against many copies: both are kept)."""
         cached = self._images.get(key)
         if cached is None:
-            cached = decode_for_verify(self.store.get(key))
-            self._images[key] = cached
+            image = decode_for_verify(self.store.get(key))
+            cached = self._images[key] = (image, trim_box_for_verify(image))
             if len(self._images) > self.CACHE_SIZE:
                 self._images.popitem(last=False)
         else:
@@ -221,6 +222,7 @@ class PixelVerifier:
         """The verdict on a (the keeper) and b; an object that cannot be read or decoded is not verified."""
         match = best_match(hashes_a, hashes_b)
         try:
-            return verify_pair(self.image(key_a), self.image(key_b), match)
+            (image_a, box_a), (image_b, box_b) = self.image(key_a), self.image(key_b)
+            return verify_pair(image_a, image_b, match, box_a, box_b)
         except (OSError, StoreError, ValueError, Image.DecompressionBombError) as exc:
             return Verdict(False, 0.0, f"could not read the pixels: {exc}")

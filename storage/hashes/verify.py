@@ -45,10 +45,12 @@ __all__ = [
     "SIDE",
     "VERIFIED_SCORE",
     "AlignedView",
+    "Box",
     "Verdict",
     "aligned_view",
     "compare_views",
     "decode_for_verify",
+    "trim_box_for_verify",
     "verify_pair",
 ]
 
@@ -112,13 +114,14 @@ def decode_for_verify(data: bytes) -> Image.Image:
 Box = tuple[int, int, int, int]
 
 
-def _trim(image: Image.Image) -> Box:
+def trim_box_for_verify(image: Image.Image) -> Box:
+    """The trim box verification uses (found at up to 640 px: a screenshot's photo to within a pixel)."""
     return trim_box(_flatten(image).convert("L"), _TRIM_SIDE)
 
 
 def _region(image: Image.Image, view: str, trimmed: Box | None = None) -> Box:
     if view == "trim":
-        return trimmed or _trim(image)
+        return trimmed or trim_box_for_verify(image)
     if view == "centre":
         cx, cy = round(image.width * CENTER_CUT), round(image.height * CENTER_CUT)
         return cx, cy, image.width - cx, image.height - cy
@@ -233,21 +236,26 @@ def _closest_shifts(a: AlignedView, b: AlignedView, shifts: list[Shift], keep: i
 def compare_views(a: AlignedView, b: AlignedView) -> Verdict:
     """The verdict on two aligned views (see the module docstring)."""
     shifts = [(dy, dx) for dy in range(-_SHIFT, _SHIFT + 1) for dx in range(-_SHIFT, _SHIFT + 1)]
-    near = [shift for shift in shifts if max(map(abs, shift)) <= 1]  # enough for most copies: tried first
+    # Nearest shifts first (no shift, then one pixel, then two), stopping once the pair agrees: most copies
+    # agree unshifted, and the verdict does not depend on which agreeing shift is found.
     best, informative = 0.0, 0.0
-    for dy, dx in near + [shift for shift in shifts if shift not in near]:
-        if best >= VERIFIED_SCORE and (dy, dx) not in near:
-            break
+    for dy, dx in sorted(shifts, key=lambda shift: max(map(abs, shift))):
         score, share = _block_score(*_shifted(a.grey, b.grey, dy, dx))
         if score > best:
             best, informative = score, share
+        if best >= VERIFIED_SCORE and informative >= _MIN_INFORMATIVE:
+            break
     if informative < _MIN_INFORMATIVE:
         if float(np.abs(a.grey - b.grey).mean()) < 2.0:
             return Verdict(True, 1.0, "identical low-detail images")
         return Verdict(False, best, "too little detail to verify")
     if best < VERIFIED_SCORE:
         return Verdict(False, best, f"pixels differ ({best:.2f} of the detail agrees)")
-    region = min(_region_difference(*_shifted(a.grey, b.grey, dy, dx)) for dy, dx in _closest_shifts(a, b, shifts))
+    region = float("inf")
+    for dy, dx in _closest_shifts(a, b, shifts):  # the pair passes when one of them shows no differing region
+        region = min(region, _region_difference(*_shifted(a.grey, b.grey, dy, dx)))
+        if region <= REGION_DIFFERENCE:
+            break
     if region > REGION_DIFFERENCE:
         return Verdict(False, best, f"one region differs (by {region:.0f} grey levels)")
     if a.chroma is not None and b.chroma is not None:
@@ -263,11 +271,14 @@ def compare_views(a: AlignedView, b: AlignedView) -> Verdict:
 _ALIGNMENTS = (("whole", "whole"), ("trim", "trim"), ("centre", "whole"), ("whole", "centre"))
 
 
-def verify_pair(a: Image.Image, b: Image.Image, match: Match) -> Verdict:
+def verify_pair(
+    a: Image.Image, b: Image.Image, match: Match, box_a: Box | None = None, box_b: Box | None = None
+) -> Verdict:
     """Confirm that images a and b are near-duplicates the way `match` (from best_match(hashes of a, hashes
     of b)) says they are: under its transform, in the views it matched or, failing that, in another alignment of
-    the same two images. When both are framed the trimmed contents must agree too."""
-    box_a, box_b = _trim(a), _trim(b)
+    the same two images. When both are framed the trimmed contents must agree too. `box_a`, `box_b`: the
+    images' trim boxes (trim_box_for_verify), when the caller keeps them."""
+    box_a, box_b = box_a or trim_box_for_verify(a), box_b or trim_box_for_verify(b)
 
     def judged(view_a: str, view_b: str) -> Verdict:
         aligned_a = aligned_view(a, view_a, match.transform if match.transform_of == "a" else 0, box_a)
