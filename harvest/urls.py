@@ -90,8 +90,8 @@ class _FrontierWriter:
         self.buffer: list[FrontierUpdate] = []
         self.last_flush = time.monotonic()
 
-    def add(self, url: str, state: str, detail: str | None) -> None:
-        self.buffer.append(FrontierUpdate("image", url, state, detail))
+    def add(self, url: str, state: str, detail: str | None, error_kind: str | None = None) -> None:
+        self.buffer.append(FrontierUpdate("image", url, state, detail, error_kind))
         if len(self.buffer) >= FLUSH_EVERY or time.monotonic() - self.last_flush > FLUSH_SECONDS:
             self.flush()
 
@@ -239,7 +239,7 @@ def _fetch_and_ingest(
         reason = f"{kind}: {fetched.error}"
         summary.add(Outcome(row["url"], "failed", reason=reason))
         result.errors[kind] += 1
-        frontier.add(row["url"], "failed" if kind in RETRYABLE_KINDS else "skipped", reason)
+        frontier.add(row["url"], "failed" if kind in RETRYABLE_KINDS else "skipped", reason, kind)
         if on_item:
             on_item("failed", kind)
 
@@ -252,9 +252,9 @@ def _fetch_and_ingest(
                 frontier.add(outcome.item, "done", outcome.sha256)
             elif outcome.status == "rejected":
                 result.errors["rejected"] += 1
-                frontier.add(outcome.item, "skipped", f"rejected: {outcome.reason}")
+                frontier.add(outcome.item, "skipped", f"rejected: {outcome.reason}", "rejected")
             else:
-                frontier.add(outcome.item, "failed", outcome.reason)
+                frontier.add(outcome.item, "failed", outcome.reason, "ingest")
             if on_item:
                 on_item(outcome.status, None if outcome.status in ("added", "duplicate") else outcome.status)
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection
 
 from harvest.fetch.client import Fetcher, FetchResult
 from harvest.fetch.policy import FetchPolicy
@@ -53,9 +53,11 @@ from storage.catalog.frontier import (
     mark_failed,
     mark_skipped,
     pending,
+    pending_by_kind,
     requeue_failed,
+    requeue_refused,
+    retry_urls,
 )
-from storage.catalog.schema import frontier
 from storage.errors import GleanerError
 from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome
 from storage.workspace import Workspace
@@ -219,48 +221,11 @@ def _reason(kind: str | None, error: str | None) -> str:
 
 
 def _mark_error(conn: Connection, job: str, kind: str, url: str, error_kind: str | None, reason: str) -> None:
-    if (error_kind or "error") in RETRIED_ERRORS:
-        mark_failed(conn, job, kind, url, reason)
+    error_kind = error_kind or "error"
+    if error_kind in RETRIED_ERRORS:
+        mark_failed(conn, job, kind, url, reason, error_kind)
     else:
-        mark_skipped(conn, job, kind, url, reason)
-
-
-def _requeue_refusals(conn: Connection, job: str, kinds: list[str]) -> int:
-    """Back to pending: rows skipped for a refusal this run's flags lift (e.g. `robots:` with --ignore-robots)."""
-    if not kinds:
-        return 0
-    result = conn.execute(
-        frontier.update()
-        .where((frontier.c.job == job) & _refused(kinds))
-        .values(state="pending", updated_at=datetime.now(UTC)),
-        execution_options={"preserve_rowcount": True},
-    )
-    return max(0, result.rowcount)
-
-
-def _pending_by_kind(conn: Connection, job: str) -> dict[str, int]:
-    query = (
-        select(frontier.c.kind, func.count())
-        .where((frontier.c.job == job) & (frontier.c.state == "pending"))
-        .group_by(frontier.c.kind)
-    )
-    return {str(kind): int(count) for kind, count in conn.execute(query)}
-
-
-def _refused(kinds: list[str]) -> Any:
-    return (frontier.c.state == "skipped") & or_(*(frontier.c.last_error.startswith(f"{kind}:") for kind in kinds))
-
-
-def _retry_urls(conn: Connection, job: str, lifted: list[str]) -> dict[str, set[str]]:
-    """The URLs `--retry-failed` may fetch: failures, and refusals this run's flags lift."""
-    retried = frontier.c.state == "failed"
-    if lifted:
-        retried = retried | _refused(lifted)
-    query = select(frontier.c.kind, frontier.c.url).where((frontier.c.job == job) & retried)
-    found: dict[str, set[str]] = {"page": set(), "image": set()}
-    for kind, url in conn.execute(query):
-        found.setdefault(str(kind), set()).add(str(url))
-    return found
+        mark_skipped(conn, job, kind, url, reason, error_kind)
 
 
 class _Crawl:
@@ -473,9 +438,9 @@ class _Crawl:
             if outcome.status in ("added", "duplicate"):
                 mark_done(conn, self.job, "image", task.url, sha256=outcome.sha256)
             elif outcome.status == "rejected":
-                mark_skipped(conn, self.job, "image", task.url, f"rejected: {outcome.reason}")
+                mark_skipped(conn, self.job, "image", task.url, f"rejected: {outcome.reason}", "rejected")
             else:
-                mark_failed(conn, self.job, "image", task.url, outcome.reason or "failed")
+                mark_failed(conn, self.job, "image", task.url, outcome.reason or "failed", "ingest")
         self._tick()
 
     def _tick(self, force: bool = False) -> None:
@@ -556,8 +521,8 @@ class _Crawl:
             flags = (("robots", self.options.ignore_robots), ("ssrf", self.options.allow_private))
             lifted = [kind for kind, on in flags if on]
             if self.options.retry_failed:
-                self._only = _retry_urls(conn, self.job, lifted)
-            requeued = _requeue_refusals(conn, self.job, lifted) + requeue_failed(conn, self.job)
+                self._only = retry_urls(conn, self.job, lifted)
+            requeued = requeue_refused(conn, self.job, lifted) + requeue_failed(conn, self.job)
         ingestor = Ingestor.for_workspace(self.ws, origin="scrape", run_id=run_id)
         status = "interrupted"
         pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="scrape")
@@ -582,7 +547,7 @@ class _Crawl:
                 counts = frontier_counts(conn, self.job)
                 finish_run(conn, run_id, status, {**self.summary.to_json(), "frontier": counts})
         with self.ws.catalog.read() as conn:
-            left = _pending_by_kind(conn, self.job)
+            left = pending_by_kind(conn, self.job)
         self._tick(force=True)
         return ScrapeResult(
             summary=self.summary,

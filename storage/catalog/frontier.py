@@ -2,14 +2,22 @@
 
 It lives in the catalog so that a killed job resumes where it stopped: `done` rows are skipped, `failed`
 rows are retried, `skipped` rows (robots, not an image, 404...) are not. Rows are keyed by
-(job, kind, url), so adding the same URL twice is a no-op.
+(job, kind, url), so adding the same URL twice is a no-op. A failed or skipped row keeps its error's kind
+in `error_kind` (robots, ssrf, timeout, rejected...), which is what reruns select on.
+
+Several workers can share one job: `claim` hands each a batch of pending rows under a lease (its owner and a
+deadline; `FOR UPDATE SKIP LOCKED` on PostgreSQL, the write lock on SQLite), marking a row clears its lease,
+and `release_stale` frees the claims of owners that are gone (lapsed, or a dead process on this host).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
@@ -23,14 +31,21 @@ __all__ = [
     "FrontierEntry",
     "FrontierUpdate",
     "add_urls",
+    "claim",
     "frontier_counts",
     "job_key",
+    "lease_owner",
     "mark_batch",
     "mark_done",
     "mark_failed",
     "mark_skipped",
     "pending",
+    "pending_by_kind",
+    "release_claims",
+    "release_stale",
     "requeue_failed",
+    "requeue_refused",
+    "retry_urls",
 ]
 
 STATES = ("pending", "done", "failed", "skipped")
@@ -49,12 +64,14 @@ class FrontierEntry:
 
 @dataclass(frozen=True)
 class FrontierUpdate:
-    """A state change for `mark_batch`: `state` is done, failed or skipped; `detail` the sha256 or error."""
+    """A state change for `mark_batch`: `state` is done, failed or skipped; `detail` the sha256 or error;
+    `error_kind` the error's kind (robots, timeout, rejected...) for failed and skipped rows."""
 
     kind: str
     url: str
     state: str
     detail: str | None = None
+    error_kind: str | None = None
 
 
 def job_key(kind: str, *parts: str) -> str:
@@ -136,26 +153,33 @@ def mark_done(conn: Connection, job: str, kind: str, url: str, sha256: str | Non
     conn.execute(
         frontier.update()
         .where(_key(job, kind, url))
-        .values(state="done", sha256=sha256, last_error=None, attempts=frontier.c.attempts + 1, updated_at=now())
+        .values(state="done", sha256=sha256, last_error=None, error_kind=None, **_UNLEASED, **_counted())
     )
 
 
-def mark_failed(conn: Connection, job: str, kind: str, url: str, error: str) -> None:
+def mark_failed(conn: Connection, job: str, kind: str, url: str, error: str, error_kind: str | None = None) -> None:
     """A failure worth retrying later (timeouts, 5xx, 429, connection errors)."""
     conn.execute(
         frontier.update()
         .where(_key(job, kind, url))
-        .values(state="failed", last_error=error, attempts=frontier.c.attempts + 1, updated_at=now())
+        .values(state="failed", last_error=error, error_kind=error_kind, **_UNLEASED, **_counted())
     )
 
 
-def mark_skipped(conn: Connection, job: str, kind: str, url: str, reason: str) -> None:
+def mark_skipped(conn: Connection, job: str, kind: str, url: str, reason: str, error_kind: str | None = None) -> None:
     """A final refusal (robots, not an image, 404...): not retried, not even by `requeue_failed`."""
     conn.execute(
         frontier.update()
         .where(_key(job, kind, url))
-        .values(state="skipped", last_error=reason, attempts=frontier.c.attempts + 1, updated_at=now())
+        .values(state="skipped", last_error=reason, error_kind=error_kind, **_UNLEASED, **_counted())
     )
+
+
+_UNLEASED: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+
+
+def _counted() -> dict[str, Any]:
+    return {"attempts": frontier.c.attempts + 1, "updated_at": now()}
 
 
 def mark_batch(conn: Connection, job: str, updates: Sequence[FrontierUpdate]) -> None:
@@ -166,15 +190,16 @@ def mark_batch(conn: Connection, job: str, updates: Sequence[FrontierUpdate]) ->
         if update.state not in STATES or update.state == "pending":
             raise ValueError(f"cannot mark a frontier row {update.state!r}")
         by_state.setdefault(update.state, []).append(
-            {"b_kind": update.kind, "b_url": update.url, "b_detail": update.detail}
+            {"b_kind": update.kind, "b_url": update.url, "b_detail": update.detail, "b_error_kind": update.error_kind}
         )
     where = (frontier.c.job == job) & (frontier.c.kind == bindparam("b_kind")) & (frontier.c.url == bindparam("b_url"))
     for state, params in by_state.items():
         values: dict[str, Any] = {"state": state, "attempts": frontier.c.attempts + 1, "updated_at": stamp}
+        values.update(_UNLEASED)
         if state == "done":
-            values.update(sha256=bindparam("b_detail"), last_error=None)
+            values.update(sha256=bindparam("b_detail"), last_error=None, error_kind=None)
         else:
-            values["last_error"] = bindparam("b_detail")
+            values.update(last_error=bindparam("b_detail"), error_kind=bindparam("b_error_kind"))
         conn.execute(frontier.update().where(where).values(**values), params)
 
 
@@ -187,6 +212,141 @@ def requeue_failed(conn: Connection, job: str) -> int:
         execution_options={"preserve_rowcount": True},
     )
     return max(0, result.rowcount)
+
+
+def requeue_refused(conn: Connection, job: str, error_kinds: Sequence[str]) -> int:
+    """Back to pending: skipped rows refused for one of `error_kinds` (e.g. robots, when a run ignores robots)."""
+    if not error_kinds:
+        return 0
+    result = conn.execute(
+        frontier.update()
+        .where((frontier.c.job == job) & _refused(error_kinds))
+        .values(state="pending", updated_at=now()),
+        execution_options={"preserve_rowcount": True},
+    )
+    return max(0, result.rowcount)
+
+
+def retry_urls(conn: Connection, job: str, error_kinds: Sequence[str] = ()) -> dict[str, set[str]]:
+    """URLs per kind (page, image) that a retry may fetch: failed rows, and rows refused for `error_kinds`."""
+    retried = frontier.c.state == "failed"
+    if error_kinds:
+        retried = retried | _refused(error_kinds)
+    query = select(frontier.c.kind, frontier.c.url).where((frontier.c.job == job) & retried)
+    found: dict[str, set[str]] = {"page": set(), "image": set()}
+    for kind, url in conn.execute(query):
+        found.setdefault(str(kind), set()).add(str(url))
+    return found
+
+
+def _refused(error_kinds: Sequence[str]) -> Any:
+    return (frontier.c.state == "skipped") & frontier.c.error_kind.in_(list(error_kinds))
+
+
+def pending_by_kind(conn: Connection, job: str) -> dict[str, int]:
+    """Pending rows of the job per kind (page, image); kinds without any are absent."""
+    query = (
+        select(frontier.c.kind, func.count())
+        .where((frontier.c.job == job) & (frontier.c.state == "pending"))
+        .group_by(frontier.c.kind)
+    )
+    return {str(kind): int(count) for kind, count in conn.execute(query)}
+
+
+# --- claims with leases -----------------------------------------------------------------------------------
+
+
+def lease_owner(run_id: int | None = None) -> str:
+    """This process's name in the frontier: host, pid and (when known) run, e.g. `box:4242:17`."""
+    return f"{socket.gethostname()}:{os.getpid()}:{run_id if run_id is not None else ''}"
+
+
+def claim(
+    conn: Connection,
+    job: str,
+    owner: str,
+    *,
+    kind: str | None = None,
+    limit: int = 256,
+    lease_seconds: float = 600.0,
+    after_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Take up to `limit` pending rows nobody holds (or whose lease lapsed) for `owner`, in insertion order.
+
+    Run it in a write transaction: on PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so workers
+    claiming at once get disjoint batches; SQLite's write lock serialises claims. `after_id` pages on."""
+    stamp = now()
+    free = frontier.c.lease_owner.is_(None) | (frontier.c.lease_until < stamp) | (frontier.c.lease_owner == owner)
+    query = select(frontier.c.id).where((frontier.c.job == job) & (frontier.c.state == "pending") & free)
+    if kind is not None:
+        query = query.where(frontier.c.kind == kind)
+    if after_id is not None:
+        query = query.where(frontier.c.id > after_id)
+    query = query.order_by(frontier.c.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    ids = [int(row_id) for row_id in conn.execute(query).scalars()]
+    if not ids:
+        return []
+    until = datetime.fromtimestamp(stamp.timestamp() + lease_seconds, UTC)
+    conn.execute(frontier.update().where(frontier.c.id.in_(ids)).values(lease_owner=owner, lease_until=until))
+    rows = conn.execute(select(frontier).where(frontier.c.id.in_(ids)).order_by(frontier.c.id))
+    return [dict(row._mapping) for row in rows]
+
+
+def release_claims(conn: Connection, job: str, owner: str) -> int:
+    """Give back the rows `owner` still holds (a run that stops early); returns how many."""
+    result = conn.execute(
+        frontier.update().where((frontier.c.job == job) & (frontier.c.lease_owner == owner)).values(**_UNLEASED),
+        execution_options={"preserve_rowcount": True},
+    )
+    return max(0, result.rowcount)
+
+
+def release_stale(conn: Connection, job: str) -> int:
+    """Free the job's claims whose lease lapsed or whose owner was a process of this host that is gone (killed);
+    a run calls this before claiming, so a rerun after a SIGKILL resumes at once."""
+    stamp = now()
+    held = select(frontier.c.lease_owner, frontier.c.lease_until).where(
+        (frontier.c.job == job) & frontier.c.lease_owner.isnot(None)
+    )
+    stale = {
+        str(owner) for owner, until in conn.execute(held.distinct()) if _lapsed(until, stamp) or _dead_here(str(owner))
+    }
+    if not stale:
+        return 0
+    result = conn.execute(
+        frontier.update()
+        .where((frontier.c.job == job) & frontier.c.lease_owner.in_(sorted(stale)))
+        .values(**_UNLEASED),
+        execution_options={"preserve_rowcount": True},
+    )
+    return max(0, result.rowcount)
+
+
+def _lapsed(until: datetime | None, stamp: datetime) -> bool:
+    if until is None:
+        return True
+    if until.tzinfo is None:  # SQLite returns naive datetimes
+        until = until.replace(tzinfo=UTC)
+    return until < stamp
+
+
+def _dead_here(owner: str) -> bool:
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def frontier_counts(conn: Connection, job: str) -> dict[str, int]:

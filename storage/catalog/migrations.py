@@ -71,6 +71,31 @@ def _v6_duplicate_review(conn: Connection) -> None:
     conn.execute(sa.text(f"ALTER TABLE images ADD COLUMN content_pixels {type_sql}"))
 
 
+def _v7_frontier_error_kind_and_leases(conn: Connection) -> None:
+    """The kind of a frontier row's error in its own column (was a `kind:` prefix of `last_error`), and claims
+    with leases so that several workers can share one job. Existing rows get their kind from the prefix."""
+    preparer = conn.dialect.identifier_preparer
+    columns = {"error_kind": sa.String(32), "lease_owner": sa.String(200), "lease_until": sa.DateTime(timezone=True)}
+    for name, column_type in columns.items():
+        type_sql = column_type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE frontier ADD COLUMN {preparer.quote(name)} {type_sql}"))
+    table = schema.frontier
+    rows = conn.execute(
+        select(table.c.id, table.c.last_error).where(
+            table.c.state.in_(("failed", "skipped")) & table.c.last_error.isnot(None)
+        )
+    ).all()
+    updates = []
+    for row_id, error in rows:
+        kind, sep, _rest = str(error).partition(":")
+        if sep and kind and len(kind) <= 32 and kind.replace("_", "").isalnum():
+            updates.append({"b_id": row_id, "b_kind": kind})
+    if updates:
+        conn.execute(
+            table.update().where(table.c.id == sa.bindparam("b_id")).values(error_kind=sa.bindparam("b_kind")), updates
+        )
+
+
 # Steps from version N-1 to N. Version 1 is the initial schema and has no step.
 MIGRATIONS: list[Migration] = [
     (2, "transform-aware hashes, quality metrics and flags", _v2_hashes_and_quality),
@@ -78,6 +103,7 @@ MIGRATIONS: list[Migration] = [
     (4, "indexes for the review grid", _v4_review_indexes),
     (5, "image details in the frontier", _v5_frontier_extra),
     (6, "near-duplicate candidates and decisions", _v6_duplicate_review),
+    (7, "frontier error kinds and claim leases", _v7_frontier_error_kind_and_leases),
 ]
 
 

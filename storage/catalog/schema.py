@@ -45,7 +45,7 @@ __all__ = [
     "targets",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = MetaData()
 
@@ -179,6 +179,9 @@ frontier = Table(
     Column("sha256", String(64), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("extra", JSON, nullable=True),  # what the page said of an image (alt text, how it was found)
+    Column("error_kind", String(32), nullable=True),  # robots, ssrf, timeout, http_4xx, rejected... (v7)
+    Column("lease_owner", String(200), nullable=True),  # host:pid:run of the worker that claimed the row (v7)
+    Column("lease_until", DateTime(timezone=True), nullable=True),  # the claim lapses after this time (v7)
     UniqueConstraint("job", "kind", "url", name="uq_frontier_job_kind_url"),
     Index("ix_frontier_state", "job", "state"),
 )

@@ -38,6 +38,8 @@ def _downgrade_to_v1(catalog: Catalog) -> None:
         conn.execute(sa.text("DROP TABLE duplicate_candidates"))  # added by version 6
         conn.execute(sa.text("DROP TABLE duplicate_decisions"))
         conn.execute(sa.text("ALTER TABLE images DROP COLUMN content_pixels"))
+        for column in ("error_kind", "lease_owner", "lease_until"):  # added by version 7
+            conn.execute(sa.text(f"ALTER TABLE frontier DROP COLUMN {column}"))
         conn.execute(sa.text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
 
 
@@ -56,6 +58,14 @@ def test_v1_catalog_is_migrated_and_keeps_its_rows(url: str) -> None:
             ),
             {"sha": sha, "phash": signed64(phash)},
         )
+        for url_, state, error in (("http://a/1", "skipped", "robots: disallowed"), ("http://a/2", "done", None)):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO frontier (job, url, kind, state, attempts, depth, last_error, updated_at)"
+                    " VALUES ('j', :url, 'image', :state, 1, 0, :error, CURRENT_TIMESTAMP)"
+                ),
+                {"url": url_, "state": state, "error": error},
+            )
     old.close()
 
     migrated = Catalog(url)
@@ -71,4 +81,6 @@ def test_v1_catalog_is_migrated_and_keeps_its_rows(url: str) -> None:
         image = get_image(conn, sha)
         assert image is not None and image["phash"] == phash and image["dhash"] is None
         assert label_counts(conn) == {"cat": 1}
+        kinds = conn.execute(sa.text("SELECT url, error_kind FROM frontier ORDER BY url")).all()
+        assert [tuple(row) for row in kinds] == [("http://a/1", "robots"), ("http://a/2", None)]  # from the v1 prefix
     migrated.close()
