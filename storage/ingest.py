@@ -27,7 +27,7 @@ from storage.errors import StoreError
 from storage.imaging import Rejected, analyze
 from storage.keys import image_key
 from storage.neardup import NearDuplicateIndex, PixelVerifier
-from storage.parallel import process_map
+from storage.parallel import WorkerDied, process_map
 from storage.settings import IngestSettings
 from storage.stores import ObjectStore, open_store
 
@@ -321,7 +321,7 @@ class Ingestor:
 
 def _worker_failed(exc: BaseException) -> Prepared:
     """A worker died (e.g. out of memory) with the item in hand: reported, and the run goes on."""
-    return Prepared(status="failed", reason=f"worker failed: {exc!r}")
+    return Prepared(status="failed", reason=f"worker failed: {exc if isinstance(exc, WorkerDied) else repr(exc)}")
 
 
 def source_for_path(path: Path, kind: str = "file") -> SourceInfo:

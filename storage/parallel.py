@@ -11,14 +11,15 @@ import functools
 import multiprocessing
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, TypeVar
+
+from pebble import ProcessExpired, ProcessPool
 
 from storage.stores import ObjectStore, open_store
 
-__all__ = ["map_objects", "pool_context", "process_map"]
+__all__ = ["WorkerDied", "map_objects", "pool_context", "process_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -46,19 +47,17 @@ def process_map(
     workers: int,
     initializer: Callable[..., None] | None = None,
     initargs: tuple[Any, ...] = (),
-) -> Iterator[list[tuple[T, R | BaseException]]]:
+) -> Generator[list[tuple[T, R | BaseException]], None, None]:
     """Run picklable `fn` over `items` in `workers` processes; yield each group of `(item, result)` pairs that
     completed together (the exception instead of the result when fn raised).
 
-    At most `4 * workers` items are in flight, so memory stays bounded for any input length. A worker that
-    dies (e.g. the out-of-memory killer) fails only the items it had; a fresh pool takes over the rest.
+    At most `4 * workers` items are in flight, so memory stays bounded for any input length. Each worker holds
+    one item at a time (pebble tracks which), so a worker that dies (the out-of-memory killer, a crash in a
+    decoder, `os._exit`) fails only the item it had, with `WorkerDied`; a fresh worker takes its place.
     """
-
-    def new_pool() -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(workers, mp_context=pool_context(), initializer=initializer, initargs=initargs)
-
-    pool = new_pool()
+    pool = ProcessPool(max_workers=workers, initializer=initializer, initargs=initargs, context=pool_context())
     pending: dict[Future[R], T] = {}
+    finished = False
     try:
         iterator = iter(items)
         exhausted = False
@@ -69,13 +68,7 @@ def process_map(
                 except StopIteration:
                     exhausted = True
                     break
-                try:
-                    future = pool.submit(fn, item)
-                except BrokenProcessPool:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = new_pool()
-                    future = pool.submit(fn, item)
-                pending[future] = item
+                pending[pool.schedule(fn, args=(item,))] = item
             if not pending:
                 break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -84,11 +77,27 @@ def process_map(
                 item = pending.pop(future)
                 try:
                     group.append((item, future.result()))
+                except ProcessExpired as exc:
+                    group.append((item, WorkerDied(exc.exitcode)))
                 except Exception as exc:
                     group.append((item, exc))
             yield group
+        finished = True
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if finished:
+            pool.close()  # type: ignore[no-untyped-call]
+        else:  # an error or an early stop: end the workers now, not after their queue
+            pool.stop()  # type: ignore[no-untyped-call]
+        pool.join()
+
+
+class WorkerDied(RuntimeError):
+    """The worker process running this item ended without answering (killed, crashed, exited)."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+        super().__init__(f"worker process died ({how}) while this item was in progress")
+        self.exitcode = exitcode
 
 
 def _init(store_url: str, options: dict[str, Any]) -> None:
