@@ -11,7 +11,7 @@ times, with the app's caches cleared before each request (as after any label cha
 Baselines measured in the same run: one plain scan of the catalog (`SELECT count(*) FROM images WHERE
 status = 'ok'`; each grid is given as a multiple of it), and a deep page (the middle of the catalog) fetched the
 naive way, OFFSET paging plus a label join, against the app's keyset query for the same page. The grids are
-timed on today's schema, then again after creating the indexes the app wants (queries.WANTED_INDEXES).
+timed on today's schema, then again after creating the indexes the app wants (storage.catalog.review.WANTED_INDEXES).
 Goal: < 300 ms per grid page of 200 on 100,000 images.
 Run: `.venv/bin/python bench/review.py [--n 100000] [--repeat 7]`.
 """
@@ -41,7 +41,7 @@ from rich.table import Table  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
 from curate.review.app import create_app  # noqa: E402
-from curate.review.queries import WANTED_INDEXES, Filter, encode_cursor, grid_page  # noqa: E402
+from storage.catalog.review import WANTED_INDEXES, Filter, encode_cursor, grid_page  # noqa: E402
 from storage.catalog.schema import (  # noqa: E402
     images,
     label_events,

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
-from sqlalchemy import delete, select
 
 from curate.quality import (
     MEASURE_SIDE,
@@ -19,8 +18,8 @@ from curate.quality import (
     measure,
     summarize,
 )
-from storage.catalog.schema import image_quality, images, quality_flags
-from storage.catalog.sql import insert_ignore, now
+from storage.catalog.images import whole_images
+from storage.catalog.quality import replace_flags, save_metrics, stored_metrics
 from storage.parallel import map_objects
 from storage.stores import ObjectStore
 from storage.workspace import Workspace
@@ -68,12 +67,9 @@ def check_quality(
     """
     catalog = workspace.catalog
     with catalog.read() as conn:
-        rows = conn.execute(
-            select(images.c.sha256, images.c.object_key, images.c.width, images.c.height).where(images.c.status == "ok")
-        ).all()
-        measured = conn.execute(select(image_quality.c.sha256, image_quality.c.metrics))
-        stored = {sha: metrics for sha, metrics in measured}
-    todo = [tuple(row) for row in rows if remeasure or row[0] not in stored]
+        rows = whole_images(conn)
+        stored = stored_metrics(conn)
+    todo = [row for row in rows if remeasure or row[0] not in stored]
     if on_start:
         on_start(len(todo))
     report = CheckReport(checked=len(rows), measured=len(todo))
@@ -99,17 +95,9 @@ def check_quality(
             flags[sha] = combined
     for sha in unreadable:
         flags[sha] = {"unreadable": 1.0}
-    stamp = now()
     with catalog.write() as conn:
-        for sha, m in fresh.items():
-            conn.execute(delete(image_quality).where(image_quality.c.sha256 == sha))
-            conn.execute(image_quality.insert().values(sha256=sha, metrics=m.to_json(), checked_at=stamp))
-        conn.execute(delete(quality_flags))
-        for sha, named in flags.items():
-            for flag, value in named.items():
-                insert_ignore(
-                    conn, quality_flags, {"sha256": sha, "flag": flag, "value": float(value)}, ["sha256", "flag"]
-                )
+        save_metrics(conn, {sha: m.to_json() for sha, m in fresh.items()})
+        replace_flags(conn, flags)
     report.flagged = flags
     report.counts = summarize(flags.values())
     return report

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
 
 from curate.check import check_quality
 from curate.dedupe.clusters import (
@@ -35,7 +34,7 @@ from storage.catalog import (
     resolve_sha,
     set_label,
 )
-from storage.catalog.schema import images
+from storage.catalog.images import image_exts
 from storage.clikit import JsonOption, WorkspaceOption, emit_json, make_progress, out_console, user_errors
 from storage.errors import GleanerError
 from storage.workspace import Workspace, open_workspace
@@ -312,7 +311,7 @@ def dedupe_command(
         )
     changed = apply_report(ws, report) if apply else 0
     with ws.catalog.read() as conn:
-        ext_of = {row.sha256: row.ext for row in conn.execute(select(images.c.sha256, images.c.ext))}
+        ext_of = image_exts(conn)
     page = write_dedupe_html(report, ws.store, ext_of, html_path or ws.root / "reports" / "dedupe.html")
     if json_output:
         emit_json({**report.to_json(), "applied": apply, "marked": changed, "html": str(page)})

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.catalog import iter_images, mark_status
-from storage.catalog.schema import images
+from storage.catalog.images import image_exists
 from storage.keys import IMAGE_PREFIX, sha256_from_key
 from storage.workspace import Workspace
 
@@ -111,7 +111,7 @@ def _repair(
     for key in report.orphans:
         sha = sha256_from_key(key)
         with catalog.read() as conn:  # re-check: a collector may have committed it since the listing
-            if sha and conn.execute(images.select().where(images.c.sha256 == sha)).first():
+            if sha and image_exists(conn, sha):
                 continue
         store.delete(key)
         removed += 1

@@ -8,11 +8,9 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from curate.dedupe.clusters import DEFAULT_THRESHOLD, ensure_hashes, image_groups, load_hash_rows, shorter_sides
 from curate.splits import SplitItem, assign_splits
-from storage.catalog.schema import images, labels, snapshots
+from storage.catalog import snapshots as catalog_snapshots
 from storage.catalog.sql import now
 from storage.errors import GleanerError
 from storage.workspace import Workspace
@@ -56,15 +54,8 @@ class SnapshotInfo:
 def eligible_images(workspace: Workspace, accepted_only: bool) -> list[tuple[str, str, str]]:
     """(sha256, label, object_key) of labelled, whole, non-duplicate, non-rejected images: what a snapshot freezes
     (`accepted_only`: only images accepted in review), ordered by sha256."""
-    query = (
-        select(images.c.sha256, labels.c.name, images.c.object_key)
-        .select_from(images.join(labels, images.c.label_id == labels.c.id))
-        .where(images.c.status == "ok", images.c.duplicate_of.is_(None))
-        .order_by(images.c.sha256)
-    )
-    query = query.where(images.c.review == "accepted") if accepted_only else query.where(images.c.review != "rejected")
     with workspace.catalog.read() as conn:
-        return [tuple(row) for row in conn.execute(query)]  # type: ignore[misc]
+        return catalog_snapshots.eligible_images(conn, accepted_only)
 
 
 def create_snapshot(
@@ -80,7 +71,7 @@ def create_snapshot(
     created = now()
     name = name or f"snap-{created:%Y%m%d-%H%M%S}"
     with workspace.catalog.read() as conn:
-        if conn.execute(select(snapshots.c.id).where(snapshots.c.name == name)).first():
+        if catalog_snapshots.snapshot_exists(conn, name):
             raise GleanerError(f"snapshot {name!r} already exists; snapshots are immutable, choose another name")
     rows = eligible_images(workspace, accepted_only)
     if not rows:
@@ -109,18 +100,14 @@ def create_snapshot(
         "groups": len({e.group for e in entries}),
     }
     with workspace.catalog.write() as conn:
-        conn.execute(
-            snapshots.insert().values(
-                name=name, manifest_key=manifest_key, image_count=len(entries), meta=meta, created_at=created
-            )
-        )
+        catalog_snapshots.add_snapshot(conn, name, manifest_key, len(entries), meta, created)
     return SnapshotInfo(name, manifest_key, len(entries), created, meta)
 
 
 def list_snapshots(workspace: Workspace) -> list[SnapshotInfo]:
     with workspace.catalog.read() as conn:
-        rows = conn.execute(select(snapshots).order_by(snapshots.c.id)).all()
-    return [SnapshotInfo(r.name, r.manifest_key, r.image_count, _aware(r.created_at), r.meta or {}) for r in rows]
+        rows = catalog_snapshots.snapshot_rows(conn)
+    return [SnapshotInfo(r.name, r.manifest_key, r.image_count, _aware(r.created_at), r.meta) for r in rows]
 
 
 def delete_snapshot(workspace: Workspace, name: str) -> SnapshotInfo:
@@ -136,7 +123,7 @@ def delete_snapshot(workspace: Workspace, name: str) -> SnapshotInfo:
         raise GleanerError(f"no snapshot named {name!r} (have: {known})")
     info = matches[0]
     with workspace.catalog.write() as conn:
-        conn.execute(snapshots.delete().where(snapshots.c.name == name))
+        catalog_snapshots.remove_snapshot(conn, name)
     workspace.store.delete(info.manifest_key)  # a missing object is not an error
     return info
 

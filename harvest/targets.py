@@ -1,83 +1,34 @@
 """Collection targets: which labels need more images. Training runs write them; people can set them by hand.
 
-Read from the catalog's `targets` table (the trainer writes it; harvest never imports train). One open
-target per label is listed: one set by hand wins over a run's, and hand-set targets come first, then the
-run's in its order of urgency. `harvest targets set LABEL --want 0` closes a label's open targets.
+Read and written through storage.catalog.targets, the `targets` table's one writer (the trainer opens runs'
+targets there; harvest never imports train). One open target per label is listed: one set by hand wins over a
+run's, and hand-set targets come first, then the runs' in their order of urgency. `harvest targets set LABEL
+--want 0` closes a label's open targets.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 from rich.table import Table
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from storage.catalog.schema import targets
-from storage.catalog.sql import now
+from storage.catalog.targets import MANUAL_REASON, OpenTarget, open_targets, set_manual_target
 from storage.clikit import JsonOption, WorkspaceOption, emit_json, out_console, user_errors
-from storage.errors import GleanerError
 from storage.workspace import open_workspace
 
-__all__ = ["OpenTarget", "list_targets", "set_target", "targets_app"]
-
-MANUAL_REASON = "set by hand"
-
-
-@dataclass(frozen=True)
-class OpenTarget:
-    label: str
-    want: int
-    reason: str
-    origin: str  # "manual" or "run <id>"
-    priority: int
-
-    def to_json(self) -> dict[str, object]:
-        return {"label": self.label, "want": self.want, "reason": self.reason, "origin": self.origin}
+__all__ = ["MANUAL_REASON", "OpenTarget", "list_targets", "set_target", "targets_app"]
 
 
 def list_targets(conn: Connection) -> list[OpenTarget]:
     """Open targets, one per label, most urgent first (hand-set ones before those of training runs)."""
-    rows = conn.execute(
-        select(targets.c.label, targets.c.want, targets.c.reason, targets.c.run_id, targets.c.priority, targets.c.id)
-        .where(targets.c.status == "open")
-        .order_by(targets.c.run_id.is_not(None), targets.c.priority, targets.c.id.desc())
-    ).all()
-    seen: set[str] = set()
-    result = []
-    for label, want, reason, run_id, priority, _ in rows:
-        if label in seen:
-            continue
-        seen.add(label)
-        origin = "manual" if run_id is None else f"run {run_id}"
-        result.append(OpenTarget(label, int(want), reason, origin, int(priority)))
-    return result
+    return open_targets(conn)
 
 
 def set_target(conn: Connection, label: str, want: int, reason: str | None = None) -> OpenTarget | None:
     """Replace the label's open targets with one set by hand; want 0 only closes them (returns None)."""
-    label = label.strip()
-    if not label:
-        raise GleanerError("a target needs a label")
-    if want < 0:
-        raise GleanerError(f"--want must be 0 or more, not {want}")
-    stamp = now()
-    conn.execute(
-        targets.update()
-        .where(targets.c.status == "open", targets.c.label == label)
-        .values(status="done" if want == 0 else "dropped", updated_at=stamp)
-    )
-    if want == 0:
-        return None
-    text = reason or MANUAL_REASON
-    conn.execute(
-        targets.insert().values(
-            label=label, want=want, reason=text, status="open", priority=0, run_id=None, created_at=stamp,
-            updated_at=stamp,
-        )
-    )  # fmt: skip
-    return OpenTarget(label, want, text, "manual", 0)
+    return set_manual_target(conn, label, want, reason)
 
 
 targets_app = typer.Typer(

@@ -10,27 +10,28 @@ CANDIDATE_RADIUS bits, which the full distance then confirms.
 from __future__ import annotations
 
 import io
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import Connection, select, update
 
 from curate.dedupe.groups import Link, group_images
 from curate.dedupe.index import find_pairs, groups_from_pairs
 from storage.catalog.duplicates import (
     add_decision,
     decision_history,
+    dedupe_facts,
+    duplicate_marks,
     load_decisions,
+    marked_duplicates,
     replace_keeper,
     set_duplicate_marks,
 )
+from storage.catalog.images import hash_rows, source_uris, stale_hashes, store_hashes
+from storage.catalog.images import shorter_sides as catalog_shorter_sides
 from storage.catalog.lookup import resolve_sha
-from storage.catalog.schema import images, labels, sources
-from storage.catalog.sql import signed64
 from storage.errors import GleanerError
 from storage.hashes.compare import (
     DEFAULT_THRESHOLD,
@@ -43,7 +44,6 @@ from storage.hashes.compare import (
 from storage.hashes.compute import HASH_VERSION, image_hashes
 from storage.hashes.perceptual import HASH_INPUT_SIZE
 from storage.hashes.verify import Verdict
-from storage.keepers import ImageInfo
 from storage.neardup import PixelVerifier
 from storage.parallel import map_objects
 from storage.stores import ObjectStore
@@ -88,11 +88,8 @@ def _rehash(store: ObjectStore, row: tuple[str, str]) -> tuple[str, int, int, in
 def ensure_hashes(workspace: Workspace, on_progress: Callable[[int, int], None] | None = None) -> int:
     """Compute the transform-aware hashes of images that lack them (catalogs from before schema v2, or an
     older HASH_VERSION); returns how many were computed. Unreadable objects are left for `curate fsck`."""
-    query = select(images.c.sha256, images.c.object_key).where(
-        images.c.status == "ok", (images.c.hash_version.is_(None)) | (images.c.hash_version < HASH_VERSION)
-    )
     with workspace.catalog.read() as conn:
-        todo = [tuple(row) for row in conn.execute(query)]
+        todo = stale_hashes(conn, HASH_VERSION)
     batch: list[tuple[str, int, int, int, bytes]] = []
     options = workspace.settings.store.backend_options()
     for done, (_row, result) in enumerate(map_objects(workspace.store, options, _rehash, todo), 1):
@@ -111,34 +108,20 @@ def _store_hashes(workspace: Workspace, batch: list[tuple[str, int, int, int, by
     if not batch:
         return
     with workspace.catalog.write() as conn:
-        for sha, phash, dhash, phash_trim, blob in batch:
-            conn.execute(
-                update(images)
-                .where(images.c.sha256 == sha)
-                .values(
-                    phash=signed64(phash),
-                    dhash=signed64(dhash),
-                    phash_trim=signed64(phash_trim),
-                    hash_variants=blob,
-                    hash_version=HASH_VERSION,
-                )
-            )
+        store_hashes(conn, batch, HASH_VERSION)
 
 
 def shorter_sides(workspace: Workspace, shas: Sequence[str]) -> list[int]:
     """The shorter side of each image, in the order of `shas` (for storage.hashes.compare.pair_threshold)."""
     with workspace.catalog.read() as conn:
-        sizes = {sha: min(w, h) for sha, w, h in conn.execute(select(images.c.sha256, images.c.width, images.c.height))}
+        sizes = catalog_shorter_sides(conn)
     return [sizes[sha] for sha in shas]
 
 
 def load_hash_rows(workspace: Workspace, shas: Sequence[str] | None = None) -> tuple[list[str], HashArrays]:
     """The sha256s (sorted) and hash arrays of whole images with current hashes; all of them when shas is None."""
-    query = select(images.c.sha256, images.c.hash_variants).where(
-        images.c.status == "ok", images.c.hash_version == HASH_VERSION
-    )
     with workspace.catalog.read() as conn:
-        rows = conn.execute(query.order_by(images.c.sha256)).all()
+        rows = hash_rows(conn, HASH_VERSION)
     if shas is not None:
         wanted = set(shas)
         rows = [row for row in rows if row[0] in wanted]
@@ -304,50 +287,13 @@ def _member(
 
 
 def _facts(workspace: Workspace) -> dict[str, dict[str, Any]]:
-    c = images.c
-    query = select(
-        c.sha256,
-        c.object_key,
-        c.width,
-        c.height,
-        c.size_bytes,
-        c.format,
-        c.mode,
-        c.added_at,
-        c.review,
-        c.content_pixels,
-        labels.c.name,
-    ).select_from(images.outerjoin(labels, c.label_id == labels.c.id))
     with workspace.catalog.read() as conn:
-        return {
-            row.sha256: {
-                "object_key": row.object_key,
-                "width": row.width,
-                "height": row.height,
-                "review": row.review,
-                "label": row.name,
-                "info": ImageInfo(
-                    row.sha256,
-                    row.width,
-                    row.height,
-                    row.size_bytes,
-                    row.format,
-                    row.mode,
-                    row.name is not None,
-                    row.added_at,
-                    row.content_pixels,
-                ),
-            }
-            for row in conn.execute(query)
-        }
+        return dedupe_facts(conn)
 
 
 def _sources(workspace: Workspace) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = defaultdict(list)
     with workspace.catalog.read() as conn:
-        for sha, uri in conn.execute(select(sources.c.sha256, sources.c.uri).order_by(sources.c.id)):
-            found[sha].append(uri)
-    return found
+        return source_uris(conn)
 
 
 # --- applying --------------------------------------------------------------------------------------------------
@@ -357,7 +303,7 @@ def apply_report(workspace: Workspace, report: DedupeReport) -> int:
     """Make the catalog's duplicate marks what the report says: every verified member marked as a duplicate of
     its keeper, every other image not (objects are never deleted); returns how many images changed."""
     with workspace.catalog.write() as conn:
-        marks: dict[str, str | None] = dict.fromkeys(_marked_in(conn))
+        marks: dict[str, str | None] = dict.fromkeys(marked_duplicates(conn))
         for cluster in report.clusters:
             for member in cluster.members:
                 marks[member["sha256"]] = None if member["sha256"] == cluster.keeper else cluster.keeper
@@ -367,11 +313,7 @@ def apply_report(workspace: Workspace, report: DedupeReport) -> int:
 def undo_duplicates(workspace: Workspace) -> int:
     """Clear every duplicate mark (the reverse of --apply)."""
     with workspace.catalog.write() as conn:
-        return set_duplicate_marks(conn, dict.fromkeys(_marked_in(conn)))
-
-
-def _marked_in(conn: Connection) -> list[str]:
-    return list(conn.execute(select(images.c.sha256).where(images.c.duplicate_of.isnot(None))).scalars())
+        return set_duplicate_marks(conn, dict.fromkeys(marked_duplicates(conn)))
 
 
 def mark_not_duplicates(workspace: Workspace, a: str, b: str, actor: str) -> tuple[str, str]:
@@ -382,9 +324,7 @@ def mark_not_duplicates(workspace: Workspace, a: str, b: str, actor: str) -> tup
         if a == b:
             raise GleanerError("--not-duplicate needs two different images")
         add_decision(conn, "not_duplicate", a, b, actor)
-        duplicate_of = dict(
-            conn.execute(select(images.c.sha256, images.c.duplicate_of).where(images.c.sha256.in_([a, b]))).all()
-        )
+        duplicate_of = duplicate_marks(conn, [a, b])
         set_duplicate_marks(conn, {sha: None for sha in (a, b) if duplicate_of.get(sha) in (a, b)})
     return a, b
 
@@ -414,7 +354,7 @@ def choose_keeper(workspace: Workspace, sha: str, actor: str) -> str:
     with workspace.catalog.write() as conn:
         sha = resolve_sha(conn, sha)
         add_decision(conn, "keeper", sha, None, actor)
-        old = conn.execute(select(images.c.duplicate_of).where(images.c.sha256 == sha)).scalar_one()
+        old = duplicate_marks(conn, [sha])[sha]
         if old is not None:
             replace_keeper(conn, old, sha)
             set_duplicate_marks(conn, {sha: None})

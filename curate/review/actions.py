@@ -1,6 +1,7 @@
 """Review actions (label, accept, reject, undo) written to the catalog at once, each with its history row.
 
-Label changes go through `storage.catalog.set_label` (label_events); review changes write review_events.
+Label changes go through `storage.catalog.set_label` (label_events); review changes through
+`storage.catalog.review_events.set_review` (review_events).
 An action remembers every value it replaced, so undo can put exactly those back, skipping images that someone
 else (another tab, the CLI) has changed since.
 """
@@ -11,11 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, select
-
 from storage.catalog import Catalog, set_label
-from storage.catalog.schema import images, labels, review_events
-from storage.catalog.sql import now
+from storage.catalog.review_events import current_states, set_review
 from storage.errors import GleanerError
 
 __all__ = ["ACTIONS", "Action", "Change", "apply_action", "undo_action"]
@@ -54,25 +52,6 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[start : start + CHUNK]
 
 
-def _current(conn: Connection, shas: Sequence[str]) -> dict[str, tuple[str | None, str]]:
-    """sha256 -> (label name, review state) for the images that exist."""
-    query = (
-        select(images.c.sha256, labels.c.name, images.c.review)
-        .select_from(images.outerjoin(labels, images.c.label_id == labels.c.id))
-        .where(images.c.sha256.in_(list(shas)))
-    )
-    return {sha: (name, review) for sha, name, review in conn.execute(query)}
-
-
-def _set_review(conn: Connection, shas: Sequence[str], after: str, befores: dict[str, str], actor: str) -> None:
-    stamp = now()
-    conn.execute(images.update().where(images.c.sha256.in_(list(shas))).values(review=after, updated_at=stamp))
-    conn.execute(
-        review_events.insert(),
-        [{"sha256": sha, "before": befores[sha], "after": after, "actor": actor, "at": stamp} for sha in shas],
-    )
-
-
 def apply_action(catalog: Catalog, kind: str, shas: Sequence[str], *, actor: str, label: str | None = None) -> Action:
     """Apply one action to images; only images whose value changes are written (and recorded for undo)."""
     if kind not in ACTIONS:
@@ -83,7 +62,7 @@ def apply_action(catalog: Catalog, kind: str, shas: Sequence[str], *, actor: str
     wanted = list(dict.fromkeys(shas))
     for chunk in _chunks(wanted):
         with catalog.write() as conn:
-            current = _current(conn, chunk)
+            current = current_states(conn, chunk)
             action.missing += [sha for sha in chunk if sha not in current]
             if kind in ("label", "clear"):
                 target = label if kind == "label" else None
@@ -95,7 +74,7 @@ def apply_action(catalog: Catalog, kind: str, shas: Sequence[str], *, actor: str
                 after = REVIEW_AFTER[kind]
                 todo = [sha for sha in chunk if sha in current and current[sha][1] != after]
                 if todo:
-                    _set_review(conn, todo, after, {sha: current[sha][1] for sha in todo}, actor)
+                    set_review(conn, todo, after, {sha: current[sha][1] for sha in todo}, actor)
                 action.changes += [Change(sha, "review", current[sha][1], after) for sha in todo]
     return action
 
@@ -106,7 +85,7 @@ def undo_action(catalog: Catalog, action: Action, *, actor: str) -> Action:
     for chunk_start in range(0, len(action.changes), CHUNK):
         chunk = action.changes[chunk_start : chunk_start + CHUNK]
         with catalog.write() as conn:
-            current = _current(conn, [change.sha256 for change in chunk])
+            current = current_states(conn, [change.sha256 for change in chunk])
             label_targets: dict[str | None, list[str]] = defaultdict(list)
             review_targets: dict[str, list[str]] = defaultdict(list)
             for change in chunk:
@@ -122,5 +101,5 @@ def undo_action(catalog: Catalog, action: Action, *, actor: str) -> Action:
             for name, shas in label_targets.items():
                 set_label(conn, shas, name, actor=actor, origin=ORIGIN)
             for state_name, shas in review_targets.items():
-                _set_review(conn, shas, state_name, {sha: current[sha][1] for sha in shas}, actor)
+                set_review(conn, shas, state_name, {sha: current[sha][1] for sha in shas}, actor)
     return undone

@@ -18,15 +18,9 @@ from starlette.routing import Route
 from curate.review.actions import ACTIONS, Action, apply_action, undo_action
 from curate.review.auth import CSRF_FIELD, Session, csrf_ok, session_of
 from curate.review.cache import cached_legend
-from curate.review.duplicates import (
-    DEDUPE_ACTIONS,
-    DedupeAction,
-    candidate_page,
-    count_candidates,
-    dedupe_action,
-    undo_dedupe,
-)
-from curate.review.queries import (
+from curate.review.duplicates import DEDUPE_ACTIONS, DedupeAction, dedupe_action, undo_dedupe
+from storage.catalog import add_label
+from storage.catalog.review import (
     SHA_RE,
     Filter,
     catalog_version,
@@ -35,7 +29,7 @@ from curate.review.queries import (
     image_states,
     view_shas,
 )
-from storage.catalog import add_label
+from storage.catalog.review_pairs import candidate_page, count_candidates
 
 if TYPE_CHECKING:
     from curate.review.app import ReviewState

@@ -23,8 +23,9 @@ from curate.review import api
 from curate.review.auth import AuthMiddleware, Guard, session_of
 from curate.review.cache import VersionCache, cached_legend
 from curate.review.detail import image_detail
-from curate.review.duplicates import candidate_page, count_candidates, image_near_duplicates
-from curate.review.queries import (
+from curate.review.thumbs import Thumbnails, browser_image
+from storage.catalog import default_actor, get_image
+from storage.catalog.review import (
     DEFAULT_PAGE,
     SHA_RE,
     VIEWS,
@@ -36,8 +37,7 @@ from curate.review.queries import (
     latest_run,
     neighbours,
 )
-from curate.review.thumbs import Thumbnails, browser_image
-from storage.catalog import default_actor, get_image
+from storage.catalog.review_pairs import candidate_page, count_candidates, image_near_duplicates
 from storage.errors import GleanerError
 from storage.workspace import Workspace
 

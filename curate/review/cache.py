@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from sqlalchemy import Connection
 
-from curate.review.queries import LegendEntry, legend
+from storage.catalog.review import LegendEntry, legend
 
 __all__ = ["VersionCache", "cached_legend"]
 

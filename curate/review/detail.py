@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection
 
 from storage.catalog import get_image, image_sources, label_history
-from storage.catalog.schema import image_quality, images, labels, predictions, quality_flags, review_events
+from storage.catalog.duplicates import group_members
+from storage.catalog.predictions import image_predictions
+from storage.catalog.quality import image_flags, image_metrics
+from storage.catalog.review_events import review_history
 
 __all__ = ["image_detail"]
 
@@ -21,25 +24,7 @@ def _hex64(value: int | None) -> str | None:
 
 def _group(conn: Connection, row: dict[str, Any]) -> list[dict[str, Any]]:
     """Members of the image's applied near-duplicate group, keeper first (empty when it is in none)."""
-    keeper = row["duplicate_of"] or row["sha256"]
-    query = (
-        select(images.c.sha256, images.c.width, images.c.height, images.c.review, images.c.duplicate_of, labels.c.name)
-        .select_from(images.outerjoin(labels, images.c.label_id == labels.c.id))
-        .where(or_(images.c.sha256 == keeper, images.c.duplicate_of == keeper))
-        .order_by(images.c.duplicate_of.isnot(None), images.c.sha256)
-        .limit(GROUP_LIMIT)
-    )
-    members = [
-        {
-            "sha256": sha,
-            "width": width,
-            "height": height,
-            "review": review,
-            "keeper": duplicate_of is None,
-            "label": name,
-        }
-        for sha, width, height, review, duplicate_of, name in conn.execute(query)
-    ]
+    members = group_members(conn, row["duplicate_of"] or row["sha256"], GROUP_LIMIT)
     return members if len(members) > 1 else []
 
 
@@ -48,28 +33,10 @@ def image_detail(conn: Connection, sha256: str) -> dict[str, Any] | None:
     row = get_image(conn, sha256)
     if row is None:
         return None
-    flags = {
-        flag: value
-        for flag, value in conn.execute(
-            select(quality_flags.c.flag, quality_flags.c.value).where(quality_flags.c.sha256 == sha256)
-        )
-    }
-    metrics = conn.execute(select(image_quality.c.metrics).where(image_quality.c.sha256 == sha256)).scalar()
-    preds = [
-        dict(r._mapping)
-        for r in conn.execute(
-            select(predictions).where(predictions.c.sha256 == sha256).order_by(predictions.c.run_id.desc()).limit(5)
-        )
-    ]
-    reviews = [
-        dict(r._mapping)
-        for r in conn.execute(
-            select(review_events)
-            .where(review_events.c.sha256 == sha256)
-            .order_by(review_events.c.id.desc())
-            .limit(HISTORY_LIMIT)
-        )
-    ]
+    flags = image_flags(conn, sha256)
+    metrics = image_metrics(conn, sha256)
+    preds = image_predictions(conn, sha256, limit=5)
+    reviews = review_history(conn, sha256, limit=HISTORY_LIMIT)
     return {
         "image": row,
         "hashes": {
@@ -81,7 +48,7 @@ def image_detail(conn: Connection, sha256: str) -> dict[str, Any] | None:
         "sources": image_sources(conn, sha256),
         "group": _group(conn, row),
         "flags": flags,
-        "metrics": metrics or {},
+        "metrics": metrics,
         "predictions": preds,
         "label_history": label_history(conn, sha256, limit=HISTORY_LIMIT),
         "review_history": reviews,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, delete, or_, select
 
-from storage.catalog.schema import duplicate_candidates, duplicate_decisions, images
+from storage.catalog.schema import duplicate_candidates, duplicate_decisions, images, labels
 from storage.catalog.sql import insert_ignore, now
+from storage.keepers import ImageInfo
 
 __all__ = [
     "PAIR_KINDS",
@@ -23,7 +25,11 @@ __all__ = [
     "candidates",
     "clear_candidates",
     "decision_history",
+    "dedupe_facts",
+    "duplicate_marks",
+    "group_members",
     "load_decisions",
+    "marked_duplicates",
     "record_candidate",
     "replace_keeper",
     "revoke_decisions",
@@ -181,3 +187,79 @@ def replace_keeper(conn: Connection, old: str, new: str) -> None:
     stamp = now()
     conn.execute(images.update().where(images.c.duplicate_of == old).values(duplicate_of=new, updated_at=stamp))
     conn.execute(images.update().where(images.c.sha256 == old).values(duplicate_of=new, updated_at=stamp))
+
+
+def marked_duplicates(conn: Connection) -> list[str]:
+    """Every image set aside as a near-duplicate of another."""
+    return [
+        str(sha) for sha in conn.execute(select(images.c.sha256).where(images.c.duplicate_of.isnot(None))).scalars()
+    ]
+
+
+def duplicate_marks(conn: Connection, shas: Iterable[str]) -> dict[str, str | None]:
+    """sha256 -> duplicate_of (None: not set aside) of those of `shas` that exist."""
+    query = select(images.c.sha256, images.c.duplicate_of).where(images.c.sha256.in_(list(shas)))
+    return {str(sha): keeper for sha, keeper in conn.execute(query)}
+
+
+def dedupe_facts(conn: Connection) -> dict[str, dict[str, Any]]:
+    """sha256 -> what `curate dedupe` needs of every image: object key, size, review state, label name, and its
+    facts as a keeper candidate (storage.keepers.ImageInfo under "info")."""
+    c = images.c
+    query = select(
+        c.sha256,
+        c.object_key,
+        c.width,
+        c.height,
+        c.size_bytes,
+        c.format,
+        c.mode,
+        c.added_at,
+        c.review,
+        c.content_pixels,
+        labels.c.name,
+    ).select_from(images.outerjoin(labels, c.label_id == labels.c.id))
+    return {
+        row.sha256: {
+            "object_key": row.object_key,
+            "width": row.width,
+            "height": row.height,
+            "review": row.review,
+            "label": row.name,
+            "info": ImageInfo(
+                row.sha256,
+                row.width,
+                row.height,
+                row.size_bytes,
+                row.format,
+                row.mode,
+                row.name is not None,
+                row.added_at,
+                row.content_pixels,
+            ),
+        }
+        for row in conn.execute(query)
+    }
+
+
+def group_members(conn: Connection, keeper: str, limit: int = 60) -> list[dict[str, Any]]:
+    """The keeper and the images set aside as its duplicates, keeper first (sha256, width, height, review,
+    keeper, label)."""
+    query = (
+        select(images.c.sha256, images.c.width, images.c.height, images.c.review, images.c.duplicate_of, labels.c.name)
+        .select_from(images.outerjoin(labels, images.c.label_id == labels.c.id))
+        .where(or_(images.c.sha256 == keeper, images.c.duplicate_of == keeper))
+        .order_by(images.c.duplicate_of.isnot(None), images.c.sha256)
+        .limit(limit)
+    )
+    return [
+        {
+            "sha256": sha,
+            "width": width,
+            "height": height,
+            "review": review,
+            "keeper": duplicate_of is None,
+            "label": name,
+        }
+        for sha, width, height, review, duplicate_of, name in conn.execute(query)
+    ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +17,22 @@ __all__ = [
     "Sighting",
     "count_images",
     "get_image",
+    "hash_rows",
+    "image_exists",
+    "image_exts",
+    "image_modes",
+    "image_sides",
     "image_sources",
     "iter_images",
     "mark_duplicate",
     "mark_status",
     "record_image",
     "record_images",
+    "shorter_sides",
+    "source_uris",
+    "stale_hashes",
+    "store_hashes",
+    "whole_images",
 ]
 
 
@@ -238,3 +248,90 @@ def mark_duplicate(conn: Connection, sha256: str, keeper: str | None) -> None:
 
 def mark_status(conn: Connection, sha256: str, status: str) -> None:
     conn.execute(images.update().where(images.c.sha256 == sha256).values(status=status, updated_at=now()))
+
+
+CHUNK = 500  # sha256s per IN (...) list
+
+
+def image_exists(conn: Connection, sha256: str) -> bool:
+    return conn.execute(select(images.c.sha256).where(images.c.sha256 == sha256)).first() is not None
+
+
+def image_exts(conn: Connection) -> dict[str, str]:
+    """sha256 -> file extension of every image (reports link the stored objects)."""
+    return {str(sha): str(ext) for sha, ext in conn.execute(select(images.c.sha256, images.c.ext))}
+
+
+def image_modes(conn: Connection, shas: Sequence[str]) -> list[str]:
+    """Pillow modes of the given images (to choose 1 or 3 input channels)."""
+    modes: list[str] = []
+    for start in range(0, len(shas), CHUNK):
+        chunk = list(shas[start : start + CHUNK])
+        modes.extend(conn.execute(select(images.c.mode).where(images.c.sha256.in_(chunk))).scalars())
+    return modes
+
+
+def image_sides(conn: Connection, shas: Sequence[str]) -> list[int]:
+    """Shorter sides in pixels of the given images, from the catalog (the input size is chosen from these
+    before anything is decoded)."""
+    sides: list[int] = []
+    for start in range(0, len(shas), CHUNK):
+        chunk = list(shas[start : start + CHUNK])
+        rows = conn.execute(select(images.c.width, images.c.height).where(images.c.sha256.in_(chunk)))
+        sides.extend(min(int(w), int(h)) for w, h in rows)
+    return sides
+
+
+def shorter_sides(conn: Connection) -> dict[str, int]:
+    """sha256 -> shorter side in pixels, for every image."""
+    query = select(images.c.sha256, images.c.width, images.c.height)
+    return {str(sha): min(int(w), int(h)) for sha, w, h in conn.execute(query)}
+
+
+def whole_images(conn: Connection) -> list[tuple[str, str, int, int]]:
+    """(sha256, object key, width, height) of every image whose object is whole (status ok)."""
+    query = select(images.c.sha256, images.c.object_key, images.c.width, images.c.height).where(images.c.status == "ok")
+    return [(str(sha), str(key), int(w), int(h)) for sha, key, w, h in conn.execute(query)]
+
+
+def source_uris(conn: Connection) -> dict[str, list[str]]:
+    """sha256 -> the paths or URLs it was seen at, first sighting first."""
+    found: dict[str, list[str]] = {}
+    for sha, uri in conn.execute(select(sources.c.sha256, sources.c.uri).order_by(sources.c.id)):
+        found.setdefault(sha, []).append(uri)
+    return found
+
+
+# --- perceptual hashes --------------------------------------------------------------------------------------
+
+
+def stale_hashes(conn: Connection, version: int) -> list[tuple[str, str]]:
+    """(sha256, object key) of whole images whose hashes are missing or older than `version`."""
+    query = select(images.c.sha256, images.c.object_key).where(
+        images.c.status == "ok", (images.c.hash_version.is_(None)) | (images.c.hash_version < version)
+    )
+    return [(str(sha), str(key)) for sha, key in conn.execute(query)]
+
+
+def store_hashes(conn: Connection, rows: Iterable[tuple[str, int, int, int, bytes]], version: int) -> None:
+    """Write (sha256, pHash, dHash, trimmed pHash, variants blob) rows computed at hash `version`."""
+    for sha, phash, dhash, phash_trim, blob in rows:
+        conn.execute(
+            images.update()
+            .where(images.c.sha256 == sha)
+            .values(
+                phash=signed64(phash),
+                dhash=signed64(dhash),
+                phash_trim=signed64(phash_trim),
+                hash_variants=blob,
+                hash_version=version,
+            )
+        )
+
+
+def hash_rows(conn: Connection, version: int) -> list[tuple[str, bytes]]:
+    """(sha256, variants blob) of whole images hashed at `version`, ordered by sha256."""
+    query = select(images.c.sha256, images.c.hash_variants).where(
+        images.c.status == "ok", images.c.hash_version == version
+    )
+    return [(str(sha), bytes(blob)) for sha, blob in conn.execute(query.order_by(images.c.sha256))]

@@ -9,13 +9,20 @@ from sqlalchemy import Connection
 from storage.catalog.schema import runs
 from storage.catalog.sql import now
 
-__all__ = ["finish_run", "start_run"]
+__all__ = ["finish_run", "mark_run", "start_run"]
 
 
 def start_run(conn: Connection, kind: str, config: dict[str, Any]) -> int:
     result = conn.execute(runs.insert().values(kind=kind, status="running", config=config, started_at=now()))
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def finish_run(conn: Connection, run_id: int, status: str, summary: dict[str, Any]) -> None:
     conn.execute(runs.update().where(runs.c.id == run_id).values(status=status, summary=summary, finished_at=now()))
+
+
+def mark_run(conn: Connection, run_id: int, status: str) -> None:
+    """Set a run's status again (a resumed run is running once more: not finished)."""
+    conn.execute(runs.update().where(runs.c.id == run_id).values(status=status, finished_at=None))

@@ -1,4 +1,5 @@
-"""Filtered, keyset-paged grid queries over the catalog: the review app's only read path for lists of images.
+"""Filtered, keyset-paged grid queries over the catalog: the review app's (curate.review) only read path for
+lists of images.
 
 Keyset paging (WHERE key > cursor ORDER BY key LIMIT n) keeps every page as cheap as the first on a large
 catalog, where OFFSET paging would scan and throw away all the rows before the page.
@@ -11,11 +12,13 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from sqlalchemy import ColumnElement, CompoundSelect, Connection, Select, and_, case, func, or_, select, tuple_, union
 
+from storage.catalog.predictions import latest_prediction_run
+from storage.catalog.quality import flag_counts
 from storage.catalog.schema import (
     duplicate_candidates,
     duplicate_decisions,
@@ -84,6 +87,7 @@ class Filter:
     def from_params(cls, params: Mapping[str, str]) -> Filter:
         """Parse query parameters; unknown values raise ValueError (the app answers 400)."""
         view = params.get("view") or "all"
+        review: str | None
         if view == "unreviewed":  # a shorthand the sidebar uses
             view, review = "all", "unreviewed"
         else:
@@ -161,7 +165,7 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
 
 def latest_run(conn: Connection) -> int | None:
     """The newest training run with predictions (the model views show its mistakes)."""
-    return conn.execute(select(func.max(predictions.c.run_id))).scalar()
+    return latest_prediction_run(conn)
 
 
 def _group_key() -> ColumnElement[Any]:
@@ -178,7 +182,7 @@ def _sort_keys(view: str) -> list[ColumnElement[Any]]:
     return [images.c.sha256]
 
 
-def _group_members() -> CompoundSelect:
+def _group_members() -> CompoundSelect[Any]:
     """Images in an applied near-duplicate group: marked duplicates and the keepers they point to."""
     marked = images.alias("marked")
     return union(
@@ -202,7 +206,7 @@ def live_candidates(*columns: Any) -> Select[Any]:
     )
 
 
-def _candidate_members() -> CompoundSelect:
+def _candidate_members() -> CompoundSelect[Any]:
     """Images in a near-duplicate candidate pair that waits for review (either side)."""
     return union(
         live_candidates(duplicate_candidates.c.sha256.label("sha256")),
@@ -210,7 +214,7 @@ def _candidate_members() -> CompoundSelect:
     )
 
 
-def _conflict_members() -> CompoundSelect:
+def _conflict_members() -> CompoundSelect[Any]:
     """Label conflicts: every member of a group whose members carry different labels, and images whose
     sources suggested different labels. One IN over a union lets the database look the few rows up by key."""
     members = _group_members().subquery("members")
@@ -334,8 +338,8 @@ def grid_page(
     has_prev = (cursor is not None) if not backwards else more
     page = Page(
         items=rows,
-        next_cursor=encode_cursor(last_key) if rows and has_next else None,
-        prev_cursor=encode_cursor(first_key) if rows and has_prev else None,
+        next_cursor=encode_cursor(last_key) if last_key is not None and has_next else None,
+        prev_cursor=encode_cursor(first_key) if first_key is not None and has_prev else None,
         run_id=run_id,
         total=(int(rows[0]["total"]) if rows else 0) if counted else None,
     )
@@ -347,7 +351,7 @@ def grid_page(
 
 def _after(keys: Sequence[ColumnElement[Any]], values: Sequence[Any], *, backwards: bool) -> ColumnElement[bool]:
     if len(keys) == 1:
-        return keys[0] < values[0] if backwards else keys[0] > values[0]
+        return cast(ColumnElement[bool], keys[0] < values[0] if backwards else keys[0] > values[0])
     left, right = tuple_(*keys), tuple_(*values)
     return left < right if backwards else left > right
 
@@ -426,11 +430,6 @@ def legend(conn: Connection) -> list[LegendEntry]:
         LegendEntry(name, counts.get(label_id, 0), i + 1 if i < 9 else None, label_id)
         for i, (label_id, name) in enumerate(ordered)
     ]
-
-
-def flag_counts(conn: Connection) -> dict[str, int]:
-    query = select(quality_flags.c.flag, func.count()).group_by(quality_flags.c.flag).order_by(quality_flags.c.flag)
-    return {flag: int(count) for flag, count in conn.execute(query)}
 
 
 def image_states(conn: Connection, shas: Sequence[str]) -> dict[str, dict[str, Any]]:
