@@ -306,6 +306,58 @@ def scrape_command(
         err_console.print("stopped at --max-images; run the same command again to continue")
 
 
+# --- harvest watch ---------------------------------------------------------------------------------------------
+
+
+@app.command("watch")
+@user_errors
+def watch_command(
+    directory: Path = typer.Argument(..., help="Folder to watch (sub-folders too)."),
+    label: str = typer.Option(None, "--label", "-l", help="Label for the images (with --labels-from-folders: top)."),
+    labels_from_folders: bool = typer.Option(
+        False, "--labels-from-folders", help="Label an image in DIR/NAME/ with NAME (the top level gets --label)."
+    ),
+    once: bool = typer.Option(False, "--once", help="Ingest what is there (waits for files being written), then end."),
+    poll: bool = typer.Option(False, "--poll", help="Poll instead of file-system events (network drives)."),
+    move_to: Path = typer.Option(None, "--move-to", help="Move each stored file to this folder (sub-folders kept)."),
+    delete: bool = typer.Option(False, "--delete", help="Delete each file once its image is stored."),
+    settle: float = typer.Option(
+        2.0, "--settle", help="Seconds a file's size and mtime must stay the same before it is taken.", min=0
+    ),
+    rescan_every: float = typer.Option(30.0, "--rescan-every", help="Seconds between full scans of the folder."),
+    stuck_after: float = typer.Option(
+        600.0, "--stuck-after", help="A file still being written after this many seconds is reported, not taken."
+    ),
+    workers: int = typer.Option(None, "--workers", help="Processes for decoding and hashing (default: one per core)."),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Ingest images as they arrive in a folder (screenshots, downloads), each once it is complete. Runs until
+    Ctrl-C or SIGTERM, which finish the file in hand and print the summary."""
+    from harvest.engine import Engine
+    from harvest.watch import WatchOptions, WatchSource
+
+    options = WatchOptions(
+        directory, label=label, labels_from_folders=labels_from_folders, once=once, poll=poll, move_to=move_to,
+        delete=delete, settle=settle, rescan=rescan_every, stuck_after=stuck_after,
+    )  # fmt: skip
+    colours = {"added": "green", "duplicate": "cyan", "rejected": "red", "failed": "red", "stuck": "yellow"}
+
+    def on_event(what: str, detail: str) -> None:
+        if what == "mode":
+            err_console.print(f"watching [bold]{source.options.root}[/] ({detail}); Ctrl-C to stop", highlight=False)
+        else:
+            err_console.print(f"[{colours.get(what, 'dim')}]{what}[/] {detail}", highlight=False, soft_wrap=True)
+
+    source = WatchSource(options, on_event=on_event)
+    ws = open_workspace(workspace)
+    run = Engine(ws, workers=workers).run(source)
+    if json_output:
+        emit_json(run.to_json())
+        return
+    render_summary(run.summary, run.seconds)
+
+
 def render_summary_problems(problems: list[dict[str, str]], *, limit: int | None = None, quiet: bool = False) -> None:
     """The problems table of every collector: one row per item with its reason, at most `limit` rows (the
     rest are counted; --json has them all). With no problems, a green line unless `quiet` (nothing was done)."""

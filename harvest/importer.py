@@ -1,4 +1,4 @@
-"""`harvest import`: files and folders (recursive) into the workspace, in parallel."""
+"""`harvest import` and the `folder` source: files and folders (recursive) into the workspace, in parallel."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from storage.catalog import finish_run, start_run
-from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome, source_for_path
+from harvest.engine import Engine, Run
+from storage.ingest import IngestItem, IngestSummary, Outcome, source_for_path
 from storage.workspace import Workspace
 
-__all__ = ["ImportResult", "discover", "import_paths"]
+__all__ = ["FolderSource", "ImportResult", "discover", "folder_label", "import_paths"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class ImportResult:
     seen: int
 
 
+def folder_label(path: Path, root: Path) -> str | None:
+    """The name of the file's folder when it is below `root` (ImageFolder layout), else None."""
+    return path.parent.name if path.parent != root else None
+
+
 def discover(paths: Sequence[Path]) -> Iterator[Candidate]:
     """Yield files under the given paths in a stable order; hidden files and folders are skipped.
 
@@ -38,12 +44,41 @@ def discover(paths: Sequence[Path]) -> Iterator[Candidate]:
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 folder = Path(dirpath)
-                label = folder.name if folder != root else None
                 for name in sorted(filenames):
                     if not name.startswith("."):
-                        yield Candidate(folder / name, label)
+                        yield Candidate(folder / name, folder_label(folder / name, root))
         else:
             yield Candidate(root, None)  # a file, a dangling link or a missing path: ingest says which
+
+
+@dataclass
+class FolderSource:
+    """Files and folders (recursive); the workers read each file themselves."""
+
+    paths: Sequence[Path]
+    label: str | None = None
+    labels_from_folders: bool = False
+    on_start: Callable[[int], None] | None = None
+    kind: str = "import"
+
+    def config(self) -> dict[str, Any]:
+        paths = [str(p) for p in self.paths]
+        return {"paths": paths, "label": self.label, "labels_from_folders": self.labels_from_folders}
+
+    def collect(self, engine: Engine, run: Run) -> None:
+        candidates = list(discover(self.paths))  # a list of paths is small; it gives the progress bar its total
+        if self.on_start:
+            self.on_start(len(candidates))
+        items = (
+            IngestItem(
+                source=source_for_path(c.path),
+                label=(c.folder_label if self.labels_from_folders else None) or self.label,
+                path=str(c.path),
+            )
+            for c in candidates
+        )
+        for _outcome in engine.ingest(run, items, origin="folder"):
+            pass
 
 
 def import_paths(
@@ -57,26 +92,6 @@ def import_paths(
     on_outcome: Callable[[Outcome], None] | None = None,
 ) -> ImportResult:
     """Import every file under `paths`; bad files become problems, never exceptions."""
-    candidates = list(discover(paths))  # a list of paths is small; it gives the progress bar its total
-    if on_start:
-        on_start(len(candidates))
-    config = {"paths": [str(p) for p in paths], "label": label, "labels_from_folders": labels_from_folders}
-    with workspace.catalog.write() as conn:
-        run_id = start_run(conn, "import", config)
-    ingestor = Ingestor.for_workspace(workspace, origin="folder", run_id=run_id)
-    summary = IngestSummary()
-
-    def items() -> Iterator[IngestItem]:
-        for candidate in candidates:
-            chosen = (candidate.folder_label if labels_from_folders else None) or label
-            yield IngestItem(source=source_for_path(candidate.path), label=chosen, path=str(candidate.path))
-
-    status = "interrupted"
-    try:
-        for outcome in ingestor.ingest_many(items(), workers=workers, on_outcome=on_outcome):
-            summary.add(outcome)
-        status = "done"
-    finally:
-        with workspace.catalog.write() as conn:
-            finish_run(conn, run_id, status, summary.to_json())
-    return ImportResult(summary=summary, run_id=run_id, seen=summary.total)
+    source = FolderSource(paths, label=label, labels_from_folders=labels_from_folders, on_start=on_start)
+    run = Engine(workspace, workers=workers, on_outcome=on_outcome).run(source)
+    return ImportResult(summary=run.summary, run_id=run.id, seen=run.summary.total)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -55,7 +56,8 @@ def process_map(
     one item at a time (pebble tracks which), so a worker that dies (the out-of-memory killer, a crash in a
     decoder, `os._exit`) fails only the item it had, with `WorkerDied`; a fresh worker takes its place.
     """
-    pool = ProcessPool(max_workers=workers, initializer=initializer, initargs=initargs, context=pool_context())
+    setup = functools.partial(_worker_setup, initializer, initargs)
+    pool = ProcessPool(max_workers=workers, initializer=setup, context=pool_context())
     pending: dict[Future[R], T] = {}
     finished = False
     try:
@@ -89,6 +91,14 @@ def process_map(
         else:  # an error or an early stop: end the workers now, not after their queue
             pool.stop()  # type: ignore[no-untyped-call]
         pool.join()
+
+
+def _worker_setup(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
+    """Workers ignore Ctrl-C (it reaches the whole process group): the parent decides, and stops them or lets
+    them finish the item in hand."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 class WorkerDied(RuntimeError):

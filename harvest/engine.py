@@ -1,0 +1,303 @@
+"""The collection engine: what every collector shares, with the collectors plugged in as sources.
+
+A `Source` (folder, urls, scrape, watch; `SOURCES` maps names to them) knows where images come from. The
+engine owns what each collector used to repeat:
+
+- the run record: `Engine.record()` is a context manager that writes the `runs` row at the start and its
+  status (done, interrupted, failed) and summary at the end, whatever happens in between;
+- frontier claims with leases (`Engine.claims`): a job's pending rows are taken in batches under this
+  process's name, so several workers can share one job, and a killed worker's claims are freed on the next run;
+- per-host politeness and the fetch policy: one `FetchOptions` (user agent, per-host rate and concurrency,
+  robots, SSRF guard) for every web source;
+- worker processes with per-task crash isolation that validate, hash and store (files are read and URLs
+  fetched by the workers themselves, so image bytes never cross processes): `Engine.ingest` for local files
+  (storage.parallel, one item per worker at a time) and `Engine.download_pool` for URLs (harvest.download);
+- batch commits (`BatchCommitter`: one catalog transaction per 64 images or half a second), progress
+  callbacks, and the summary in the collectors' JSON shape.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from harvest.fetch.policy import DEFAULT_USER_AGENT, FetchPolicy
+from storage.catalog import FrontierUpdate, finish_run, mark_batch, start_run
+from storage.catalog.frontier import claim, lease_owner, release_claims, release_stale
+from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome, Prepared, commit_due
+from storage.workspace import Workspace
+
+if TYPE_CHECKING:  # the web sources' modules load on first use: `harvest import` does not pay for requests
+    from harvest.download import DownloadPool
+    from harvest.fetch import Resolver
+
+__all__ = [
+    "SOURCES",
+    "BatchCommitter",
+    "Engine",
+    "FetchOptions",
+    "FrontierWriter",
+    "Run",
+    "Source",
+    "source_factory",
+]
+
+log = logging.getLogger(__name__)
+
+CLAIM_BATCH = 1000  # frontier rows claimed per query
+LEASE_SECONDS = 900.0  # a claim lapses after this long without the row being marked
+FLUSH_EVERY = 256  # frontier updates per write transaction
+FLUSH_SECONDS = 1.0
+
+OutcomeCallback = Callable[[Outcome], None]
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """The fetch options every web source shares (`--user-agent`, `--per-host-rate`, `--per-host-concurrency`,
+    `--allow-private`, `--ignore-robots`); the rest of `FetchPolicy` keeps its defaults."""
+
+    user_agent: str | None = None
+    per_host_rate: float = 10.0
+    per_host_concurrency: int = 16
+    allow_private: bool = False
+    obey_robots: bool = True
+
+    def policy(self, **overrides: Any) -> FetchPolicy:
+        return FetchPolicy(
+            user_agent=self.user_agent or DEFAULT_USER_AGENT,
+            per_host_rate=self.per_host_rate,
+            per_host_concurrency=self.per_host_concurrency,
+            allow_private=self.allow_private,
+            obey_robots=self.obey_robots,
+            **overrides,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "user_agent": self.user_agent,
+            "per_host_rate": self.per_host_rate,
+            "per_host_concurrency": self.per_host_concurrency,
+            "allow_private": self.allow_private,
+            "obey_robots": self.obey_robots,
+        }
+
+
+@dataclass
+class Run:
+    """One collection run: its catalog id, the summary it builds, extra report keys, and a stop request."""
+
+    id: int
+    kind: str
+    summary: IngestSummary = field(default_factory=IngestSummary)
+    report: dict[str, Any] = field(default_factory=dict)  # recorded with the summary, e.g. frontier counts
+    started: float = field(default_factory=time.perf_counter)
+    status: str = "running"
+    stop: threading.Event = field(default_factory=threading.Event)  # set by a signal handler: finish and end
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.summary.to_json(), **self.report, "run_id": self.id, "seconds": round(self.seconds, 3)}
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where images come from. `collect` feeds them through the engine into `run`; it returns when done (or
+    when `run.stop` is set) and reports problems in `run.summary`, never by raising."""
+
+    kind: str  # the run record's kind: import, urls, scrape, watch
+
+    def config(self) -> dict[str, Any]: ...
+
+    def collect(self, engine: Engine, run: Run) -> None: ...
+
+
+# name -> "module:attribute" of the source's factory, imported on first use (the sources import the engine).
+SOURCES: dict[str, str] = {
+    "folder": "harvest.importer:FolderSource",
+    "urls": "harvest.urls:UrlListSource",
+    "scrape": "harvest.scrape.crawler:ScrapeSource",
+    "watch": "harvest.watch:WatchSource",
+}
+
+
+def source_factory(name: str) -> Callable[..., Source]:
+    """The factory registered under `name` (a KeyError names the known sources)."""
+    try:
+        module_name, _, attribute = SOURCES[name].partition(":")
+    except KeyError:
+        raise KeyError(f"unknown source {name!r}; known: {', '.join(sorted(SOURCES))}") from None
+    factory: Callable[..., Source] = getattr(importlib.import_module(module_name), attribute)
+    return factory
+
+
+class Engine:
+    """Runs sources against one workspace with one set of worker and fetch settings."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        workers: int | None = None,
+        fetch: FetchOptions | None = None,
+        policy: FetchPolicy | None = None,
+        resolver: Resolver | None = None,
+        on_outcome: OutcomeCallback | None = None,
+    ) -> None:
+        self.workspace = workspace
+        self.workers = workers
+        self.fetch = fetch or FetchOptions()
+        self._policy = policy
+        self.resolver = resolver
+        self.on_outcome = on_outcome
+
+    # --- the run record ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def record(self, kind: str, config: dict[str, Any]) -> Iterator[Run]:
+        """Start a run row; at the end record its status and summary, also after an error or Ctrl-C."""
+        with self.workspace.catalog.write() as conn:
+            run = Run(id=start_run(conn, kind, config), kind=kind)
+        status = "interrupted"
+        try:
+            yield run
+            status = "interrupted" if run.status == "interrupted" else "done"
+        except Exception:
+            status = "failed"
+            raise
+        finally:
+            run.status = status
+            with self.workspace.catalog.write() as conn:
+                finish_run(conn, run.id, status, {**run.summary.to_json(), **run.report, "seconds": run.seconds})
+
+    def run(self, source: Source) -> Run:
+        """Collect from `source` under one run record; returns the finished run (summary, report)."""
+        with self.record(source.kind, source.config()) as run:
+            source.collect(self, run)
+        return run
+
+    # --- workers ----------------------------------------------------------------------------------------
+
+    def worker_count(self) -> int:
+        """Processes for validating and hashing: --workers, else the workspace setting, else one per core."""
+        if self.workers is not None:
+            return max(1, self.workers)
+        return self.workspace.settings.ingest.workers or os.cpu_count() or 1
+
+    def ingestor(self, run: Run, *, origin: str = "folder") -> Ingestor:
+        return Ingestor.for_workspace(self.workspace, origin=origin, run_id=run.id)
+
+    def ingest(self, run: Run, items: Iterable[IngestItem], *, origin: str = "folder") -> Iterator[Outcome]:
+        """Ingest items whose bytes the workers read themselves (`path`), in batches; each outcome is counted in
+        the run's summary and reported to `on_outcome`. A worker that dies fails only the item it had."""
+        ingestor = self.ingestor(run, origin=origin)
+        for outcome in ingestor.ingest_many(items, workers=self.workers):
+            run.summary.add(outcome)
+            if self.on_outcome:
+                self.on_outcome(outcome)
+            yield outcome
+
+    @property
+    def policy(self) -> FetchPolicy:
+        return self._policy or self.fetch.policy()
+
+    def download_pool(self, concurrency: int) -> DownloadPool:
+        """Worker processes (threads each) that fetch, validate, hash and store; politeness shared across them."""
+        from harvest.download import DownloadPool
+
+        count = self.worker_count()
+        processes = count if count > 1 else 0  # one worker: threads of this process
+        settings = self.workspace.settings
+        return DownloadPool(
+            self.policy,
+            store_url=self.workspace.store.url,
+            store_options=settings.store.backend_options(),
+            limits=settings.ingest,
+            processes=processes,
+            threads=-(-concurrency // max(1, processes)),
+            resolver=self.resolver,
+        )
+
+    # --- the frontier -----------------------------------------------------------------------------------
+
+    def claims(self, run: Run, job: str, kind: str | None = None) -> Iterator[dict[str, Any]]:
+        """The job's pending rows, claimed in batches under this run's lease; claims still held when the
+        iterator ends (an interrupted run) are given back. Claims of killed runs are freed first."""
+        owner = lease_owner(run.id)
+        catalog = self.workspace.catalog
+        with catalog.write() as conn:
+            freed = release_stale(conn, job)
+        if freed:
+            log.info("freed %d frontier claims of runs that are gone", freed)
+        after: int | None = None
+        try:
+            while True:
+                with catalog.write() as conn:
+                    rows = claim(
+                        conn, job, owner, kind=kind, limit=CLAIM_BATCH, lease_seconds=LEASE_SECONDS, after_id=after
+                    )
+                if not rows:
+                    return
+                yield from rows
+                after = int(rows[-1]["id"])
+        finally:
+            with catalog.write() as conn:
+                release_claims(conn, job, owner)
+
+    def frontier_writer(self, job: str) -> FrontierWriter:
+        return FrontierWriter(self.workspace, job)
+
+
+class FrontierWriter:
+    """Buffer frontier state changes and write them in batches (one transaction per few hundred URLs)."""
+
+    def __init__(self, workspace: Workspace, job: str) -> None:
+        self.catalog = workspace.catalog
+        self.job = job
+        self.buffer: list[FrontierUpdate] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, update: FrontierUpdate) -> None:
+        self.buffer.append(update)
+        if len(self.buffer) >= FLUSH_EVERY or time.monotonic() - self.last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            with self.catalog.write() as conn:
+                mark_batch(conn, self.job, self.buffer)
+            self.buffer = []
+        self.last_flush = time.monotonic()
+
+
+class BatchCommitter:
+    """Gather what workers prepared and record it in one catalog transaction per batch (ingest step 3)."""
+
+    def __init__(self, ingestor: Ingestor, on_outcomes: Callable[[list[Outcome]], None]) -> None:
+        self.ingestor = ingestor
+        self.on_outcomes = on_outcomes
+        self.batch: list[tuple[IngestItem, Prepared]] = []
+        self.since = time.monotonic()
+
+    def add(self, item: IngestItem, prepared: Prepared) -> None:
+        self.batch.append((item, prepared))
+        self.maybe_commit()
+
+    def maybe_commit(self) -> None:
+        if commit_due(len(self.batch), self.since):
+            self.commit()
+
+    def commit(self) -> None:
+        batch, self.batch, self.since = self.batch, [], time.monotonic()
+        if batch:
+            self.on_outcomes(self.ingestor.commit(batch, sync_store=True))  # the workers wrote with durable=False
