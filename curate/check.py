@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from PIL import Image
 
 from curate.quality import (
     MEASURE_SIDE,
@@ -20,6 +17,7 @@ from curate.quality import (
 )
 from storage.catalog.images import whole_images
 from storage.catalog.quality import replace_flags, save_metrics, stored_metrics
+from storage.images import open_image
 from storage.parallel import map_objects
 from storage.stores import ObjectStore
 from storage.workspace import Workspace
@@ -44,12 +42,10 @@ class CheckReport:
 
 
 def measure_object(store: ObjectStore, row: tuple[str, str, int, int]) -> QualityMetrics:
-    """Decode one stored image (JPEG in draft mode near the measuring size) and measure it."""
+    """Decode one stored image (storage.images.open_image: upright, JPEG in draft mode near the measuring size)
+    and measure it."""
     _sha, key, width, height = row
-    image = Image.open(io.BytesIO(store.get(key)))
-    image.draft("RGB", (MEASURE_SIDE, MEASURE_SIDE))
-    image.load()
-    return measure(image, width, height)
+    return measure(open_image(store.get(key), size=MEASURE_SIDE), width, height)
 
 
 def check_quality(

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
+from storage.images import flatten_alpha
+
 __all__ = ["FLAGS", "QualityMetrics", "Thresholds", "dataset_flags", "image_flags", "measure"]
 
 MEASURE_SIDE = 256
@@ -68,6 +70,7 @@ class QualityMetrics:
 def measure(image: Image.Image, width: int | None = None, height: int | None = None) -> QualityMetrics:
     """Measure one image. `width`/`height` are the original size when `image` was decoded smaller."""
     full_width, full_height = width or image.width, height or image.height
+    image = flatten_alpha(image)  # transparency on white, as storage.images.open_image shows it
     rgb_like = image.convert("RGB") if image.mode not in ("L", "RGB") else image
     small = rgb_like.copy()
     small.thumbnail((MEASURE_SIDE, MEASURE_SIDE))

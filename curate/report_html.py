@@ -8,9 +8,8 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image
-
 from curate.dedupe.clusters import DedupeReport
+from storage.images import open_image
 from storage.keys import image_key
 from storage.stores import ObjectStore
 
@@ -35,9 +34,7 @@ figure.keeper img{outline:3px solid #2a7}figcaption{font-size:11px;color:#555;wo
 
 def thumbnail_data_uri(data: bytes, side: int = THUMB_SIDE) -> str:
     """A small JPEG of an image as a data: URI (draft decoding keeps this cheap for large JPEGs)."""
-    image = Image.open(io.BytesIO(data))
-    image.draft("RGB", (side, side))
-    image = image.convert("RGB")
+    image = open_image(data, size=side, mode="RGB")  # upright, transparency on white
     image.thumbnail((side, side))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=80)

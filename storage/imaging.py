@@ -2,7 +2,8 @@
 
 Validation decodes every byte of the image data with Pillow. For JPEG the decoder runs in draft mode
 (DCT scaling to the hash size), which still entropy-decodes the whole file, so truncation and corrupt
-data are caught at a fraction of the cost of a full-size decode.
+data are caught at a fraction of the cost of a full-size decode. The hashes are of the image as a viewer shows
+it (storage.images.open_image: EXIF orientation applied); width and height are the stored file's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from storage.catalog.records import ImageFacts
 from storage.hashes.compute import HASH_VERSION, image_hashes, is_framed
 from storage.hashes.perceptual import HASH_INPUT_SIZE
+from storage.images.open import open_image, upright_size
 from storage.pngcheck import png_data_complete
 
 __all__ = ["ALLOWED_FORMATS", "Rejected", "analyze"]
@@ -93,9 +95,8 @@ def _facts(image: Image.Image, data: bytes, *, min_side: int, max_pixels: int) -
         image.seek(min(frames, MAX_FRAMES_CHECKED) - 1)
         image.load()
         image.seek(0)
-    if fmt in ("JPEG", "MPO"):
-        image.draft("L" if mode == "L" else "RGB", (2 * HASH_INPUT_SIZE, 2 * HASH_INPUT_SIZE))
-    image.load()
+    shown = upright_size(image)
+    image = open_image(image, size=2 * HASH_INPUT_SIZE)  # JPEG draft to the hash size, loaded, upright
     if fmt == "PNG" and png_data_complete(data) is False:
         raise Rejected("corrupt or truncated image: PNG data holds fewer rows than its header declares")
     hashes = image_hashes(image)  # hashes.phash is storage.hashes.perceptual.phash(image), bit for bit
@@ -113,13 +114,14 @@ def _facts(image: Image.Image, data: bytes, *, min_side: int, max_pixels: int) -
         phash_trim=hashes.phash_trim,
         hash_variants=hashes.to_blob(),
         hash_version=HASH_VERSION,
-        content_pixels=_content_pixels(hashes.trim_box, image.size, (width, height)),
+        content_pixels=_content_pixels(hashes.trim_box, image.size, shown),
     )
 
 
 def _content_pixels(box: tuple[int, int, int, int] | None, hashed: tuple[int, int], full: tuple[int, int]) -> int:
     """The pixels inside a frame (storage.hashes.compute.is_framed: margins on three or four sides), scaled from
-    the (draft-decoded) hashed image to the image's own size; all of them when the image is not framed."""
+    the (draft-decoded, upright) hashed image to the image's own upright size; all of them when the image is not
+    framed."""
     if not is_framed(box, hashed):
         return full[0] * full[1]
     assert box is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import os
 import tempfile
 import warnings
@@ -24,6 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from storage.errors import GleanerError
+from storage.images import open_image
 from storage.stores import ObjectStore
 
 __all__ = [
@@ -93,24 +93,6 @@ class ObjectReader:
             raise GleanerError(f"object {key} is missing from the store (run `curate fsck`)") from None
 
 
-def _flatten_alpha(img: Image.Image) -> Image.Image:
-    """Transparent pixels become white, as a person sees them on a page, instead of whatever colour they hide."""
-    rgba = img.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba)
-
-
-def _to_mode(img: Image.Image, channels: int) -> Image.Image:
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = _flatten_alpha(img)
-    elif img.mode.startswith("I") or img.mode == "F":  # 16/32-bit greys: scale to 8 bits, not clip
-        array = np.asarray(img, dtype=np.float64)
-        top = float(array.max()) or 1.0
-        img = Image.fromarray(np.clip(array * (255.0 / top), 0, 255).astype(np.uint8), "L")
-    target = "L" if channels == 1 else "RGB"
-    return img if img.mode == target else img.convert(target)
-
-
 def _fit(img: Image.Image, size: int) -> Image.Image:
     """Shorter side to `size`, then the centre square: keeps the aspect ratio, like torchvision's eval resize."""
     width, height = img.size
@@ -134,6 +116,8 @@ def _plain_png(data: bytes, size: int, channels: int) -> np.ndarray | None:
     if not (data[25] == 0 or (data[25] == 2 and channels == 3)):  # libpng's RGB → grey differs from Pillow's
         return None
     if (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) != (size, size) or b"tRNS" in data:
+        return None
+    if b"eXIf" in data:  # an orientation to apply: open_image's job
         return None
     decoder = _png_decoder()
     if decoder is None:
@@ -168,11 +152,10 @@ def decode_image(data: bytes, size: int, channels: int) -> np.ndarray:
     fast = _plain_png(data, size, channels)
     if fast is not None:
         return fast
-    with Image.open(io.BytesIO(data)) as img:
-        if img.format == "JPEG":
-            img.draft("L" if channels == 1 else "RGB", (size, size))  # decode at 1/2, 1/4 or 1/8 scale
-        img = _fit(_to_mode(img, channels), size)
-        array = np.asarray(img, dtype=np.uint8)
+    # storage.images.open_image: upright (EXIF orientation), transparency on white, 16-bit greys scaled to 8 bits,
+    # JPEGs decoded at 1/2, 1/4 or 1/8 scale
+    img = _fit(open_image(data, size=size, mode="L" if channels == 1 else "RGB"), size)
+    array = np.asarray(img, dtype=np.uint8)
     if array.ndim == 2:
         return array[None, :, :].copy()
     return np.ascontiguousarray(array.transpose(2, 0, 1))
@@ -276,8 +259,8 @@ def decode_all(
                 target[index] = dataset.load(index)
             return bounds[1] - bounds[0]
 
-        with ThreadPoolExecutor(max(workers, min(8, cores + 2))) as pool:
-            for done in pool.map(work, chunks):
+        with ThreadPoolExecutor(max(workers, min(8, cores + 2))) as threads:
+            for done in threads.map(work, chunks):
                 if on_progress:
                     on_progress(done)
     dataset.images = out

@@ -9,13 +9,11 @@ CANDIDATE_RADIUS bits, which the full distance then confirms.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from curate.dedupe.groups import Link, group_images
 from curate.dedupe.index import find_pairs, groups_from_pairs
@@ -44,6 +42,7 @@ from storage.hashes.compare import (
 from storage.hashes.compute import HASH_VERSION, image_hashes
 from storage.hashes.perceptual import HASH_INPUT_SIZE
 from storage.hashes.verify import Verdict
+from storage.images import open_image
 from storage.neardup import PixelVerifier
 from storage.parallel import map_objects
 from storage.stores import ObjectStore
@@ -75,13 +74,10 @@ CANDIDATE_RADIUS = 12  # pHash bits: candidates beyond the brute-force limit, co
 
 
 def _rehash(store: ObjectStore, row: tuple[str, str]) -> tuple[str, int, int, int, bytes]:
-    """Hash a stored image exactly as ingest does (JPEG draft decoding to the hash size)."""
+    """Hash a stored image exactly as ingest does (storage.images.open_image: JPEG draft to the hash size,
+    upright)."""
     sha, key = row
-    image = Image.open(io.BytesIO(store.get(key)))
-    if image.format in ("JPEG", "MPO"):
-        image.draft("L" if image.mode == "L" else "RGB", (2 * HASH_INPUT_SIZE, 2 * HASH_INPUT_SIZE))
-    image.load()
-    hashes = image_hashes(image)
+    hashes = image_hashes(open_image(store.get(key), size=2 * HASH_INPUT_SIZE))
     return sha, hashes.phash, hashes.dhash, hashes.phash_trim, hashes.to_blob()
 
 

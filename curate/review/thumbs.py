@@ -10,8 +10,7 @@ import io
 import threading
 from collections import OrderedDict
 
-from PIL import Image, ImageOps
-
+from storage.images import open_image
 from storage.keys import image_key
 from storage.stores import ObjectStore
 
@@ -35,24 +34,13 @@ def thumb_key(sha256: str) -> str:
     return f"thumbs/{sha256[:2]}/{sha256}.jpg"
 
 
-def _flatten(image: Image.Image) -> Image.Image:
-    """RGB on white: transparency and palettes would otherwise turn black in a JPEG."""
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        image = image.convert("RGBA")
-        canvas = Image.new("RGB", image.size, "white")
-        canvas.paste(image, mask=image.getchannel("A"))
-        return canvas
-    return image.convert("RGB")
-
-
 def make_thumbnail(data: bytes, side: int = THUMB_SIDE) -> bytes:
-    """A JPEG no larger than side x side, upright (EXIF orientation applied), drafted for cheap decoding."""
-    image = Image.open(io.BytesIO(data))
-    image.draft("RGB", (side, side))
-    image = ImageOps.exif_transpose(image)
+    """A JPEG no larger than side x side, upright and on white (storage.images.open_image), drafted for cheap
+    decoding."""
+    image = open_image(data, size=side, mode="RGB")
     image.thumbnail((side, side))
     buffer = io.BytesIO()
-    _flatten(image).save(buffer, "JPEG", quality=82, optimize=True)
+    image.save(buffer, "JPEG", quality=82, optimize=True)
     return buffer.getvalue()
 
 
@@ -61,7 +49,7 @@ def browser_image(data: bytes, ext: str) -> tuple[bytes, str]:
     media_type = BROWSER_FORMATS.get(ext.lower())
     if media_type:
         return data, media_type
-    image = Image.open(io.BytesIO(data))
+    image = open_image(data)  # upright, as the browser shows the formats it can read
     image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     buffer = io.BytesIO()
     image.convert("RGBA" if "A" in image.getbands() else "RGB").save(buffer, "PNG")
