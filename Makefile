@@ -13,5 +13,6 @@ test:
 bench: setup
 	.venv/bin/python bench/ingest.py
 
+# ruff, the import-linter layering contracts ([tool.importlinter]) and mypy ([tool.mypy]: strict on storage/)
 lint: setup
-	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports && .venv/bin/mypy

@@ -1,4 +1,7 @@
-"""Snapshots: immutable dataset versions (sha256 → label → split) stored as a manifest in the object store."""
+"""Snapshots: immutable dataset versions (sha256 → label → split) stored as a manifest in the object store.
+
+This is the API `train` may use of `curate` (an import-linter contract): snapshots, their manifests, and the
+leak-free split assignment they are made with (curate.splits, re-exported for cross-validation folds)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from storage.workspace import Workspace
 __all__ = [
     "ManifestEntry",
     "SnapshotInfo",
+    "SplitItem",
+    "assign_splits",
     "create_snapshot",
     "delete_snapshot",
     "eligible_images",

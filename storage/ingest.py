@@ -31,7 +31,7 @@ from storage.parallel import WorkerDied, process_map
 from storage.settings import IngestSettings
 from storage.stores import ObjectStore, open_store
 
-__all__ = ["IngestItem", "IngestSummary", "Ingestor", "Outcome", "Prepared", "commit_due", "prepare"]
+__all__ = ["IngestItem", "IngestSummary", "Ingestor", "Outcome", "Prepared", "commit_due", "prepare", "source_for_path"]
 
 Status = Literal["added", "duplicate", "rejected", "failed"]
 REMOTE_WORKERS_PER_CORE = 4

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.splits import SplitItem, assign_splits
+from curate.snapshot import SplitItem, assign_splits
 from storage.catalog import finish_run, start_run
 from storage.errors import GleanerError
 from storage.workspace import Workspace
