@@ -109,9 +109,9 @@ def _repair(
         store.delete(key_of[sha])
     removed = 0
     for key in report.orphans:
-        sha = sha256_from_key(key)
+        orphan = sha256_from_key(key)
         with catalog.read() as conn:  # re-check: a collector may have committed it since the listing
-            if sha and image_exists(conn, sha):
+            if orphan and image_exists(conn, orphan):
                 continue
         store.delete(key)
         removed += 1

@@ -48,6 +48,18 @@ class TrainConfig:
     memory_cache_bytes: int = 4 << 30  # decode the whole dataset once into memory when it fits in this
     compile: bool = False  # torch.compile the model (CUDA; a minute of compiling pays off on long runs)
 
+    @property
+    def n_epochs(self) -> int:
+        """`epochs` once chosen (train.defaults fills in every None before training starts)."""
+        assert self.epochs is not None, "epochs are chosen before training"
+        return self.epochs
+
+    @property
+    def n_batch(self) -> int:
+        """`batch_size` once chosen (train.defaults fills in every None before training starts)."""
+        assert self.batch_size is not None, "the batch size is chosen before training"
+        return self.batch_size
+
     def __post_init__(self) -> None:
         def at_least(value: int | None, low: int) -> bool:
             return value is None or value >= low

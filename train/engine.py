@@ -251,7 +251,7 @@ class Trainer:
         self.frozen = False
         lr = self.config.lr * FINE_TUNE_LR_SCALE
         self.optimizer = self._optimizer(lr)
-        self.scheduler = self._scheduler(self.config.epochs - self.state.epochs_done, lr)
+        self.scheduler = self._scheduler(self.config.n_epochs - self.state.epochs_done, lr)
         log.info("epoch %d: unfroze the backbone, learning rate %.1e", self.state.epochs_done, lr)
 
     @property
@@ -305,7 +305,7 @@ class Trainer:
             self.state.stopped_early = False
             start = self.unfreeze_epoch if self.unfreeze_epoch and not self.frozen else 0
             lr = self.config.lr * (FINE_TUNE_LR_SCALE if start else 1.0)
-            self.scheduler = self._scheduler(self.config.epochs - start, lr)
+            self.scheduler = self._scheduler(self.config.n_epochs - start, lr)
             for _ in range((self.state.epochs_done - start) * self.steps_per_epoch):
                 self.scheduler.step()
         restore_rng(checkpoint["rng"])
@@ -324,7 +324,7 @@ class Trainer:
     ) -> FitState:
         """Train up to `config.epochs`; `stop_after` ends this call after that many epochs in all (a simulated kill)."""
         cfg = self.config
-        while self.state.epochs_done < cfg.epochs and not self.state.stopped_early:
+        while self.state.epochs_done < cfg.n_epochs and not self.state.stopped_early:
             if stop_after is not None and self.state.epochs_done >= stop_after:
                 return self.state
             if self.frozen and self.unfreeze_epoch is not None and self.state.epochs_done >= self.unfreeze_epoch:
@@ -422,7 +422,7 @@ class Trainer:
             self._save_best()
         else:
             state.bad_epochs += 1
-        if self.config.patience and state.bad_epochs >= self.config.patience and record.epoch < self.config.epochs:
+        if self.config.patience and state.bad_epochs >= self.config.patience and record.epoch < self.config.n_epochs:
             state.stopped_early = True
         self._save()
         self.write_metrics()

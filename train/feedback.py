@@ -92,16 +92,18 @@ def collection_targets(
         n = int(counts.get(label, 0))
         gap = max(0.0, median - n)
         known = metrics.get(label)
-        has_test = known is not None and known.support > 0 and known.f1 is not None and known.recall is not None
+        tested = known is not None and known.support > 0 and known.f1 is not None and known.recall is not None
+        recall = known.recall if known is not None and tested else None
+        f1 = known.f1 if known is not None and tested else None
         weak_share = 0.0
-        if has_test and known.f1 < bar:  # type: ignore[union-attr,operator]
-            weak_share = (1 - known.f1) * max(n, median)  # type: ignore[union-attr,operator]
+        if f1 is not None and f1 < bar:
+            weak_share = (1 - f1) * max(n, median)
         want = _round_up(max(gap, weak_share))
         if want <= 0:
             continue
         parts = [f"{n} snapshot images vs median {median:g}"]
-        if has_test:
-            parts += [f"recall {known.recall:.2f}", f"f1 {known.f1:.2f}"]
+        if recall is not None and f1 is not None:
+            parts += [f"recall {recall:.2f}", f"f1 {f1:.2f}"]
             partner = confused_with(matrix, labels, index)
             if partner:
                 parts.append(f"confused with {partner[0]}")
@@ -114,8 +116,8 @@ def collection_targets(
                 reason="; ".join(parts),
                 urgency=want / median if median else float(want),
                 snapshot_count=n,
-                recall=known.recall if has_test else None,
-                f1=known.f1 if has_test else None,
+                recall=recall,
+                f1=f1,
             )
         )
     targets.sort(key=lambda t: (-t.urgency, t.f1 if t.f1 is not None else 1.0, t.label))

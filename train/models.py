@@ -228,6 +228,9 @@ class Net(nn.Module):
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
+    mean: torch.Tensor  # registered buffers (typed here: nn.Module's __getattr__ says Tensor | Module)
+    std: torch.Tensor
+
     def model_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The model alone (flip test-time augmentation included in evaluation), without the baseline."""
         z = (x - self.mean) / self.std

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -29,7 +29,7 @@ from train.evaluate import Predictions, predict
 from train.feedback import Target
 from train.loaders import make_batches
 from train.metrics import wilson_interval
-from train.models import default_normalization
+from train.models import Net, default_normalization
 from train.preflight import check_config, check_weights_fit
 from train.prepare import PreparedData, SnapshotPlan, load_data, plan_snapshot
 from train.records import mark_run, replace_run_targets, write_predictions
@@ -129,10 +129,10 @@ def fit_prepared(
     if config.freeze_backbone:
         freeze_backbone(net.body)
     train = make_batches(
-        data.splits["train"], config.batch_size, shuffle=True, balanced=config.balanced, seed=config.seed,
+        data.splits["train"], config.n_batch, shuffle=True, balanced=config.balanced, seed=config.seed,
         workers=config.workers, device=device,
     )  # fmt: skip
-    val = make_batches(data.splits["val"], max(256, config.batch_size), workers=config.workers, device=device)
+    val = make_batches(data.splits["val"], max(256, config.n_batch), workers=config.workers, device=device)
     trainer = Trainer(
         net, config, device, run_dir, train, val if len(data.splits["val"]) else None, _calibration(data, device)
     )
@@ -286,7 +286,7 @@ def run_training(
         )
         train_seconds = time.perf_counter() - started
         state = trainer.state
-        if state.epochs_done < config.epochs and not state.stopped_early:
+        if state.epochs_done < config.n_epochs and not state.stopped_early:
             outcome = {"run_id": run_id, "run_dir": str(run_dir), "status": "interrupted"}
             return {**outcome, "epochs_done": state.epochs_done}
         callbacks.phase("evaluating")
@@ -384,7 +384,7 @@ def blend_baseline(trainer: Trainer, data: PreparedData, baseline: BaselineResul
     """Evaluate the trained model alone, then fold the baseline into it with the weight `--blend` gives or
     the validation split chooses (train.blend); saved as checkpoints/baseline.pt, used by every later
     evaluation, `train predict` and the exports. Returns the model-alone test figures and the blend."""
-    net = trainer.net
+    net = cast(Net, trainer.net)  # built by train.models.build_net
     config = trainer.config
     batch = max(256, config.batch_size or 256)
 

@@ -110,7 +110,7 @@ def set_train_mode(net: nn.Module, frozen: bool) -> None:
     """Training mode; a frozen backbone stays in eval mode so its batch-norm statistics do not drift either."""
     net.train()
     if frozen:
-        body = net.body if hasattr(net, "body") else net
+        body: nn.Module = getattr(net, "body", net)
         head = head_name(body)
         for name, module in body.named_modules():
             if not (name == head or name.startswith(head + ".")):

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, func, select
 from storage.catalog.labels import ensure_label, label_event, set_label
 from storage.catalog.records import ImageFacts, SourceInfo
 from storage.catalog.schema import images, label_events, labels, sources
-from storage.catalog.sql import insert_ignore, now, signed64, unsigned64
+from storage.catalog.sql import dialect_insert, insert_ignore, now, signed64, unsigned64
 
 __all__ = [
     "Sighting",
@@ -91,11 +91,7 @@ class Sighting:
 
 
 def _dialect_insert(conn: Connection, table: Any) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+    return dialect_insert(conn, table)
 
 
 def record_images(
@@ -145,8 +141,10 @@ def record_images(
         for sha, s in ((s.facts.sha256, s) for s in sightings)
         if s.label and sha in created and rows[sha]["label_id"] == label_ids[s.label]
     ]
-    seen_events: set[str] = set()
-    events = [e for e in events if not (e["sha256"] in seen_events or seen_events.add(e["sha256"]))]
+    first_events: dict[str, dict[str, Any]] = {}
+    for event in events:  # the first event of each image, in order
+        first_events.setdefault(str(event["sha256"]), event)
+    events = list(first_events.values())
     if events:
         conn.execute(label_events.insert(), events)
     for s in sightings:  # the rare path: known images that have no label yet

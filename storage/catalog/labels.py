@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 
@@ -155,7 +156,7 @@ def label_counts(conn: Connection, *, include_empty: bool = True) -> dict[str, i
     return result if include_empty else {k: v for k, v in result.items() if v}
 
 
-def label_history(conn: Connection, sha256: str | None = None, limit: int = 100) -> list[dict[str, object]]:
+def label_history(conn: Connection, sha256: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """The newest label events, for one image or for all."""
     query = select(label_events).order_by(label_events.c.id.desc()).limit(limit)
     if sha256:

@@ -22,4 +22,4 @@ def resolve_sha(conn: Connection, prefix: str) -> str:
         raise GleanerError(f"no image with sha256 starting {prefix}")
     if len(found) > 1:
         raise GleanerError(f"sha256 prefix {prefix} is ambiguous; give more digits")
-    return found[0]
+    return str(found[0])

@@ -8,6 +8,7 @@ PostgreSQL both have transactional DDL).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, inspect, select
@@ -22,7 +23,7 @@ Migration = tuple[int, str, Callable[[Connection], None]]
 
 def _v2_hashes_and_quality(conn: Connection) -> None:
     """Transform-aware hash columns (filled by ingest, backfilled by `curate dedupe`) and quality tables."""
-    columns = {
+    columns: dict[str, sa.types.TypeEngine[Any]] = {
         "dhash": sa.BigInteger(),
         "phash_trim": sa.BigInteger(),
         "hash_variants": sa.LargeBinary(),
@@ -75,7 +76,11 @@ def _v7_frontier_error_kind_and_leases(conn: Connection) -> None:
     """The kind of a frontier row's error in its own column (was a `kind:` prefix of `last_error`), and claims
     with leases so that several workers can share one job. Existing rows get their kind from the prefix."""
     preparer = conn.dialect.identifier_preparer
-    columns = {"error_kind": sa.String(32), "lease_owner": sa.String(200), "lease_until": sa.DateTime(timezone=True)}
+    columns: dict[str, sa.types.TypeEngine[Any]] = {
+        "error_kind": sa.String(32),
+        "lease_owner": sa.String(200),
+        "lease_until": sa.DateTime(timezone=True),
+    }
     for name, column_type in columns.items():
         type_sql = column_type.compile(dialect=conn.dialect)
         conn.execute(sa.text(f"ALTER TABLE frontier ADD COLUMN {preparer.quote(name)} {type_sql}"))

@@ -149,28 +149,27 @@ def distance_matrix(arrays: HashArrays, rows: np.ndarray, *, plain: bool = False
     plain=True: plain pHash Hamming distance instead."""
     rows = np.asarray(rows)
     if plain:
-        return np.bitwise_count(arrays.phash[rows, :1] ^ arrays.phash[None, :, 0]).astype(np.int64)
+        return np.asarray(np.bitwise_count(arrays.phash[rows, :1] ^ arrays.phash[None, :, 0]), dtype=np.int64)
     return cross_distances(arrays[rows], arrays)
 
 
 def _combined(p_var: np.ndarray, d_var: np.ndarray, p: np.ndarray, d: np.ndarray) -> np.ndarray:
     """Per pair: min over the 8 variants of pHash + dHash distance (p_var/d_var (m, 8), p/d (m,))."""
-    return (np.bitwise_count(p_var ^ p[:, None]) + np.bitwise_count(d_var ^ d[:, None])).min(axis=1)
+    return np.asarray((np.bitwise_count(p_var ^ p[:, None]) + np.bitwise_count(d_var ^ d[:, None])).min(axis=1))
 
 
 def pair_distances(arrays: HashArrays, left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """The distance of each pair (left[k], right[k]) of images in `arrays`, vectorised."""
     a, b = arrays[left], arrays[right]
-    return np.minimum.reduce(
-        [
-            _combined(a.phash, a.dhash, b.phash[:, 0], b.dhash[:, 0]),
-            _combined(b.phash, b.dhash, a.phash[:, 0], a.dhash[:, 0]),
-            _combined(a.trim_phash, a.trim_dhash, b.trim_phash[:, 0], b.trim_dhash[:, 0]),
-            _combined(b.trim_phash, b.trim_dhash, a.trim_phash[:, 0], a.trim_dhash[:, 0]),
-            _combined(a.phash, a.dhash, b.center_phash, b.center_dhash),
-            _combined(b.phash, b.dhash, a.center_phash, a.center_dhash),
-        ]
-    ).astype(np.int64)
+    variants = [
+        _combined(a.phash, a.dhash, b.phash[:, 0], b.dhash[:, 0]),
+        _combined(b.phash, b.dhash, a.phash[:, 0], a.dhash[:, 0]),
+        _combined(a.trim_phash, a.trim_dhash, b.trim_phash[:, 0], b.trim_dhash[:, 0]),
+        _combined(b.trim_phash, b.trim_dhash, a.trim_phash[:, 0], a.trim_dhash[:, 0]),
+        _combined(a.phash, a.dhash, b.center_phash, b.center_dhash),
+        _combined(b.phash, b.dhash, a.center_phash, a.center_dhash),
+    ]
+    return np.asarray(np.minimum.reduce(variants), dtype=np.int64)
 
 
 def cross_distances(a: HashArrays, b: HashArrays) -> np.ndarray:
@@ -189,7 +188,7 @@ def cross_distances(a: HashArrays, b: HashArrays) -> np.ndarray:
         _pairing(a_whole, (b.center_phash, b.center_dhash)),
         _pairing((a.center_phash, a.center_dhash), b_whole),
     )
-    return np.minimum.reduce(pairings).astype(np.int64)
+    return np.asarray(np.minimum.reduce(pairings), dtype=np.int64)
 
 
 # The view pairings of the distance, in the order of `pair_distances`: (view of a, view of b), the first of
@@ -225,7 +224,7 @@ class Match:
 
 
 def _variant_distances(p_var: np.ndarray, d_var: np.ndarray, p: int, d: int) -> np.ndarray:
-    return np.bitwise_count(p_var ^ np.uint64(p)) + np.bitwise_count(d_var ^ np.uint64(d))
+    return np.asarray(np.bitwise_count(p_var ^ np.uint64(p)) + np.bitwise_count(d_var ^ np.uint64(d)))
 
 
 def best_match(a: HashesLike, b: HashesLike) -> Match:

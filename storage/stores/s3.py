@@ -85,7 +85,7 @@ class S3Store:
             if _is_not_found(exc):
                 raise KeyError(key) from None
             raise StoreError(f"S3 get {self.url}/{key} failed: {exc}") from exc
-        return response["Body"].read()
+        return bytes(response["Body"].read())
 
     def exists(self, key: str, size: int | None = None) -> bool:
         """True for a non-empty object of `size` bytes when given (see ObjectStore.exists)."""
@@ -117,8 +117,10 @@ class S3Store:
 
     def presigned_url(self, key: str, expires_s: int = 3600) -> str:
         """An HTTP URL that lets a browser fetch the object without credentials for a while."""
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
+        return str(
+            self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_s
+            )
         )
 
 
