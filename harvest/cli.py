@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from harvest.engine import FetchOptions
 from harvest.importer import import_paths
 from harvest.targets import targets_app
 from storage.clikit import JsonOption, WorkspaceOption, emit_json, err_console, make_progress, out_console, user_errors
@@ -47,6 +48,30 @@ def init_command(
         return
     verb = "Created" if created else "Already a workspace:"
     out_console.print(f"{verb} [bold]{info['workspace']}[/]\n  store   {info['store']}\n  catalog {info['catalog']}")
+
+
+# The fetch options every web collector shares (one FetchOptions on the engine).
+AllowPrivateOption = typer.Option(
+    False, "--allow-private", help="Allow loopback and private addresses (off: SSRF guard; local test sites)."
+)
+IgnoreRobotsOption = typer.Option(False, "--ignore-robots", help="Do not fetch or obey robots.txt.")
+PerHostRateOption = typer.Option(10.0, "--per-host-rate", help="Requests per second to any one host (0: no limit).")
+PerHostConcurrencyOption = typer.Option(
+    16, "--per-host-concurrency", min=1, help="Requests in progress to any one host."
+)
+UserAgentOption = typer.Option(None, "--user-agent", help="User-Agent header (default: GleanerBot/...).")
+
+
+def fetch_options(
+    user_agent: str | None, per_host_rate: float, per_host_concurrency: int, allow_private: bool, ignore_robots: bool
+) -> FetchOptions:
+    return FetchOptions(
+        user_agent=user_agent,
+        per_host_rate=per_host_rate,
+        per_host_concurrency=per_host_concurrency,
+        allow_private=allow_private,
+        obey_robots=not ignore_robots,
+    )
 
 
 @app.command("import")
@@ -103,18 +128,12 @@ def urls_command(
     list_format: str = typer.Option(
         None, "--format", help="List format when the extension does not tell: csv, tsv, jsonl, parquet, txt."
     ),
-    allow_private: bool = typer.Option(
-        False, "--allow-private", help="Allow loopback and private addresses (off: SSRF guard)."
-    ),
-    ignore_robots: bool = typer.Option(False, "--ignore-robots", help="Do not fetch or obey robots.txt."),
+    allow_private: bool = AllowPrivateOption,
+    ignore_robots: bool = IgnoreRobotsOption,
     concurrency: int = typer.Option(32, "--concurrency", min=1, help="Downloads in parallel."),
-    per_host_rate: float = typer.Option(
-        10.0, "--per-host-rate", help="Requests per second to any one host (0: no limit)."
-    ),
-    per_host_concurrency: int = typer.Option(
-        16, "--per-host-concurrency", min=1, help="Requests in progress to any one host."
-    ),
-    user_agent: str = typer.Option(None, "--user-agent", help="User-Agent header (default: GleanerBot/...)."),
+    per_host_rate: float = PerHostRateOption,
+    per_host_concurrency: int = PerHostConcurrencyOption,
+    user_agent: str = UserAgentOption,
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Only retry this list's failed URLs; do not read the list for new ones."
     ),
@@ -130,17 +149,10 @@ def urls_command(
     """Download the images of a URL list. Rerun to resume: done URLs are skipped, failed ones retried."""
     from collections import Counter
 
-    from harvest.fetch import FetchPolicy
     from harvest.urls import harvest_urls
 
     ws = open_workspace(workspace)
-    policy = FetchPolicy(
-        obey_robots=not ignore_robots,
-        allow_private=allow_private,
-        per_host_rate=per_host_rate,
-        per_host_concurrency=per_host_concurrency,
-        **({"user_agent": user_agent} if user_agent else {}),
-    )
+    fetch = fetch_options(user_agent, per_host_rate, per_host_concurrency, allow_private, ignore_robots)
     started = time.perf_counter()
     errors: Counter[str] = Counter()
     shown_at = 0.0
@@ -169,7 +181,7 @@ def urls_command(
             label_col=label_col,
             label=label,
             fmt=list_format,
-            policy=policy,
+            fetch=fetch,
             concurrency=concurrency,
             retry_failed=retry_failed,
             workers=workers,
@@ -247,10 +259,11 @@ def scrape_command(
     scroll: int = typer.Option(10, "--scroll", help="With --render: at most this many scrolls per page.", min=0),
     max_images: int = typer.Option(None, "--max-images", help="Fetch at most N images in this run.", min=0),
     concurrency: int = typer.Option(16, "--concurrency", help="Fetches in flight at once.", min=1, max=512),
-    allow_private: bool = typer.Option(
-        False, "--allow-private", help="Allow loopback and private addresses (local test sites)."
-    ),
-    ignore_robots: bool = typer.Option(False, "--ignore-robots", help="Do not obey robots.txt."),
+    allow_private: bool = AllowPrivateOption,
+    ignore_robots: bool = IgnoreRobotsOption,
+    per_host_rate: float = PerHostRateOption,
+    per_host_concurrency: int = PerHostConcurrencyOption,
+    user_agent: str = UserAgentOption,
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Only retry the URLs that failed in earlier runs of this scrape."
     ),
@@ -274,6 +287,7 @@ def scrape_command(
         allow_private=allow_private,
         ignore_robots=ignore_robots,
         retry_failed=retry_failed,
+        fetch=fetch_options(user_agent, per_host_rate, per_host_concurrency, allow_private, ignore_robots),
     )
     ws = open_workspace(workspace)
     with make_progress() as progress:

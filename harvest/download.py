@@ -76,8 +76,8 @@ class _Setup:
     threads: int
 
 
-def _download(fetcher: Fetcher, setup: _Setup, store: Any, key: int, url: str) -> Download:
-    fetched = fetcher.fetch(url, kind="image")
+def _download(fetcher: Fetcher, setup: _Setup, store: Any, key: int, url: str, referer: str | None) -> Download:
+    fetched = fetcher.fetch(url, kind="image", referer=referer)
     if not fetched.ok:
         return Download(key, url, fetched, None)
     item = IngestItem(source=SourceInfo(kind="url", uri=url), data=fetched.data)
@@ -86,7 +86,7 @@ def _download(fetcher: Fetcher, setup: _Setup, store: Any, key: int, url: str) -
 
 
 def _serve(conn: Connection, setup: _Setup, member: int, in_process: bool) -> None:
-    """A worker's loop: tasks `(key, url)` in, `Download`s out in completion order; None ends it."""
+    """A worker's loop: tasks `(key, url, referer)` in, `Download`s out in completion order; None ends it."""
     if not in_process:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     try:
@@ -100,9 +100,9 @@ def _serve(conn: Connection, setup: _Setup, member: int, in_process: bool) -> No
     send_lock = threading.Lock()
     conn.send(_READY)
 
-    def work(key: int, url: str) -> None:
+    def work(key: int, url: str, referer: str | None = None) -> None:
         try:
-            result = _download(fetcher, setup, store, key, url)
+            result = _download(fetcher, setup, store, key, url, referer)
         except Exception as exc:  # a bug must not lose the task: it comes back as a failure
             log.warning("download of %s failed", url, exc_info=True)
             result = Download(key, url, None, Prepared(status="failed", reason=f"download failed: {exc!r}"))
@@ -156,11 +156,11 @@ class _Worker:
             child.close()
             self.sentinel = self.runner.sentinel
 
-    def send(self, key: int, url: str) -> None:
+    def send(self, key: int, url: str, referer: str | None = None) -> None:
         """Hand over a task; if the worker is gone, the task stays outstanding and is reported as lost."""
         self.outstanding[key] = url
         with contextlib.suppress(OSError):
-            self.conn.send((key, url))
+            self.conn.send((key, url, referer))
 
     def stop(self, *, wait: float) -> None:
         with contextlib.suppress(OSError):
@@ -179,7 +179,10 @@ class DownloadPool:
     """Download many URLs with `processes` worker processes of `threads` threads each.
 
     `run(tasks)` yields a Download per `(key, url)` task in completion order, with at most
-    TASKS_PER_THREAD tasks per thread handed out and not yet answered, so memory stays bounded.
+    TASKS_PER_THREAD tasks per thread handed out and not yet answered, so memory stays bounded. Collectors that
+    find URLs as they go (scrape) push them with `submit` while `room()` says so and read `collect(timeout)`.
+    `share_with_parent`: the calling process also fetches (pages) and takes part in the per-host limits and
+    the robots.txt folder through `parent_fetcher()`.
     """
 
     def __init__(
@@ -192,14 +195,17 @@ class DownloadPool:
         processes: int,
         threads: int,
         resolver: Resolver | None = None,
+        share_with_parent: bool = False,
     ) -> None:
         self.processes = processes
         self._context = pool_context() if processes > 0 else None
         self._robots_dir = Path(tempfile.mkdtemp(prefix="gleaner-robots-")) if processes > 0 else None
         limiter_args = (policy.per_host_rate, policy.per_host_burst, policy.per_host_concurrency)
-        limiter_options = {"failure_limit": policy.host_failure_limit, "pause": policy.host_pause}
+        limiter_options: dict[str, Any] = {"failure_limit": policy.host_failure_limit, "pause": policy.host_pause}
         limiter: HostLimits = (
-            SharedHostLimiter(*limiter_args, **limiter_options, members=processes, context=self._context)
+            SharedHostLimiter(
+                *limiter_args, **limiter_options, members=processes + share_with_parent, context=self._context
+            )
             if self._context is not None
             else HostLimiter(*limiter_args, **limiter_options)
         )
@@ -216,6 +222,35 @@ class DownloadPool:
         except BaseException:  # a process that cannot start: stop the ones that did, remove the robots folder
             self.close()
             raise
+
+    def parent_fetcher(self) -> Fetcher:
+        """A Fetcher for this process that shares the workers' per-host limits and robots.txt folder."""
+        limiter = self._setup.limiter
+        if isinstance(limiter, SharedHostLimiter):
+            if limiter.members <= self.processes:
+                raise RuntimeError("make the pool with share_with_parent=True to fetch in this process too")
+            limiter.bind(self.processes)
+        return Fetcher(self._setup.policy, resolver=self._setup.resolver, limiter=limiter, robots_dir=self._robots_dir)
+
+    @property
+    def outstanding(self) -> int:
+        return sum(len(w.outstanding) for w in self._workers)
+
+    def room(self) -> bool:
+        """Whether a worker has a free place for one more task."""
+        return any(len(w.outstanding) < self._window for w in self._workers)
+
+    def submit(self, key: int, url: str, referer: str | None = None) -> None:
+        """Hand a task to the least busy worker (check `room()` first to stay bounded)."""
+        worker = min(self._workers, key=lambda w: len(w.outstanding))
+        worker.send(key, url, referer)
+        self.submitted += 1
+
+    def collect(self, timeout: float | None = None) -> list[Download]:
+        """The answers that arrive within `timeout` seconds (None: wait for at least one); [] when none is out."""
+        if not self.outstanding:
+            return []
+        return list(self._collect(timeout))
 
     def run(self, tasks: Iterable[tuple[int, str]]) -> Iterator[Download]:
         iterator = iter(tasks)
@@ -235,7 +270,7 @@ class DownloadPool:
                 return
             yield from self._collect()
 
-    def _collect(self) -> Iterator[Download]:
+    def _collect(self, timeout: float | None = None) -> Iterator[Download]:
         """Wait for answers, then yield those that are ready; replace workers that died."""
         owners: dict[Any, _Worker] = {}
         for worker in self._workers:
@@ -243,7 +278,7 @@ class DownloadPool:
                 owners[worker.conn] = worker
                 if worker.sentinel is not None:
                     owners[worker.sentinel] = worker
-        for ready in connection.wait(list(owners)):
+        for ready in connection.wait(list(owners), timeout):
             worker = owners[ready]
             if worker not in self._workers:
                 continue  # already replaced in this round

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -211,7 +211,7 @@ class Engine:
     def policy(self) -> FetchPolicy:
         return self._policy or self.fetch.policy()
 
-    def download_pool(self, concurrency: int) -> DownloadPool:
+    def download_pool(self, concurrency: int, *, share_with_parent: bool = False) -> DownloadPool:
         """Worker processes (threads each) that fetch, validate, hash and store; politeness shared across them."""
         from harvest.download import DownloadPool
 
@@ -226,11 +226,12 @@ class Engine:
             processes=processes,
             threads=-(-concurrency // max(1, processes)),
             resolver=self.resolver,
+            share_with_parent=share_with_parent,
         )
 
     # --- the frontier -----------------------------------------------------------------------------------
 
-    def claims(self, run: Run, job: str, kind: str | None = None) -> Iterator[dict[str, Any]]:
+    def claims(self, run: Run, job: str, kind: str | None = None) -> Generator[dict[str, Any], None, None]:
         """The job's pending rows, claimed in batches under this run's lease; claims still held when the
         iterator ends (an interrupted run) are given back. Claims of killed runs are freed first."""
         owner = lease_owner(run.id)

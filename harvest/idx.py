@@ -11,6 +11,7 @@ import gzip
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -42,7 +43,8 @@ def read_idx(path: Path) -> np.ndarray:
     if zero != 0 or dtype_code not in _DTYPES:
         raise ValueError(f"{path} is not an IDX file")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, dtype=_DTYPES[dtype_code], offset=4 + 4 * ndim).reshape(shape)
+    dtype: Any = _DTYPES[dtype_code]
+    return np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim).reshape(shape)
 
 
 def export_image_folder(

@@ -11,16 +11,14 @@ marked) a harmless duplicate, never a second image.
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from harvest.download import DownloadPool
+from harvest.engine import BatchCommitter, Engine, FetchOptions, Run
 from harvest.fetch import FetchPolicy, FetchResult, Resolver
 from harvest.urllists import UrlRow, read_url_list
 from storage.catalog import (
@@ -28,27 +26,20 @@ from storage.catalog import (
     FrontierUpdate,
     SourceInfo,
     add_urls,
-    finish_run,
     frontier_counts,
     job_key,
-    mark_batch,
-    pending,
     requeue_failed,
-    start_run,
 )
-from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome, Prepared, commit_due
+from storage.ingest import IngestItem, IngestSummary, Outcome
 from storage.workspace import Workspace
 
-__all__ = ["RETRYABLE_KINDS", "UrlsResult", "harvest_urls"]
+__all__ = ["RETRYABLE_KINDS", "UrlListSource", "UrlsResult", "harvest_urls"]
 
 logger = logging.getLogger(__name__)
 
 # Fetch errors worth another try on a rerun; every other kind is final for the URL (state "skipped").
 RETRYABLE_KINDS = frozenset({"timeout", "http_5xx", "rate_limited", "connection"})
 ROWS_PER_INSERT = 2000
-PENDING_PAGE = 1000
-FLUSH_EVERY = 256  # frontier updates per write transaction
-FLUSH_SECONDS = 1.0
 
 ItemCallback = Callable[[str, str | None], None]  # (status, error kind or None)
 
@@ -81,28 +72,6 @@ class UrlsResult:
         }
 
 
-class _FrontierWriter:
-    """Buffer frontier state changes and write them in batches (one transaction per few hundred URLs)."""
-
-    def __init__(self, workspace: Workspace, job: str) -> None:
-        self.catalog = workspace.catalog
-        self.job = job
-        self.buffer: list[FrontierUpdate] = []
-        self.last_flush = time.monotonic()
-
-    def add(self, url: str, state: str, detail: str | None, error_kind: str | None = None) -> None:
-        self.buffer.append(FrontierUpdate("image", url, state, detail, error_kind))
-        if len(self.buffer) >= FLUSH_EVERY or time.monotonic() - self.last_flush > FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.buffer:
-            with self.catalog.write() as conn:
-                mark_batch(conn, self.job, self.buffer)
-            self.buffer = []
-        self.last_flush = time.monotonic()
-
-
 def _load_list(
     workspace: Workspace,
     job: str,
@@ -125,17 +94,6 @@ def _load_list(
             result.new += add_urls(conn, job, entries)
 
 
-def _pending_rows(workspace: Workspace, job: str) -> Iterator[dict[str, Any]]:
-    after: int | None = None
-    while True:
-        with workspace.catalog.read() as conn:
-            rows = pending(conn, job, "image", limit=PENDING_PAGE, after_id=after)
-        if not rows:
-            return
-        yield from rows
-        after = rows[-1]["id"]
-
-
 def _source(row: dict[str, Any], fetched: FetchResult) -> SourceInfo:
     extra: dict[str, Any] = {"content_type": fetched.content_type}
     if fetched.final_url != row["url"]:
@@ -143,6 +101,116 @@ def _source(row: dict[str, Any], fetched: FetchResult) -> SourceInfo:
     return SourceInfo(
         kind="url", uri=row["url"], http_status=fetched.status, fetched_at=fetched.fetched_at, extra=extra
     )
+
+
+@dataclass
+class UrlListSource:
+    """The `urls` source: a URL list streamed into the frontier, its pending URLs claimed and downloaded by the
+    engine's workers (fetch, validate, hash and store where the bytes arrive), outcomes recorded in batches."""
+
+    path: Path
+    url_col: str = "url"
+    label_col: str | None = None
+    label: str | None = None
+    fmt: str | None = None
+    concurrency: int = 32
+    retry_failed: bool = False
+    on_start: Callable[[int], None] | None = None
+    on_item: ItemCallback | None = None
+    kind: str = "urls"
+    result: UrlsResult | None = None
+
+    @property
+    def job(self) -> str:
+        return job_key("urls", str(Path(self.path).resolve()))
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "path": str(Path(self.path).resolve()),
+            "url_col": self.url_col,
+            "label_col": self.label_col,
+            "label": self.label,
+            "format": self.fmt,
+            "concurrency": self.concurrency,
+            "retry_failed": self.retry_failed,
+        }
+
+    def collect(self, engine: Engine, run: Run) -> None:
+        workspace = engine.workspace
+        result = self.result = UrlsResult(summary=run.summary, run_id=run.id, job=self.job)
+        run.report["job"] = self.job
+        path = Path(self.path)
+        try:
+            if not self.retry_failed:
+                rows = read_url_list(path, fmt=self.fmt, url_col=self.url_col, label_col=self.label_col)
+                _load_list(workspace, self.job, rows, label=self.label, source=path.name, result=result)
+            with workspace.catalog.write() as conn:
+                requeue_failed(conn, self.job)
+                counts = frontier_counts(conn, self.job)
+            result.previously_skipped = counts["skipped"]
+            if not self.retry_failed:
+                result.previously_done = counts["done"]
+                result.summary.duplicates += counts["done"]
+            if self.on_start:
+                self.on_start(counts["pending"])
+            self._fetch_and_ingest(engine, run, result)
+        finally:
+            result.seconds = run.seconds
+            run.report.update({k: v for k, v in result.to_json().items() if k not in run.summary.to_json()})
+
+    def _fetch_and_ingest(self, engine: Engine, run: Run, result: UrlsResult) -> None:
+        summary = result.summary
+        frontier = engine.frontier_writer(self.job)
+        rows: dict[int, dict[str, Any]] = {}
+        on_item = self.on_item
+
+        def tasks() -> Generator[tuple[int, str], None, None]:
+            for row in engine.claims(run, self.job, "image"):
+                rows[row["id"]] = row
+                yield row["id"], row["url"]
+
+        def failed(row: dict[str, Any], fetched: FetchResult) -> None:
+            kind = fetched.error_kind or "connection"
+            reason = f"{kind}: {fetched.error}"
+            summary.add(Outcome(row["url"], "failed", reason=reason))
+            result.errors[kind] += 1
+            state = "failed" if kind in RETRYABLE_KINDS else "skipped"
+            frontier.add(FrontierUpdate("image", row["url"], state, reason, kind))
+            if on_item:
+                on_item("failed", kind)
+
+        def recorded(outcomes: list[Outcome]) -> None:
+            for outcome in outcomes:
+                summary.add(outcome)
+                if outcome.status in ("added", "duplicate"):
+                    frontier.add(FrontierUpdate("image", outcome.item, "done", outcome.sha256))
+                elif outcome.status == "rejected":
+                    result.errors["rejected"] += 1
+                    reason = f"rejected: {outcome.reason}"
+                    frontier.add(FrontierUpdate("image", outcome.item, "skipped", reason, "rejected"))
+                else:
+                    frontier.add(FrontierUpdate("image", outcome.item, "failed", outcome.reason, "ingest"))
+                if on_item:
+                    on_item(outcome.status, None if outcome.status in ("added", "duplicate") else outcome.status)
+
+        committer = BatchCommitter(engine.ingestor(run, origin="scrape"), recorded)
+        pool = engine.download_pool(self.concurrency)
+        claimed = tasks()
+        try:
+            for download in pool.run(claimed):
+                row = rows.pop(download.key)
+                if download.prepared is None:
+                    assert download.fetched is not None
+                    failed(row, download.fetched)
+                    continue
+                source = _source(row, download.fetched) if download.fetched else SourceInfo(kind="url", uri=row["url"])
+                committer.add(IngestItem(source=source, label=row["label"]), download.prepared)
+            committer.commit()
+        finally:
+            result.fetched = pool.submitted
+            pool.close()
+            frontier.flush()  # the outcomes first, then the claims still held are given back
+            claimed.close()
 
 
 def harvest_urls(
@@ -154,6 +222,7 @@ def harvest_urls(
     label: str | None = None,
     fmt: str | None = None,
     policy: FetchPolicy | None = None,
+    fetch: FetchOptions | None = None,
     concurrency: int = 32,
     retry_failed: bool = False,
     workers: int | None = None,
@@ -163,125 +232,14 @@ def harvest_urls(
 ) -> UrlsResult:
     """Fetch and ingest every pending URL of the list at `path`; problems are reported, never raised.
 
-    `retry_failed` re-queues the job's failed URLs without reading the list again (no new URLs).
+    `retry_failed` re-queues the job's failed URLs without reading the list again (no new URLs). The fetch
+    manners come from `fetch` (the CLI's options) or a whole `policy`.
     """
-    started = time.perf_counter()
-    policy = policy or FetchPolicy()
-    path = Path(path)
-    job = job_key("urls", str(path.resolve()))
-    config = {
-        "path": str(path.resolve()),
-        "url_col": url_col,
-        "label_col": label_col,
-        "label": label,
-        "format": fmt,
-        "concurrency": concurrency,
-        "retry_failed": retry_failed,
-        "allow_private": policy.allow_private,
-        "obey_robots": policy.obey_robots,
-    }
-    with workspace.catalog.write() as conn:
-        run_id = start_run(conn, "urls", config)
-    result = UrlsResult(summary=IngestSummary(), run_id=run_id, job=job)
-    status = "interrupted"
-    try:
-        if not retry_failed:
-            rows = read_url_list(path, fmt=fmt, url_col=url_col, label_col=label_col)
-            _load_list(workspace, job, rows, label=label, source=path.name, result=result)
-        with workspace.catalog.write() as conn:
-            requeue_failed(conn, job)
-            counts = frontier_counts(conn, job)
-        result.previously_skipped = counts["skipped"]
-        if not retry_failed:
-            result.previously_done = counts["done"]
-            result.summary.duplicates += counts["done"]
-        if on_start:
-            on_start(counts["pending"])
-        _fetch_and_ingest(
-            workspace, job, result, policy=policy, concurrency=concurrency, workers=workers, resolver=resolver,
-            on_item=on_item,
-        )  # fmt: skip
-        status = "done"
-    finally:
-        result.seconds = time.perf_counter() - started
-        with workspace.catalog.write() as conn:
-            finish_run(conn, run_id, status, result.to_json())
-    return result
-
-
-def _fetch_and_ingest(
-    workspace: Workspace,
-    job: str,
-    result: UrlsResult,
-    *,
-    policy: FetchPolicy,
-    concurrency: int,
-    workers: int | None,
-    resolver: Resolver | None,
-    on_item: ItemCallback | None,
-) -> None:
-    summary = result.summary
-    frontier = _FrontierWriter(workspace, job)
-    settings = workspace.settings
-    count = workers if workers is not None else (settings.ingest.workers or os.cpu_count() or 1)
-    processes = count if count > 1 else 0  # one worker: threads of this process
-    ingestor = Ingestor.for_workspace(workspace, origin="scrape", run_id=result.run_id)
-    rows: dict[int, dict[str, Any]] = {}
-    batch: list[tuple[IngestItem, Prepared]] = []
-
-    def tasks() -> Iterator[tuple[int, str]]:
-        for row in _pending_rows(workspace, job):
-            rows[row["id"]] = row
-            yield row["id"], row["url"]
-
-    def failed(row: dict[str, Any], fetched: FetchResult) -> None:
-        kind = fetched.error_kind or "connection"
-        reason = f"{kind}: {fetched.error}"
-        summary.add(Outcome(row["url"], "failed", reason=reason))
-        result.errors[kind] += 1
-        frontier.add(row["url"], "failed" if kind in RETRYABLE_KINDS else "skipped", reason, kind)
-        if on_item:
-            on_item("failed", kind)
-
-    def commit() -> None:
-        outcomes = ingestor.commit(batch, sync_store=True)  # the workers wrote with durable=False
-        batch.clear()
-        for outcome in outcomes:
-            summary.add(outcome)
-            if outcome.status in ("added", "duplicate"):
-                frontier.add(outcome.item, "done", outcome.sha256)
-            elif outcome.status == "rejected":
-                result.errors["rejected"] += 1
-                frontier.add(outcome.item, "skipped", f"rejected: {outcome.reason}", "rejected")
-            else:
-                frontier.add(outcome.item, "failed", outcome.reason, "ingest")
-            if on_item:
-                on_item(outcome.status, None if outcome.status in ("added", "duplicate") else outcome.status)
-
-    pool = DownloadPool(
-        policy,
-        store_url=workspace.store.url,
-        store_options=settings.store.backend_options(),
-        limits=settings.ingest,
-        processes=processes,
-        threads=-(-concurrency // max(1, processes)),
-        resolver=resolver,
-    )
-    try:
-        last_commit = time.monotonic()
-        for download in pool.run(tasks()):
-            row = rows.pop(download.key)
-            if download.prepared is None:
-                assert download.fetched is not None
-                failed(row, download.fetched)
-            else:
-                source = _source(row, download.fetched) if download.fetched else SourceInfo(kind="url", uri=row["url"])
-                batch.append((IngestItem(source=source, label=row["label"]), download.prepared))
-            if commit_due(len(batch), last_commit):
-                commit()
-                last_commit = time.monotonic()
-        commit()
-    finally:
-        result.fetched = pool.submitted
-        pool.close()
-        frontier.flush()
+    source = UrlListSource(
+        Path(path), url_col=url_col, label_col=label_col, label=label, fmt=fmt, concurrency=concurrency,
+        retry_failed=retry_failed, on_start=on_start, on_item=on_item,
+    )  # fmt: skip
+    engine = Engine(workspace, workers=workers, fetch=fetch, policy=policy, resolver=resolver)
+    engine.run(source)
+    assert source.result is not None
+    return source.result

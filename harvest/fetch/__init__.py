@@ -6,7 +6,6 @@ order of checks and `policy.py` for the limits.
 
 from harvest.fetch.client import ERROR_KINDS, Fetcher, FetchResult, parse_retry_after
 from harvest.fetch.policy import DEFAULT_USER_AGENT, FetchPolicy
-from harvest.fetch.pool import FetchPool
 from harvest.fetch.robots import RobotsCache, RobotsRules, parse_robots
 from harvest.fetch.ssrf import AddressGuard, BlockedAddress, Resolver, forbidden_reason
 
@@ -16,7 +15,6 @@ __all__ = [
     "AddressGuard",
     "BlockedAddress",
     "FetchPolicy",
-    "FetchPool",
     "FetchResult",
     "Fetcher",
     "Resolver",

@@ -175,7 +175,7 @@ class SharedHostLimiter:
                 self._state[base + _FAILURES] = 0
                 return
             self._state[base + _FAILURES] += 1
-            self._failures.value = 1
+            self._failures.value = True
             if self._state[base + _FAILURES] >= self.failure_limit:
                 self._state[base + _PAUSED_UNTIL] = now + self.pause
                 self._state[base + _FAILURES] = 0

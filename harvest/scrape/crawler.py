@@ -19,18 +19,21 @@ is the seeds' hosts (host:port); images may come from any host the fetch layer a
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Connection
 
+from harvest.download import Download, DownloadPool
+from harvest.engine import BatchCommitter, Engine, FetchOptions, Run
 from harvest.fetch.client import Fetcher, FetchResult
 from harvest.fetch.policy import FetchPolicy
 from harvest.scrape.extract import (
@@ -43,7 +46,7 @@ from harvest.scrape.extract import (
 )
 from harvest.scrape.labels import LabelRule, parse_label_rule
 from harvest.scrape.render import Renderer, url_check
-from storage.catalog import SourceInfo, finish_run, start_run
+from storage.catalog import SourceInfo
 from storage.catalog.frontier import (
     FrontierEntry,
     add_urls,
@@ -59,10 +62,18 @@ from storage.catalog.frontier import (
     retry_urls,
 )
 from storage.errors import GleanerError
-from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome
+from storage.ingest import IngestItem, IngestSummary, Outcome
 from storage.workspace import Workspace
 
-__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_SCROLL", "ScrapeOptions", "ScrapeProgress", "ScrapeResult", "scrape"]
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_SCROLL",
+    "ScrapeOptions",
+    "ScrapeProgress",
+    "ScrapeResult",
+    "ScrapeSource",
+    "scrape",
+]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +106,7 @@ class ScrapeOptions:
     ignore_robots: bool = False
     retry_failed: bool = False
     ingest_workers: int | None = None
+    fetch: FetchOptions | None = None  # user agent and per-host limits; robots and SSRF come from the flags above
 
     @property
     def max_depth(self) -> int | None:
@@ -104,7 +116,8 @@ class ScrapeOptions:
         return None if self.follow else 0
 
     def policy(self) -> FetchPolicy:
-        return FetchPolicy(obey_robots=not self.ignore_robots, allow_private=self.allow_private)
+        shared = self.fetch or FetchOptions()
+        return replace(shared, allow_private=self.allow_private, obey_robots=not self.ignore_robots).policy()
 
 
 @dataclass
@@ -235,7 +248,7 @@ class _Crawl:
         self,
         workspace: Workspace,
         options: ScrapeOptions,
-        fetcher: Fetcher,
+        fetcher: Fetcher | None,
         on_progress: Callable[[ScrapeProgress], None] | None,
     ) -> None:
         self.ws = workspace
@@ -315,6 +328,7 @@ class _Crawl:
         try:
             if self.renderer is not None:
                 return self._rendered_page(task)
+            assert self.fetcher is not None
             result = self.fetcher.fetch(task.url, kind="page", referer=task.referrer)
             if not result.ok:
                 return _LoadedPage(
@@ -393,36 +407,15 @@ class _Crawl:
         self._dirty["page"] = self._dirty["page"] or new_pages > 0
         self.progress.pages_done += 1
 
-    def _image_fetched(self, task: _Task, result: FetchResult) -> IngestItem | None:
-        if not result.ok:
-            self._claimed["image"].discard(task.url)
-            reason = _reason(result.error_kind, result.error)
-            self.progress.errors[result.error_kind or "error"] += 1
-            self.progress.images_done += 1
-            self.summary.failed += 1
-            self.summary.problems.append({"item": task.url, "reason": reason, "kind": "image"})
-            with self.ws.catalog.write() as conn:
-                _mark_error(conn, self.job, "image", task.url, result.error_kind, reason)
-            return None
-        seen = self._sightings.get(task.url)
-        extra: dict[str, Any] = {"job": self.job, "depth": task.depth}
-        if seen is not None:
-            extra["via"] = seen.via
-        if result.final_url and result.final_url != task.url:
-            extra["final_url"] = result.final_url
-        if result.content_type:
-            extra["content_type"] = result.content_type
-        source = SourceInfo(
-            kind="scrape",
-            uri=task.url,
-            page_url=seen.page_url if seen else task.referrer,
-            alt_text=seen.alt if seen else None,
-            http_status=result.status,
-            fetched_at=result.fetched_at or datetime.now(UTC),
-            extra=extra,
-        )
-        self._awaiting[task.url] = task
-        return IngestItem(source=source, label=task.label, data=result.data)
+    def _image_failed(self, task: _Task, result: FetchResult) -> None:
+        self._claimed["image"].discard(task.url)
+        reason = _reason(result.error_kind, result.error)
+        self.progress.errors[result.error_kind or "error"] += 1
+        self.progress.images_done += 1
+        self.summary.failed += 1
+        self.summary.problems.append({"item": task.url, "reason": reason, "kind": "image"})
+        with self.ws.catalog.write() as conn:
+            _mark_error(conn, self.job, "image", task.url, result.error_kind, reason)
 
     def _ingested(self, outcome: Outcome) -> None:
         task = self._awaiting.pop(outcome.item, None)
@@ -459,100 +452,128 @@ class _Crawl:
             return False
         return True
 
-    def items(self, pool: ThreadPoolExecutor) -> Iterator[IngestItem]:
-        """Fetch pages and images from the frontier; yield fetched images for ingest (bounded in flight)."""
+    def _loop(self, pages_pool: ThreadPoolExecutor, downloads: DownloadPool, committer: BatchCommitter) -> None:
+        """Pages load on threads of this process; images go to the download workers, which fetch, validate,
+        hash and store them (the bytes stay there); what they prepared is committed here in batches."""
         concurrency = self.options.concurrency
         # Pages get a quarter of the slots while images wait, all of them otherwise; rendered pages go one
         # at a time through the one browser.
         page_slots = max(1, concurrency // 4)
-        inflight: dict[Future[Any], _Task] = {}
-        pages_inflight = 0
+        pages: dict[Future[_LoadedPage], _Task] = {}
+        images: dict[int, _Task] = {}
+        keys = itertools.count()
         while True:
-            while len(inflight) < concurrency:
+            moved = True
+            while moved:
+                moved = False
                 budget = self._budget_left()
                 images_ok = budget and self._available("image")
                 page_cap = 1 if self.options.render else page_slots if images_ok else concurrency
-                if budget and pages_inflight < page_cap and self._available("page"):
+                if budget and len(pages) < page_cap and self._available("page"):
                     task = self._next("page")
-                elif images_ok:
-                    task = self._next("image")
-                else:
-                    break
-                if task is None:
-                    break
-                self._claimed[task.kind].add(task.url)
-                if task.kind == "page":
-                    pages_inflight += 1
-                    self.progress.pages_queued += 1
-                    inflight[pool.submit(self._load_page, task)] = task
-                else:
+                    if task is not None:
+                        self._claimed["page"].add(task.url)
+                        self.progress.pages_queued += 1
+                        pages[pages_pool.submit(self._load_page, task)] = task
+                        moved = True
+                if images_ok and downloads.room() and (task := self._next("image")) is not None:
+                    self._claimed["image"].add(task.url)
                     self.progress.images_queued += 1
-                    inflight[pool.submit(self.fetcher.fetch, task.url, kind="image", referer=task.referrer)] = task
-            if not inflight:
+                    key = next(keys)
+                    images[key] = task
+                    downloads.submit(key, task.url, task.referrer)
+                    moved = True
+            if not pages and not images:
                 return
-            done, _ = wait(inflight, timeout=_PROGRESS_EVERY, return_when=FIRST_COMPLETED)
-            for future in done:
-                task = inflight.pop(future)
-                if task.kind == "page":
-                    pages_inflight -= 1
-                    self._page_loaded(future.result())
-                else:
-                    item = self._image_fetched(task, future.result())
-                    if item is not None:
-                        yield item
+            if images:
+                answers = downloads.collect(timeout=0.02 if pages else _PROGRESS_EVERY)
+            else:
+                wait(pages, timeout=_PROGRESS_EVERY, return_when=FIRST_COMPLETED)
+                answers = []
+            for download in answers:
+                self._downloaded(images.pop(download.key), download, committer)
+            for future in [f for f in pages if f.done()]:
+                pages.pop(future)
+                self._page_loaded(future.result())
+            committer.maybe_commit()
             self._tick()
 
-    def run(self) -> ScrapeResult:
+    def _downloaded(self, task: _Task, download: Download, committer: BatchCommitter) -> None:
+        fetched, prepared = download.fetched, download.prepared
+        if prepared is None:
+            assert fetched is not None
+            self._image_failed(task, fetched)
+            return
+        seen = self._sightings.get(task.url)
+        extra: dict[str, Any] = {"job": self.job, "depth": task.depth}
+        if seen is not None:
+            extra["via"] = seen.via
+        if fetched is not None and fetched.final_url and fetched.final_url != task.url:
+            extra["final_url"] = fetched.final_url
+        if fetched is not None and fetched.content_type:
+            extra["content_type"] = fetched.content_type
+        source = SourceInfo(
+            kind="scrape",
+            uri=task.url,
+            page_url=seen.page_url if seen else task.referrer,
+            alt_text=seen.alt if seen else None,
+            http_status=fetched.status if fetched else None,
+            fetched_at=(fetched.fetched_at if fetched else None) or datetime.now(UTC),
+            extra=extra,
+        )
+        self._awaiting[task.url] = task
+        committer.add(IngestItem(source=source, label=task.label), prepared)
+
+    def _recorded(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            self._ingested(outcome)
+
+    def run(self, engine: Engine, run: Run) -> ScrapeResult:
         started = time.monotonic()
-        config = {
-            "seeds": list(self.seeds),
-            "label": self.options.label,
-            "label_from": self.options.label_from,
-            "select": self.options.select,
-            "follow": self.options.follow,
-            "depth": self.options.max_depth,
-            "render": self.options.render,
-            "max_images": self.options.max_images,
-            "job": self.job,
-        }
+        self.summary = run.summary
+        run.report["job"] = self.job
         with self.ws.catalog.write() as conn:
-            run_id = start_run(conn, "scrape", config)
             add_urls(conn, self.job, [FrontierEntry(seed, "page", depth=0) for seed in self.seeds])
             flags = (("robots", self.options.ignore_robots), ("ssrf", self.options.allow_private))
             lifted = [kind for kind, on in flags if on]
             if self.options.retry_failed:
                 self._only = retry_urls(conn, self.job, lifted)
             requeued = requeue_refused(conn, self.job, lifted) + requeue_failed(conn, self.job)
-        ingestor = Ingestor.for_workspace(self.ws, origin="scrape", run_id=run_id)
-        status = "interrupted"
-        pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="scrape")
-        # A live thread before the ingest pool is made: forking a process that runs fetch threads is unsafe,
-        # and the storage pool picks a thread-safe start method when it sees one.
-        pool.submit(lambda: None).result()
-        if self.options.render:
-            self.renderer = Renderer(
-                check_url=url_check(self.fetcher, not self.options.ignore_robots),
-                user_agent=self.options.policy().user_agent,
-                scroll_rounds=self.options.scroll,
-            )
+        committer = BatchCommitter(engine.ingestor(run, origin="scrape"), self._recorded)
+        pages_pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="scrape")
+        # A live thread before the download workers are made: forking a process that runs fetch threads is
+        # unsafe, and the pool picks a thread-safe start method when it sees one.
+        pages_pool.submit(lambda: None).result()
+        own_fetcher = self.fetcher is None
+        downloads = engine.download_pool(self.options.concurrency, share_with_parent=own_fetcher)
         try:
-            for outcome in ingestor.ingest_many(self.items(pool), workers=self.options.ingest_workers):
-                self._ingested(outcome)
-            status = "done"
+            if self.fetcher is None:
+                self.fetcher = downloads.parent_fetcher()  # pages share the workers' per-host limits and robots
+            if self.options.render:
+                self.renderer = Renderer(
+                    check_url=url_check(self.fetcher, not self.options.ignore_robots),
+                    user_agent=self.fetcher.policy.user_agent,
+                    scroll_rounds=self.options.scroll,
+                )
+            self._loop(pages_pool, downloads, committer)
+            committer.commit()
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pages_pool.shutdown(wait=False, cancel_futures=True)
+            downloads.close()
             if self.renderer is not None:
                 self.renderer.close()
-            with self.ws.catalog.write() as conn:
+            if own_fetcher and self.fetcher is not None:
+                self.fetcher.close()
+            with self.ws.catalog.read() as conn:
                 counts = frontier_counts(conn, self.job)
-                finish_run(conn, run_id, status, {**self.summary.to_json(), "frontier": counts})
+            run.report["frontier"] = counts
         with self.ws.catalog.read() as conn:
             left = pending_by_kind(conn, self.job)
         self._tick(force=True)
         return ScrapeResult(
             summary=self.summary,
             progress=self.progress,
-            run_id=run_id,
+            run_id=run.id,
             job=self.job,
             seconds=time.monotonic() - started,
             limited=self.limited,
@@ -563,6 +584,35 @@ class _Crawl:
         )
 
 
+class ScrapeSource:
+    """The `scrape` source: a crawl from seed pages over the job's frontier."""
+
+    kind = "scrape"
+
+    def __init__(
+        self,
+        options: ScrapeOptions,
+        *,
+        fetcher: Fetcher | None = None,
+        on_progress: Callable[[ScrapeProgress], None] | None = None,
+    ) -> None:
+        self.options = options
+        self.fetcher = fetcher
+        self.on_progress = on_progress
+        self.result: ScrapeResult | None = None
+
+    def config(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "seeds": list(o.seeds), "label": o.label, "label_from": o.label_from, "select": o.select,
+            "follow": o.follow, "depth": o.max_depth, "render": o.render, "max_images": o.max_images,
+        }  # fmt: skip
+
+    def collect(self, engine: Engine, run: Run) -> None:
+        crawl = _Crawl(engine.workspace, self.options, self.fetcher, self.on_progress)
+        self.result = crawl.run(engine, run)
+
+
 def scrape(
     workspace: Workspace,
     options: ScrapeOptions,
@@ -570,11 +620,12 @@ def scrape(
     fetcher: Fetcher | None = None,
     on_progress: Callable[[ScrapeProgress], None] | None = None,
 ) -> ScrapeResult:
-    """Crawl from `options.seeds` and ingest every image found; problems are reported, never raised."""
-    own = fetcher is None
-    fetcher = fetcher or Fetcher(options.policy())
-    try:
-        return _Crawl(workspace, options, fetcher, on_progress).run()
-    finally:
-        if own:
-            fetcher.close()
+    """Crawl from `options.seeds` and ingest every image found; problems are reported, never raised.
+
+    `fetcher` (tests) loads the pages; the images are fetched by the download workers with its policy."""
+    source = ScrapeSource(options, fetcher=fetcher, on_progress=on_progress)
+    policy = fetcher.policy if fetcher is not None else options.policy()
+    resolver = fetcher.resolver if fetcher is not None else None
+    Engine(workspace, workers=options.ingest_workers, policy=policy, resolver=resolver).run(source)
+    assert source.result is not None
+    return source.result

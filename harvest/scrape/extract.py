@@ -344,8 +344,8 @@ def extract_page(
         for anchor in soup.find_all("a", href=True):
             url = normalize_url(_attr(anchor, "href"), base)
             if url and is_image_url(url):
-                inner = anchor.find("img")
-                text = _alt_text(inner) if isinstance(inner, Tag) else None
+                found = anchor.find("img")
+                text = _alt_text(found) if isinstance(found, Tag) else None
                 text = text or _WHITESPACE.sub(" ", anchor.get_text(" ")).strip()[:MAX_ALT_LENGTH] or None
                 add(url, text, "link")
     if collect_links:

@@ -86,15 +86,15 @@ def _insert_ignore(conn: Connection) -> Any:
     dialect = conn.dialect.name
     statement = _STATEMENTS.get(dialect)
     if statement is None:
+        from sqlalchemy.dialects import postgresql, sqlite
+
         if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
+            statement = sqlite.insert(frontier).on_conflict_do_nothing(index_elements=["job", "kind", "url"])
         elif dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            statement = postgresql.insert(frontier).on_conflict_do_nothing(index_elements=["job", "kind", "url"])
         else:  # pragma: no cover - other databases are not supported targets
             raise NotImplementedError(f"catalog on {dialect} is not supported")
-        statement = _STATEMENTS[dialect] = insert(frontier).on_conflict_do_nothing(
-            index_elements=["job", "kind", "url"]
-        )
+        _STATEMENTS[dialect] = statement
     return statement
 
 

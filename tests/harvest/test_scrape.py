@@ -283,3 +283,21 @@ def test_hostile_and_faulty_pages_do_not_stop_the_crawl(site: Site, ws: Path) ->
     assert kinds["/fault/loop"] == "redirect_loop"
     assert kinds["/img/missing-0.jpg"] == "http_4xx"
     assert document["pages"]["fetched"] == 2
+
+
+def test_shared_fetch_options_user_agent_and_per_host_concurrency(site: Site, ws: Path) -> None:
+    """`harvest scrape` takes the same fetch options as `harvest urls`: the user agent reaches every request
+    (robots.txt, pages, images) and one per-host budget holds across the page fetcher and the image workers."""
+    names = site.photo_names[120:130]
+    body = "".join(f"<img src='/fault/hold?ms=120&img={name}'>" for name in names)
+    site.route("/t/shared-options", lambda _request: Response.html(f"<html><body>{body}</body></html>"))
+    agent = "ShotCollector/3.1 (+mailto:me@example.org)"
+    document = cli_scrape(
+        ws, site.url("/t/shared-options"), "--allow-private", "--user-agent", agent, "--per-host-rate", "0",
+        "--per-host-concurrency", "2", "--concurrency", "8",
+    )  # fmt: skip
+    assert len(names) == 10
+    assert_summary(document, added=len(names), failed=0, rejected=0)
+    assert site.hits["/fault/hold"] == len(names)
+    assert site.peaks["hold"] == 2  # 8 fetches wanted the host at once; the shared budget let 2 in
+    assert {hit.user_agent for hit in site.log} == {agent}
