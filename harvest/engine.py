@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # the web sources' modules load on first use: `harvest import
     from harvest.fetch import Resolver
 
 __all__ = [
+    "RETRIED_ERRORS",
     "SOURCES",
     "BatchCommitter",
     "Engine",
@@ -46,6 +47,7 @@ __all__ = [
     "FrontierWriter",
     "Run",
     "Source",
+    "frontier_state",
     "source_factory",
 ]
 
@@ -57,6 +59,18 @@ FLUSH_EVERY = 256  # frontier updates per write transaction
 FLUSH_SECONDS = 1.0
 
 OutcomeCallback = Callable[[Outcome], None]
+
+# Error kinds worth another try on a rerun (frontier state `failed`): passing trouble, a browser that would not
+# start, a page that crashed the parser or the tab, a worker that died. Every other kind is final for the URL
+# (state `skipped`): 404s, wrong content types, redirect loops, oversized bodies, noai, pages the browser
+# refused to show, robots and SSRF refusals, images ingest rejected. A rerun that lifts a refusal
+# (--ignore-robots, --allow-private) re-queues what it refused, by kind.
+RETRIED_ERRORS = frozenset({"timeout", "http_5xx", "rate_limited", "connection", "parse", "browser", "crash", "ingest"})
+
+
+def frontier_state(error_kind: str | None) -> str:
+    """`failed` (retried by a rerun) or `skipped` (final) for a URL that ended with this error kind."""
+    return "failed" if (error_kind or "error") in RETRIED_ERRORS else "skipped"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from harvest.engine import BatchCommitter, Engine, FetchOptions, Run
+from harvest.engine import RETRIED_ERRORS, BatchCommitter, Engine, FetchOptions, Run, frontier_state
 from harvest.fetch import FetchPolicy, FetchResult, Resolver
 from harvest.urllists import UrlRow, read_url_list
 from storage.catalog import (
@@ -38,7 +38,7 @@ __all__ = ["RETRYABLE_KINDS", "UrlListSource", "UrlsResult", "harvest_urls"]
 logger = logging.getLogger(__name__)
 
 # Fetch errors worth another try on a rerun; every other kind is final for the URL (state "skipped").
-RETRYABLE_KINDS = frozenset({"timeout", "http_5xx", "rate_limited", "connection"})
+RETRYABLE_KINDS = RETRIED_ERRORS
 ROWS_PER_INSERT = 2000
 
 ItemCallback = Callable[[str, str | None], None]  # (status, error kind or None)
@@ -174,7 +174,7 @@ class UrlListSource:
             reason = f"{kind}: {fetched.error}"
             summary.add(Outcome(row["url"], "failed", reason=reason))
             result.errors[kind] += 1
-            state = "failed" if kind in RETRYABLE_KINDS else "skipped"
+            state = frontier_state(kind)
             frontier.add(FrontierUpdate("image", row["url"], state, reason, kind))
             if on_item:
                 on_item("failed", kind)

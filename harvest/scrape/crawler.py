@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import Connection
 
 from harvest.download import Download, DownloadPool
-from harvest.engine import BatchCommitter, Engine, FetchOptions, Run
+from harvest.engine import BatchCommitter, Engine, FetchOptions, Run, frontier_state
 from harvest.fetch.client import Fetcher, FetchResult
 from harvest.fetch.policy import FetchPolicy
 from harvest.scrape.extract import (
@@ -81,11 +81,6 @@ DEFAULT_CONCURRENCY = 16
 DEFAULT_SCROLL = 10
 _BATCH = 256  # frontier rows read per query
 _PROGRESS_EVERY = 0.2  # seconds between progress callbacks
-# Fetch errors a rerun retries (state `failed`): passing trouble, a browser that would not start, a page that
-# crashed the parser or the tab. Everything else is final (state `skipped`): 404s, wrong content types,
-# redirect loops, oversized bodies, noai, pages the browser refused to show, robots and SSRF refusals, images
-# ingest rejected. A rerun that lifts a refusal (--ignore-robots, --allow-private) re-queues what it refused.
-RETRIED_ERRORS = frozenset({"timeout", "http_5xx", "rate_limited", "connection", "parse", "browser", "crash"})
 
 
 @dataclass(frozen=True)
@@ -235,7 +230,7 @@ def _reason(kind: str | None, error: str | None) -> str:
 
 def _mark_error(conn: Connection, job: str, kind: str, url: str, error_kind: str | None, reason: str) -> None:
     error_kind = error_kind or "error"
-    if error_kind in RETRIED_ERRORS:
+    if frontier_state(error_kind) == "failed":
         mark_failed(conn, job, kind, url, reason, error_kind)
     else:
         mark_skipped(conn, job, kind, url, reason, error_kind)

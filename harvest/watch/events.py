@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ from watchdog.observers.polling import PollingObserver
 __all__ = ["EventFeed", "Hint", "network_filesystem"]
 
 log = logging.getLogger(__name__)
+
+RETRY_EVERY = 2.0  # seconds between attempts to watch a folder that is not there
 
 NETWORK_FILESYSTEMS = frozenset(
     {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "sshfs", "9p", "afs", "ceph", "glusterfs", "davfs"}
@@ -103,11 +106,14 @@ class EventFeed:
         self.reason = "--poll" if poll else ""
         self.restarts = 0
         self.observer: Any = None
+        self._retry_at = 0.0  # while the folder is gone: when to try starting the observer again
         if not poll and (kind := network_filesystem(root)):
             self.mode, self.reason = "polling", f"{root} is on {kind}, which sends no change events"
         self._start()
 
     def _start(self) -> None:
+        if not self.root.is_dir():  # gone for now (an unmounted drive): not a reason to give up on events
+            raise FileNotFoundError(f"{self.root} is not there")
         if self.mode == "events":
             try:
                 from watchdog.observers import Observer
@@ -135,14 +141,22 @@ class EventFeed:
         """Restart the observer if it died; True when it was restarted (the caller rescans: events were lost)."""
         if self.alive():
             return False
-        log.warning("the event source of %s stopped; starting it again", self.root)
+        now = time.monotonic()
+        if self.observer is None and now < self._retry_at:
+            return False
+        if self.observer is not None:
+            log.warning("the event source of %s stopped; starting it again", self.root)
         self._stop_observer()
-        self.restarts += 1
         try:
             self._start()
-        except OSError as exc:  # the folder is gone for now (an unmounted drive): the next check tries again
-            log.warning("cannot watch %s: %s", self.root, exc)
+        except OSError as exc:  # the folder is gone for now (an unmounted drive): try again in a while
+            if self._retry_at == 0.0:
+                log.warning("cannot watch %s: %s; trying again every %g s", self.root, exc, RETRY_EVERY)
+            self._retry_at = now + RETRY_EVERY
             self.observer = None
+            return False
+        self._retry_at = 0.0
+        self.restarts += 1
         return True
 
     def drain(self, timeout: float) -> list[Hint]:
