@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from storage.catalog.schema import runs
 from storage.catalog.sql import now
 
-__all__ = ["finish_run", "mark_run", "start_run"]
+__all__ = ["finish_run", "get_run", "mark_run", "start_run"]
 
 
 def start_run(conn: Connection, kind: str, config: dict[str, Any]) -> int:
@@ -26,3 +26,9 @@ def finish_run(conn: Connection, run_id: int, status: str, summary: dict[str, An
 def mark_run(conn: Connection, run_id: int, status: str) -> None:
     """Set a run's status again (a resumed run is running once more: not finished)."""
     conn.execute(runs.update().where(runs.c.id == run_id).values(status=status, finished_at=None))
+
+
+def get_run(conn: Connection, run_id: int) -> dict[str, Any] | None:
+    """A run's row (kind, status, config, summary, times), or None."""
+    row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+    return dict(row._mapping) if row else None
