@@ -77,8 +77,9 @@ class Watcher:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("GLEANER_") and k != "COLUMNS"}
         command = [sys.executable, "-m", "harvest.cli", "watch", str(folder), "--json", "-w", str(ws), *args]
         self.process = subprocess.Popen(
-            command, cwd=ws.parent, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
+            command, cwd=ws.parent, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,  # its own process group, as in a terminal
+        )  # fmt: skip
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -112,7 +113,7 @@ class Watcher:
 
     def kill(self) -> None:
         if self.process.poll() is None:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.communicate(timeout=30)
 
 
@@ -315,7 +316,7 @@ def test_sigint_mid_burst_finishes_the_file_in_hand_and_exits_0(ws: Path, tmp_pa
             (inbox / f"shot-{n:03d}.png").write_bytes(data)
             if n == 120:
                 watcher.wait_for("added", 10, timeout=60)
-                watcher.process.send_signal(signal.SIGINT)  # mid-burst: files keep arriving
+                os.killpg(watcher.process.pid, signal.SIGINT)  # Ctrl-C: the whole group, workers too; files keep coming
         stdout, _ = watcher.process.communicate(timeout=60)
     assert watcher.process.returncode == 0, "\n".join(watcher.lines)
     document = json.loads(stdout)
