@@ -53,7 +53,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CLAIM_BATCH = 1000  # frontier rows claimed per query
+CLAIM_BATCH = 1000  # frontier rows claimed per query (a source with few in flight claims fewer, to share a job)
 LEASE_SECONDS = 900.0  # a claim lapses after this long without the row being marked
 FLUSH_EVERY = 256  # frontier updates per write transaction
 FLUSH_SECONDS = 1.0
@@ -245,7 +245,9 @@ class Engine:
 
     # --- the frontier -----------------------------------------------------------------------------------
 
-    def claims(self, run: Run, job: str, kind: str | None = None) -> Generator[dict[str, Any], None, None]:
+    def claims(
+        self, run: Run, job: str, kind: str | None = None, *, batch: int = CLAIM_BATCH
+    ) -> Generator[dict[str, Any], None, None]:
         """The job's pending rows, claimed in batches under this run's lease; claims still held when the
         iterator ends (an interrupted run) are given back. Claims of killed runs are freed first."""
         owner = lease_owner(run.id)
@@ -258,9 +260,7 @@ class Engine:
         try:
             while True:
                 with catalog.write() as conn:
-                    rows = claim(
-                        conn, job, owner, kind=kind, limit=CLAIM_BATCH, lease_seconds=LEASE_SECONDS, after_id=after
-                    )
+                    rows = claim(conn, job, owner, kind=kind, limit=batch, lease_seconds=LEASE_SECONDS, after_id=after)
                 if not rows:
                     return
                 yield from rows

@@ -165,7 +165,8 @@ class UrlListSource:
         on_item = self.on_item
 
         def tasks() -> Generator[tuple[int, str], None, None]:
-            for row in engine.claims(run, self.job, "image"):
+            # Claimed a few windows at a time, so that a second run of the same list shares the work.
+            for row in engine.claims(run, self.job, "image", batch=max(16, 4 * self.concurrency)):
                 rows[row["id"]] = row
                 yield row["id"], row["url"]
 

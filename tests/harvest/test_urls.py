@@ -266,3 +266,27 @@ def test_frontier_states_on_both_catalogs(backend: str, tmp_path: Path, request:
         (row,) = [r for r in pending(conn, "j") if r["url"] == "http://x.example/1.jpg"]
         assert (row["attempts"], row["last_error"], row["label"]) == (1, "timeout: slow", "l")
     assert job_key("urls", "/a/list.csv") == job_key("urls", "/a/list.csv") != job_key("urls", "/b/list.csv")
+
+
+def test_two_runs_of_one_list_share_the_work_through_claims(site: Site, ws: Path, tmp_path: Path) -> None:
+    """A second `harvest urls` of the same list while the first runs takes other rows (frontier claims with
+    leases): together they fetch each URL once, and the catalog holds each image once."""
+    photos = site.photo_names[:64]
+    path = write_list(tmp_path / "shared.csv", [{"url": site.url(f"/fault/hold?ms=60&img={p}")} for p in photos])
+    command = [sys.executable, "-m", "harvest.cli", "urls", str(path), "--allow-private", "--per-host-rate", "0",
+               "--concurrency", "2", "--workers", "1", "--json", "-w", str(ws)]  # fmt: skip
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("GLEANER_")}
+    site.reset()
+    first = subprocess.Popen(command, cwd=ws.parent, env=environment, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while site.hits["/fault/hold"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = subprocess.Popen(command, cwd=ws.parent, env=environment, stdout=subprocess.PIPE, text=True)
+    documents = [json.loads(process.communicate(timeout=120)[0]) for process in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0
+    fetched = [document["fetched"] for document in documents]
+    assert sum(fetched) == len(photos) and min(fetched) > 0, fetched  # both worked, no URL twice
+    assert site.hits["/fault/hold"] == len(photos)
+    assert sum(document["added"] for document in documents) == len(photos)
+    assert set(catalog(ws)) == {sha(site, p) for p in photos}
+    assert counts(ws, path) == {"pending": 0, "done": len(photos), "failed": 0, "skipped": 0}
