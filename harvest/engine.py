@@ -250,24 +250,34 @@ class Engine:
     ) -> Generator[dict[str, Any], None, None]:
         """The job's pending rows, claimed in batches under this run's lease; claims still held when the
         iterator ends (an interrupted run) are given back. Claims of killed runs are freed first."""
-        owner = lease_owner(run.id)
-        catalog = self.workspace.catalog
-        with catalog.write() as conn:
-            freed = release_stale(conn, job)
-        if freed:
-            log.info("freed %d frontier claims of runs that are gone", freed)
+        self.free_stale_claims(job)
         after: int | None = None
         try:
-            while True:
-                with catalog.write() as conn:
-                    rows = claim(conn, job, owner, kind=kind, limit=batch, lease_seconds=LEASE_SECONDS, after_id=after)
-                if not rows:
-                    return
+            while rows := self.claim(run, job, kind, limit=batch, after_id=after):
                 yield from rows
                 after = int(rows[-1]["id"])
         finally:
-            with catalog.write() as conn:
-                release_claims(conn, job, owner)
+            self.release_claims(run, job)
+
+    def claim(
+        self, run: Run, job: str, kind: str | None = None, *, limit: int = CLAIM_BATCH, after_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """One batch of the job's pending rows nobody else holds, claimed for this run (in insertion order)."""
+        with self.workspace.catalog.write() as conn:
+            return claim(
+                conn, job, lease_owner(run.id), kind=kind, limit=limit, lease_seconds=LEASE_SECONDS, after_id=after_id
+            )
+
+    def free_stale_claims(self, job: str) -> None:
+        """Free the claims of runs that are gone (killed on this host, or lapsed): a rerun resumes at once."""
+        with self.workspace.catalog.write() as conn:
+            freed = release_stale(conn, job)
+        if freed:
+            log.info("freed %d frontier claims of runs that are gone", freed)
+
+    def release_claims(self, run: Run, job: str) -> None:
+        with self.workspace.catalog.write() as conn:
+            release_claims(conn, job, lease_owner(run.id))
 
     def frontier_writer(self, job: str) -> FrontierWriter:
         return FrontierWriter(self.workspace, job)

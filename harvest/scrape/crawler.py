@@ -55,7 +55,6 @@ from storage.catalog.frontier import (
     mark_done,
     mark_failed,
     mark_skipped,
-    pending,
     pending_by_kind,
     requeue_failed,
     requeue_refused,
@@ -282,13 +281,15 @@ class _Crawl:
         self._sightings: dict[str, _Sighting] = {}
         self._only: dict[str, set[str]] | None = None  # --retry-failed: the URLs this run may fetch
         self._last_progress = 0.0
+        self.engine: Engine | None = None  # set by run(): frontier rows are claimed through it
+        self.run_record: Run | None = None
 
     # --- frontier -----------------------------------------------------------------------------------------
 
     def _load(self, kind: str) -> None:
         """Read the next pending rows of `kind` (by id, so each row is seen once per run) into the local queue."""
-        with self.ws.catalog.read() as conn:
-            rows = pending(conn, self.job, kind=kind, limit=_BATCH, after_id=self._cursor[kind])
+        assert self.engine is not None and self.run_record is not None
+        rows = self.engine.claim(self.run_record, self.job, kind, limit=_BATCH, after_id=self._cursor[kind])
         only = self._only[kind] if self._only is not None else None
         for row in rows:
             url = row["url"]
@@ -526,7 +527,9 @@ class _Crawl:
     def run(self, engine: Engine, run: Run) -> ScrapeResult:
         started = time.monotonic()
         self.summary = run.summary
+        self.engine, self.run_record = engine, run
         run.report["job"] = self.job
+        engine.free_stale_claims(self.job)
         with self.ws.catalog.write() as conn:
             add_urls(conn, self.job, [FrontierEntry(seed, "page", depth=0) for seed in self.seeds])
             flags = (("robots", self.options.ignore_robots), ("ssrf", self.options.allow_private))
@@ -555,6 +558,7 @@ class _Crawl:
         finally:
             pages_pool.shutdown(wait=False, cancel_futures=True)
             downloads.close()
+            engine.release_claims(run, self.job)  # rows claimed but not done (--max-images, Ctrl-C)
             if self.renderer is not None:
                 self.renderer.close()
             if own_fetcher and self.fetcher is not None:
