@@ -157,7 +157,7 @@ def _pack_rows(bits: np.ndarray) -> np.ndarray:
 
 
 def _low_dct(thumb: np.ndarray) -> np.ndarray:
-    return _DCT_ROWS @ thumb @ _DCT_ROWS.T
+    return np.asarray(_DCT_ROWS @ thumb @ _DCT_ROWS.T)
 
 
 def dihedral_phashes(thumb: np.ndarray) -> np.ndarray:
@@ -192,7 +192,7 @@ def _box_matrix(out: int, size: int) -> np.ndarray:
     edges = np.arange(out + 1) * size  # output cell edges, in units of 1/out pixel
     pixel = np.arange(size + 1) * out  # pixel edges, same units
     overlap = np.minimum(edges[1:, None], pixel[None, 1:]) - np.maximum(edges[:-1, None], pixel[None, :-1])
-    return np.clip(overlap, 0, None).astype(np.float64)
+    return np.asarray(np.clip(overlap, 0, None), dtype=np.float64)
 
 
 _BOX8 = _box_matrix(_K, _N)

@@ -23,7 +23,9 @@ its aligned views agree where they carry information:
 6. no block of a 16 x 16 grid may differ by much after one brightness/contrast fit for the whole image:
    correlation forgives one changed object among many similar ones (a coin removed from a figure of 24);
 7. when both images are in colour, their chroma must agree in every block too: a red and a blue version of one
-   product are different images for a classifier, whatever their grey levels say.
+   product are different images for a classifier, whatever their grey levels say;
+8. the two views must have about the same proportions (MAX_STRETCH): one plot drawn at 4:3 and at 8:3 looks the
+   same squeezed to 64 x 64, but no copy stretches its picture.
 
 VERIFIED_SCORE was chosen on the tuning half of bench/dedupe_eval.py's photos and checked on held-out sets
 (README, "Near-duplicates").
@@ -31,7 +33,6 @@ VERIFIED_SCORE was chosen on the tuning half of bench/dedupe_eval.py's photos an
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,7 @@ from PIL import Image
 
 from storage.hashes.compare import Match
 from storage.hashes.compute import CENTER_CUT, DIHEDRAL, is_framed, trim_box
+from storage.images.open import open_image
 
 __all__ = [
     "REGION_DIFFERENCE",
@@ -100,12 +102,7 @@ class Verdict:
 def decode_for_verify(data: bytes) -> Image.Image:
     """The stored bytes decoded for verification: no larger than the trim work size (a JPEG in draft mode),
     so caching a few hundred of them stays cheap."""
-    opened = Image.open(io.BytesIO(data))
-    if opened.format in ("JPEG", "MPO"):
-        opened.draft("RGB" if opened.mode != "L" else "L", (_JPEG_SIDE, _JPEG_SIDE))
-    opened.load()
-    image: Image.Image = opened
-    image = _flatten(image)
+    image = _flatten(open_image(data, size=_JPEG_SIDE))  # upright, as hashing saw it
     if max(image.size) > _TRIM_SIDE:
         image.thumbnail((_TRIM_SIDE, _TRIM_SIDE), Image.Resampling.BOX)
     return image
@@ -279,11 +276,15 @@ def verify_pair(
     the same two images. When both are framed the trimmed contents must agree too. `box_a`, `box_b`: the
     images' trim boxes (trim_box_for_verify), when the caller keeps them."""
     box_a, box_b = box_a or trim_box_for_verify(a), box_b or trim_box_for_verify(b)
+    turn_a = match.transform if match.transform_of == "a" else 0
+    turn_b = match.transform if match.transform_of == "b" else 0
 
     def judged(view_a: str, view_b: str) -> Verdict:
-        aligned_a = aligned_view(a, view_a, match.transform if match.transform_of == "a" else 0, box_a)
-        aligned_b = aligned_view(b, view_b, match.transform if match.transform_of == "b" else 0, box_b)
-        return compare_views(aligned_a, aligned_b)
+        region_a, region_b = _region(a, view_a, box_a), _region(b, view_b, box_b)
+        proportions = _proportions(region_a, turn_a) / _proportions(region_b, turn_b)
+        if max(proportions, 1 / proportions) > MAX_STRETCH:
+            return Verdict(False, 0.0, f"different proportions ({max(proportions, 1 / proportions):.2f}x)")
+        return compare_views(aligned_view(a, view_a, turn_a, box_a), aligned_view(b, view_b, turn_b, box_b))
 
     matched = (match.view_a, match.view_b)
     tried = [matched, *(alignment for alignment in _ALIGNMENTS if alignment != matched)]
@@ -298,3 +299,19 @@ def verify_pair(
         inside = judged("trim", "trim")
         verdict = inside if not inside.verified else verdict
     return verdict
+
+
+# A copy keeps its proportions (resized, re-encoded, cropped a little, screenshotted: the photo inside keeps its
+# shape); the same plot drawn at another figure size, or a banner and a square of one design, do not. Squeezed
+# to 64 x 64 both look alike. The limit leaves room for trim boxes found a little differently in two copies
+# (a JPEG's noisy margin): on the tuning figures such true pairs reached 1.29.
+MAX_STRETCH = 1.35
+_SWAPS_AXES = frozenset(
+    k for k, (name, _) in enumerate(DIHEDRAL) if name in ("transpose", "rotate90", "rotate270", "transverse")
+)
+
+
+def _proportions(box: Box, transform: int) -> float:
+    """Width over height of a view, after its transform."""
+    width, height = max(1, box[2] - box[0]), max(1, box[3] - box[1])
+    return height / width if transform in _SWAPS_AXES else width / height

@@ -77,7 +77,7 @@ def test_icon_groups_are_names_and_aliases_merge(tmp_path: Path) -> None:
 
 def test_icon_mirror_twins_are_left_out() -> None:
     _need("icons")
-    names = sets._icon_names(1000)
+    names = sets._icon_names(sets.ICON_THEME, sets.ICON_SIZES, 1000)
     assert "actions/go-next" in names and "actions/go-next-rtl" not in names  # go-next mirrored, re-shaded
     assert {"emotes/face-smile", "emotes/face-sad"} <= set(names)  # alike, but neither turned nor mirrored
 

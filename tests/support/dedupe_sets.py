@@ -59,6 +59,7 @@ UKBENCH = DATA / "near-duplicates" / "base_images"
 SKIMAGE_DOC_IMAGES = Path("/usr/share/doc/python-skimage-doc/html/_images")
 SKIMAGE_DOC_EXAMPLES = Path("/usr/share/doc/python-skimage-doc/html/auto_examples")
 ICON_THEME = Path("/usr/share/icons/gnome")  # Debian gnome-icon-theme: PNGs at 16..256 px
+TUNING_ICON_THEME = Path("/usr/share/icons/Adwaita")  # Debian adwaita-icon-theme: PNGs at 16..96 px (tuning)
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
 # scikit-image's sample photographs (natural scenes and objects; not drawings, not stereo twins of another).
@@ -347,6 +348,11 @@ def _skimage_photos() -> list[Path]:
     return [folder / name for name in SKIMAGE_PHOTOS if (folder / name).is_file()]
 
 
+def _module_path(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    return Path(spec.origin) if spec and spec.origin else Path("/nonexistent") / name
+
+
 def missing_sources(name: str) -> str | None:
     """Why set `name` cannot be built here (a sentence with the install hint), or None."""
     needs = {
@@ -356,6 +362,9 @@ def missing_sources(name: str) -> str | None:
         "figures": (SKIMAGE_DOC_IMAGES, "apt-get install python-skimage-doc"),
         "icons": (ICON_THEME / "48x48", "apt-get install gnome-icon-theme"),
         "products": (FASHION_MNIST, "apt-get install dataset-fashion-mnist"),
+        "figures-tune": (_module_path("matplotlib"), "pip install matplotlib"),
+        "icons-tune": (TUNING_ICON_THEME / "48x48", "apt-get install adwaita-icon-theme"),
+        "products-tune": (FASHION_MNIST, "apt-get install dataset-fashion-mnist"),
         "symmetric": (PHOTOS, "the 256 COCO photos in ../shared/data/photos"),
     }
     if name not in needs:
@@ -495,6 +504,28 @@ def build_figures(out: Path, copies_every: int = 4) -> EvalSet:
     return target
 
 
+def build_figures_tune(out: Path, copies_every: int = 4) -> EvalSet:
+    """Families of matplotlib figures that differ only in what is plotted (tests/support/plots.py), plus a 50%
+    resize and a JPEG q30 of every `copies_every`-th: the tuning set for plots on white. Ground truth: every
+    figure is distinct; a copy belongs to its figure."""
+    from tests.support.plots import plot_families
+
+    target = EvalSet(
+        "figures-tune",
+        out,
+        tuning=True,
+        description="matplotlib figures in families of near-identical, different plots, with resize/JPEG copies",
+        truth="every drawn figure distinct; a copy belongs to its figure",
+    )
+    for index, (stem, image) in enumerate(plot_families()):
+        target.add(image, f"{stem}.png", stem)
+        if index % copies_every == 0:
+            target.add(resize_half(image), f"{stem}__resize50.png", stem, "resize 50%")
+            target.add(image, f"{stem}__jpeg30.jpg", stem, "JPEG q30", quality=30)
+    target.merge_identical()
+    return target
+
+
 @dataclass
 class FigureSite:
     """A static site of distinct figures: `root/index.html` links to one page per gallery section,
@@ -562,6 +593,7 @@ def _html(title: str, body: str) -> str:
 # --- icons ---------------------------------------------------------------------------------------------------------
 
 ICON_SIZES = (16, 22, 24, 32, 48, 256)
+TUNING_ICON_SIZES = (16, 24, 32, 48, 64, 96)
 
 
 def build_icons(out: Path, names: int = 150) -> EvalSet:
@@ -574,50 +606,60 @@ def build_icons(out: Path, names: int = 150) -> EvalSet:
     go-first and go-first-rtl) are one group: no pixel comparison can tell such a twin from a mirror copy,
     which the goals require a dedupe to find. Different pictures are distinct.
     """
+    return _icon_set("icons", out, ICON_THEME, ICON_SIZES, names, "GNOME")
+
+
+def build_icons_tune(out: Path, names: int = 150) -> EvalSet:
+    """The same construction as build_icons on another theme (Adwaita, 16-96 px): a tuning set of icons.
+    Adwaita's legacy/ folder holds the GNOME theme's drawings re-exported, so it is left out."""
+    built = _icon_set("icons-tune", out, TUNING_ICON_THEME, TUNING_ICON_SIZES, names, "Adwaita (not legacy/)")
+    built.tuning = True
+    return built
+
+
+def _icon_set(name: str, out: Path, theme: Path, sizes: tuple[int, ...], names: int, title: str) -> EvalSet:
     target = EvalSet(
-        "icons",
+        name,
         out,
-        description=f"{names} GNOME icon names × {len(ICON_SIZES)} sizes (transparent PNGs)",
+        description=f"{names} {title} icon names × {len(sizes)} sizes (transparent PNGs)",
         truth="same icon name (after resolving symlinks to the file they name) = one group; names whose pictures "
         "are pixel-identical or exact mirror/turn images of each other merged",
     )
-    for key in _icon_names(names):
+    for key in _icon_names(theme, sizes, names):
         category, icon = key.split("/")
-        group = _icon_group(category, icon)
-        for size in ICON_SIZES:
-            path = ICON_THEME / f"{size}x{size}" / category / f"{icon}.png"
-            transform = "original" if size == max(ICON_SIZES) else f"icon {size}px"
+        group = _icon_group(theme, max(sizes), category, icon)
+        for size in sizes:
+            path = theme / f"{size}x{size}" / category / f"{icon}.png"
+            transform = "original" if size == max(sizes) else f"icon {size}px"
             target.add(path.read_bytes(), f"{category}__{icon}__{size}.png", group, transform)
     target.merge_identical(dihedral=True)
     return target
 
 
-def _icon_names(count: int) -> list[str]:
+def _icon_names(theme: Path, sizes: tuple[int, ...], count: int) -> list[str]:
     """Every k-th of the theme's distinct icons (category/name), `count` of them."""
-    common = _distinct_icons()
+    common = _distinct_icons(theme, sizes)
     step = max(1, len(common) // count)
     return list(common[::step][:count])
 
 
 @functools.cache
-def _distinct_icons() -> tuple[str, ...]:
+def _distinct_icons(theme: Path, sizes: tuple[int, ...]) -> tuple[str, ...]:
     """Names drawn at every size, not aliases (links to another name's file), no mirror twins."""
-    per_size = [
-        {f"{p.parent.name}/{p.stem}" for p in (ICON_THEME / f"{size}x{size}").glob("*/*.png")} for size in ICON_SIZES
-    ]
-    common = sorted(set.intersection(*per_size))
-    common = [key for key in common if not (ICON_THEME / "256x256" / f"{key}.png").is_symlink()]
-    return tuple(_without_twins(common))
+    per_size = [{f"{p.parent.name}/{p.stem}" for p in (theme / f"{size}x{size}").glob("*/*.png")} for size in sizes]
+    common = sorted(key for key in set.intersection(*per_size) if not key.startswith("legacy/"))
+    common = [key for key in common if not (theme / f"{max(sizes)}x{max(sizes)}" / f"{key}.png").is_symlink()]
+    return tuple(_without_twins(theme, common))
 
 
 TWIN_MAE = 6.0  # 0-255: a JPEG q30 copy of an icon differs from it by about this much
 
 
-def _without_twins(keys: list[str]) -> list[str]:
+def _without_twins(theme: Path, keys: list[str]) -> list[str]:
     """Leave out a name whose 48 px picture is a mirror or turn of an earlier name's (go-next-rtl is go-next
     mirrored and re-shaded: 1.5-5 apart). No pixel method can tell such a twin from a mirror
     copy, which the goals require to be found, so the set does not ask; exact twins are merged instead."""
-    pictures = np.stack([_dihedral_variants(ICON_THEME / "48x48" / f"{key}.png") for key in keys])
+    pictures = np.stack([_dihedral_variants(theme / "48x48" / f"{key}.png") for key in keys])
     kept: list[int] = []
     for index in range(len(keys)):
         if not kept or not _is_twin(pictures[index, 0], pictures[kept]).any():
@@ -643,9 +685,9 @@ def _dihedral_variants(path: Path) -> np.ndarray:
     return np.stack([np.asarray(v, dtype=np.float32) for v in variants])
 
 
-def _icon_group(category: str, icon: str) -> str:
+def _icon_group(theme: Path, size: int, category: str, icon: str) -> str:
     """The icon a name really is: links (e.g. an alias name) resolve to the file they point at."""
-    real = Path(os.path.realpath(ICON_THEME / "256x256" / category / f"{icon}.png"))
+    real = Path(os.path.realpath(theme / f"{size}x{size}" / category / f"{icon}.png"))
     return f"{real.parent.name}/{real.stem}"
 
 
@@ -654,12 +696,12 @@ def _icon_group(category: str, icon: str) -> str:
 PRODUCT_COPIES = ("resize 50%", "JPEG q30", "mirror", "noise")
 
 
-def _fashion_images(count: int) -> np.ndarray:
+def _fashion_images(count: int, start: int = 0) -> np.ndarray:
     with gzip.open(FASHION_MNIST, "rb") as handle:
         data = handle.read()
     n, rows, cols = (int.from_bytes(data[4 + 4 * k : 8 + 4 * k], "big") for k in range(3))
     images = np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows, cols)
-    return images[:count]
+    return images[start : start + count]
 
 
 def product_photo(item: np.ndarray, seed: int, side: int = 320) -> Image.Image:
@@ -678,27 +720,39 @@ def build_products(out: Path, count: int = 400, copies_every: int = 5) -> EvalSe
     """`count` Fashion-MNIST test items (10 classes of clothes, shoes and bags) as product photos on white;
     every `copies_every`-th with the PRODUCT_COPIES. Ground truth: every item is distinct (items with identical
     pixels merged); a copy belongs to its item."""
+    return _product_set("products", out, count, copies_every, start=0)
+
+
+TUNING_PRODUCTS_START = 5000  # the tuning set's items: the second half of the test file, never in "products"
+
+
+def build_products_tune(out: Path, count: int = 400, copies_every: int = 5) -> EvalSet:
+    """The same construction as build_products on other items (from the second half of the file): tuning."""
+    built = _product_set("products-tune", out, count, copies_every, start=TUNING_PRODUCTS_START)
+    built.tuning = True
+    return built
+
+
+def _product_set(name: str, out: Path, count: int, copies_every: int, start: int) -> EvalSet:
     target = EvalSet(
-        "products",
+        name,
         out,
         description=f"{count} Fashion-MNIST items as tinted product photos on white, "
         f"{count // copies_every} with {len(PRODUCT_COPIES)} copies",
         truth="each item distinct (identical 28×28 pixel arrays merged); a copy belongs to its item",
     )
-    items = _fashion_images(count)
+    items = _fashion_images(count, start)
     first: dict[bytes, str] = {}
-    for index, item in enumerate(items):
+    for offset, item in enumerate(items):
+        index = start + offset
         group = first.setdefault(item.tobytes(), f"item{index:05d}")
         image = product_photo(item, seed=index)
         stem = f"item{index:05d}"
         target.add(image, f"{stem}__original.jpg", group)
-        if index % copies_every == 0:
+        if offset % copies_every == 0:
             for transform in PRODUCT_COPIES:
                 _add_copy(target, image, stem, group, transform, seed=index)
     return target
-
-
-# --- symmetric -----------------------------------------------------------------------------------------------------
 
 
 def _grey64(path: Path) -> np.ndarray:
@@ -801,6 +855,9 @@ def build_symmetric(out: Path, per_kind: dict[str, int] | None = None) -> EvalSe
 
 SETS: dict[str, Callable[[Path], EvalSet]] = {
     "photos-tune": build_photos_tune,
+    "figures-tune": build_figures_tune,
+    "icons-tune": build_icons_tune,
+    "products-tune": build_products_tune,
     "photos-held": build_photos_held,
     "shared-frame": build_shared_frame,
     "figures": build_figures,
@@ -808,7 +865,7 @@ SETS: dict[str, Callable[[Path], EvalSet]] = {
     "products": build_products,
     "symmetric": build_symmetric,
 }
-TUNING_SETS = frozenset({"photos-tune"})
+TUNING_SETS = frozenset({"photos-tune", "figures-tune", "icons-tune", "products-tune"})
 
 
 def build_set(name: str, out: Path) -> EvalSet:

@@ -1,0 +1,50 @@
+"""Pixel verification of candidate pairs (storage/hashes/verify.py) on real pictures: what may and may not pass."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from storage.hashes.compare import best_match
+from storage.hashes.compute import ImageHashes
+from storage.hashes.verify import Verdict, decode_for_verify, verify_pair
+from storage.imaging import analyze
+from tests.support.dedupe_sets import tuning_photos
+from tests.support.plots import FAMILIES, _render
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def _verdict(a: bytes, b: bytes) -> Verdict:
+    hashes_a, hashes_b = (ImageHashes.from_blob(analyze(data).hash_variants or b"") for data in (a, b))
+    match = best_match(hashes_a, hashes_b)
+    return verify_pair(decode_for_verify(a), decode_for_verify(b), match)
+
+
+def test_one_plot_drawn_at_two_figure_sizes_is_two_images() -> None:
+    """Squeezed to 64 x 64 the 4:3 and the 8:3 drawing of one curve look alike; no copy stretches its picture."""
+    wide, square = (_render(FAMILIES["frequency"], seed=0, member=0, size=size) for size in ((8.0, 3.0), (6.4, 4.8)))
+    verdict = _verdict(_png(wide), _png(square))
+    assert not verdict.verified
+    assert "proportions" in verdict.reason
+    half = wide.resize((wide.width // 2, wide.height // 2), Image.Resampling.LANCZOS)
+    assert _verdict(_png(wide), _png(half)).verified  # its own resize keeps the proportions
+
+
+def test_a_quarter_turn_keeps_proportions_once_turned() -> None:
+    photos = tuning_photos()
+    if not photos:
+        pytest.skip("the COCO photos of ../shared/data are not here")
+    photo = next(p for p in photos if abs(Image.open(p).width / Image.open(p).height - 1) > 0.2)
+    original = Path(photo).read_bytes()
+    with Image.open(photo) as opened:
+        turned = opened.convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    verdict = _verdict(original, _png(turned))
+    assert verdict.verified, verdict.reason
