@@ -19,50 +19,74 @@ from curate.dedupe.clusters import (
     mark_not_duplicates,
     undo_duplicates,
 )
-from curate.export import EXPORTERS, export_formats
+from curate.export import EXPORTERS, export_formats, prepare_out
 from curate.fsck import fsck
-from curate.report_html import write_dedupe_html
+from curate.report_html import check_writable, label_text, write_dedupe_html
 from curate.snapshot import create_snapshot, delete_snapshot, list_snapshots, load_manifest
 from curate.splits import SPLITS, parse_ratios
 from storage.catalog import (
     add_label,
     default_actor,
+    delete_label,
     label_counts,
     label_history,
     merge_labels,
     rename_label,
     resolve_sha,
     set_label,
+    unlabelled_count,
 )
 from storage.catalog.images import image_exts
-from storage.clikit import JsonOption, WorkspaceOption, emit_json, make_progress, out_console, user_errors
+from storage.clikit import (
+    JsonOption,
+    WorkspaceOption,
+    add_version_option,
+    emit_json,
+    make_progress,
+    out_console,
+    user_errors,
+)
 from storage.errors import GleanerError
 from storage.workspace import Workspace, open_workspace
 
 app = typer.Typer(
     help="Curate a Gleaner dataset: labels, integrity, duplicates.", no_args_is_help=True, add_completion=False
 )
+add_version_option(app, "curate")
 label_app = typer.Typer(help="Manage labels; every change is kept in the label history.", no_args_is_help=True)
 app.add_typer(label_app, name="label")
+
+HASH_BITS = 128  # pHash + dHash: the largest distance a --threshold can name
+
+
+def _check_threshold(threshold: int) -> int:
+    if not 0 <= threshold <= HASH_BITS:
+        raise GleanerError(
+            f"--threshold must be a distance from 0 to {HASH_BITS} (pHash + dHash bits), not {threshold}"
+        )
+    return threshold
 
 
 @app.command("labels")
 @user_errors
 def labels_command(workspace: Path = WorkspaceOption, json_output: bool = JsonOption) -> None:
-    """Current labels with their image counts (rejected, duplicate and missing images not counted)."""
+    """Current labels with their image counts, and how many images have none (rejected, duplicate and missing
+    images not counted)."""
     ws = open_workspace(workspace)
     with ws.catalog.read() as conn:
         counts = label_counts(conn)
+        unlabelled = unlabelled_count(conn)
     if json_output:
-        emit_json({"labels": counts})
+        emit_json({"labels": counts, "unlabelled": unlabelled})
         return
     table = Table(title="Labels")
     table.add_column("label")
     table.add_column("images", justify="right")
     for name, count in counts.items():
         table.add_row(name, f"{count:,}")
+    table.add_row("[dim](unlabelled)[/]", f"[dim]{unlabelled:,}[/]")
     table.add_section()
-    table.add_row("[bold]total", f"[bold]{sum(counts.values()):,}")
+    table.add_row("[bold]total", f"[bold]{sum(counts.values()) + unlabelled:,}")
     out_console.print(table)
 
 
@@ -109,18 +133,35 @@ def label_merge(
     )
 
 
+@label_app.command("delete")
+@user_errors
+def label_delete(
+    name: str = typer.Argument(..., help="The label to remove."), workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:  # fmt: skip
+    """Remove a label; its images become unlabelled (each change is kept in the label history)."""
+    ws = open_workspace(workspace)
+    with ws.catalog.write() as conn:
+        count = delete_label(conn, name, actor=default_actor())
+    _report(json_output, {"deleted": name, "images": count}, f"deleted {name}; {count} image(s) are now unlabelled")
+
+
 @label_app.command("set")
 @user_errors
 def label_set(
-    label: str = typer.Argument(..., help="The label to give (created if new)."),
+    label: str = typer.Argument(None, help="The label to give (created if new); with --clear, the first SHA256."),
     shas: list[str] = typer.Argument(None, help="Image sha256 digests or unique prefixes (6+ hex digits)."),
     from_file: Path = typer.Option(None, "--from-file", help="Read digests from a file, one per line."),
-    clear: bool = typer.Option(False, "--clear", help="Remove the images' label instead (LABEL is ignored: use '-')."),
+    clear: bool = typer.Option(False, "--clear", help="Remove the images' label instead: `label set --clear SHA...`."),
     workspace: Path = WorkspaceOption,
     json_output: bool = JsonOption,
 ) -> None:
     """Set the label of images by sha256 (a human decision: it overrides labels from collectors)."""
     wanted = list(shas or [])
+    if clear:  # every argument is an image; a leading '-' (the old placeholder label) is still accepted
+        wanted = [label, *wanted] if label not in (None, "-") else wanted
+    elif label is None:
+        raise GleanerError("name the label to give (or use --clear to remove the images' label)")
     if from_file:
         try:
             wanted += [line.strip() for line in from_file.read_text().splitlines() if line.strip()]
@@ -295,6 +336,7 @@ def dedupe_command(
 ) -> None:
     """Find near-duplicate groups (flips, turns, crops, screenshots too), verified on the pixels; a dry run unless
     --apply. Unverified matches are listed as candidates for review, never set aside."""
+    _check_threshold(threshold)
     ws = open_workspace(workspace)
     if _dedupe_decision(ws, json_output, not_duplicate, duplicate, keeper, decisions):
         return
@@ -302,6 +344,7 @@ def dedupe_command(
         cleared = undo_duplicates(ws)
         _report(json_output, {"cleared": cleared}, f"cleared {cleared} duplicate mark(s)")
         return
+    page_path = check_writable(html_path or ws.root / "reports" / "dedupe.html")
     with make_progress(transient=True) as progress:
         task = progress.add_task("hashing", total=None, rate="")
         ensure_hashes(ws, on_progress=lambda done, total: progress.update(task, completed=done, total=total))
@@ -312,7 +355,7 @@ def dedupe_command(
     changed = apply_report(ws, report) if apply else 0
     with ws.catalog.read() as conn:
         ext_of = image_exts(conn)
-    page = write_dedupe_html(report, ws.store, ext_of, html_path or ws.root / "reports" / "dedupe.html")
+    page = write_dedupe_html(report, ws.store, ext_of, page_path)
     if json_output:
         emit_json({**report.to_json(), "applied": apply, "marked": changed, "html": str(page)})
         return
@@ -320,7 +363,7 @@ def dedupe_command(
     for column in ("keeper", "size", "members", "max distance", "labels"):
         table.add_column(column)
     for cluster in report.clusters[:30]:
-        labels = sorted({str(m["label"]) for m in cluster.members})
+        labels = sorted({label_text(m["label"]) for m in cluster.members})
         shown = ", ".join(labels) + (" [red](conflict)[/]" if cluster.conflict else "")
         table.add_row(
             cluster.keeper[:12],
@@ -370,6 +413,7 @@ def snapshot_command(
         parsed = parse_ratios(ratios)
     except ValueError as exc:
         raise GleanerError(str(exc)) from None
+    _check_threshold(threshold)
     ws = open_workspace(workspace)
     info = create_snapshot(ws, name=name, ratios=parsed, seed=seed, threshold=threshold, accepted_only=accepted_only)
     if json_output:
@@ -424,8 +468,9 @@ def snapshots_command(workspace: Path = WorkspaceOption, json_output: bool = Jso
 @user_errors
 def export_command(
     format_name: str = typer.Option(..., "--format", help="imagefolder, csv, jsonl or webdataset."),
-    out: Path = typer.Option(..., "--out", help="Output folder (created)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (created; must be empty unless --overwrite)."),
     snapshot: str = typer.Option(None, "--snapshot", help="Snapshot name (default: the newest)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Empty a non-empty --out folder first."),
     workspace: Path = WorkspaceOption,
     json_output: bool = JsonOption,
 ) -> None:
@@ -435,6 +480,7 @@ def export_command(
         raise GleanerError(f"unknown export format {format_name!r}; choose one of {', '.join(formats)}")
     ws = open_workspace(workspace)
     info, entries = load_manifest(ws, snapshot)
+    prepare_out(out, overwrite=overwrite, keep=[ws.root, Path.cwd()])
     counts = EXPORTERS[format_name](entries, ws.store, out)
     document = {"snapshot": info.name, "format": format_name, "out": str(out), **counts}
     _report(
@@ -458,6 +504,8 @@ def review_command(
     from curate.review.server import serve  # web dependencies load only for this command
     from storage.clikit import err_console
 
+    if port is not None and not 0 <= port <= 65535:
+        raise GleanerError(f"--port must be 0-65535 (0: a free one), not {port}")
     ws = open_workspace(workspace)
     serve(
         ws,

@@ -9,11 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from curate.dedupe.clusters import DedupeReport
+from storage.errors import GleanerError
 from storage.images import open_image
 from storage.keys import image_key
 from storage.stores import ObjectStore
 
-__all__ = ["thumbnail_data_uri", "write_dedupe_html"]
+__all__ = ["UNLABELLED", "check_writable", "label_text", "thumbnail_data_uri", "write_dedupe_html"]
 
 THUMB_SIDE = 160
 MAX_CLUSTERS = 500  # a page stays light; the JSON output has everything
@@ -30,6 +31,25 @@ figure.keeper img{outline:3px solid #2a7}figcaption{font-size:11px;color:#555;wo
 .pair{background:#fff;border:1px dashed #b90;border-radius:8px;padding:12px;margin:12px 0}
 .why{font-size:12px;color:#555;margin-top:6px}
 """
+
+
+UNLABELLED = "(unlabelled)"  # how an image without a label is named to people (pages, tables), never Python's None
+
+
+def label_text(label: object) -> str:
+    """A label as shown to people: its name, or "(unlabelled)"."""
+    return UNLABELLED if label is None or label == "" else str(label)
+
+
+def check_writable(path: Path) -> Path:
+    """Fail now, with one clear line, when the report cannot be written there (before minutes of work)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise GleanerError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def thumbnail_data_uri(data: bytes, side: int = THUMB_SIDE) -> str:
@@ -49,7 +69,7 @@ def _figure(member: dict[str, object], keeper: str, thumb: str) -> str:
     css = "keeper" if sha == keeper else ""
     return (
         f"<figure class='{css}'><img loading=lazy src='{thumb}' alt='{sha[:12]}'><figcaption><b>{role}</b> · "
-        f"{member['width']}x{member['height']} · {html.escape(str(member['label']))}<br>{sha[:12]}<br>{source}"
+        f"{member['width']}x{member['height']} · {html.escape(label_text(member['label']))}<br>{sha[:12]}<br>{source}"
         "</figcaption></figure>"
     )
 
@@ -99,7 +119,7 @@ def write_dedupe_html(report: DedupeReport, store: ObjectStore, ext_of: dict[str
         f" duplicates, {summary['conflicts']:,} label conflicts, threshold {report.threshold}</p>",
     ]
     for cluster in clusters:
-        labels = ", ".join(sorted({str(m["label"]) for m in cluster.members}))
+        labels = ", ".join(sorted({label_text(m["label"]) for m in cluster.members}))
         conflict = f"<span class='tag c'>label conflict: {html.escape(labels)}</span>" if cluster.conflict else ""
         parts.append(
             f"<div class='cluster{' conflict' if cluster.conflict else ''}'>"

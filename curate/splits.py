@@ -25,7 +25,9 @@ class SplitItem:
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
-    """'80/10/10' or '0.8,0.1,0.1' → normalised (train, val, test)."""
+    """'80/10/10' (percentages) or '0.8,0.1,0.1' (fractions) → (train, val, test) fractions.
+
+    The three must add up to 100 or to 1: a typo such as 80/10/20 is refused, not silently rescaled."""
     parts = [p for p in text.replace("/", ",").split(",") if p.strip()]
     try:
         values = [float(p) for p in parts]
@@ -34,6 +36,8 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     if len(values) != 3 or any(v < 0 for v in values) or sum(values) <= 0 or values[0] == 0:
         raise ValueError(f"split ratios need three non-negative numbers with train > 0, not {text!r}")
     total = sum(values)
+    if not any(abs(total - whole) <= 1e-6 * whole for whole in (100.0, 1.0)):
+        raise ValueError(f"split ratios must add up to 100 (or to 1), not {total:g}: {text!r}")
     return (values[0] / total, values[1] / total, values[2] / total)
 
 

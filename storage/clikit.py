@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import logging
 import sys
@@ -16,7 +17,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from storage.errors import GleanerError
 
-__all__ = ["JsonOption", "WorkspaceOption", "emit_json", "err_console", "make_progress", "out_console", "user_errors"]
+__all__ = [
+    "JsonOption",
+    "WorkspaceOption",
+    "add_version_option",
+    "emit_json",
+    "err_console",
+    "make_progress",
+    "out_console",
+    "user_errors",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,21 +40,67 @@ WorkspaceOption = typer.Option(
 JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout; progress goes to stderr.")
 
 
+def _os_error_line(exc: OSError) -> str:
+    """`PATH: reason` for a failed file operation on a path the user gave (a missing folder, /proc, a file
+    where a folder was expected): the message a person can act on, without Python's exception class."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is None:
+        return reason
+    return f"{exc.filename}: {reason}"
+
+
+def _fail(message: str, *, json_output: bool, code: int = 1) -> typer.Exit:
+    """Print the one error line (and with --json the `{"error": ...}` document on stdout); the Exit to raise."""
+    if json_output:
+        emit_json({"error": message})
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def user_errors(func: F) -> F:
-    """Turn GleanerError (and Ctrl-C) into one clear line on stderr and a non-zero exit, never a traceback."""
+    """Turn GleanerError, a failed file operation (OSError on a named path) and Ctrl-C into one clear line on
+    stderr and a non-zero exit, never a traceback. A command with a `json_output` parameter (`--json`) also
+    gets `{"error": "..."}` on stdout, so a script that parses stdout learns why."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        json_output = bool(kwargs.get("json_output"))
         try:
             return func(*args, **kwargs)
         except GleanerError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            raise _fail(str(exc), json_output=json_output) from None
+        except OSError as exc:
+            if exc.filename is None:  # not about a path the user named: a bug or the system, keep the traceback
+                raise
+            raise _fail(_os_error_line(exc), json_output=json_output) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: work done so far is kept; run the command again to resume")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def add_version_option(app: typer.Typer, prog: str) -> None:
+    """`PROG --version`: prints `PROG <version of the installed gleaner package>` and exits."""
+
+    def show_version(value: bool) -> None:
+        if value:
+            try:
+                version = importlib.metadata.version("gleaner")
+            except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+                version = "unknown"
+            typer.echo(f"{prog} {version}")
+            raise typer.Exit()
+
+    def callback(
+        version: bool = typer.Option(
+            False, "--version", callback=show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ) -> None:
+        pass
+
+    callback.__doc__ = app.info.help if isinstance(app.info.help, str) else None
+    app.callback()(callback)
 
 
 def emit_json(document: Any) -> None:

@@ -27,12 +27,14 @@ from storage.catalog.images import (
 )
 from storage.catalog.labels import (
     add_label,
+    delete_label,
     ensure_label,
     label_counts,
     label_history,
     merge_labels,
     rename_label,
     set_label,
+    unlabelled_count,
 )
 from storage.catalog.lookup import resolve_sha
 from storage.catalog.records import ImageFacts, SourceInfo, default_actor
@@ -51,6 +53,7 @@ __all__ = [
     "add_urls",
     "count_images",
     "default_actor",
+    "delete_label",
     "ensure_label",
     "finish_run",
     "frontier_counts",
@@ -75,4 +78,5 @@ __all__ = [
     "resolve_sha",
     "set_label",
     "start_run",
+    "unlabelled_count",
 ]

@@ -13,6 +13,7 @@ from storage.errors import GleanerError
 
 __all__ = [
     "add_label",
+    "delete_label",
     "ensure_label",
     "label_counts",
     "label_event",
@@ -21,6 +22,7 @@ __all__ = [
     "merge_labels",
     "rename_label",
     "set_label",
+    "unlabelled_count",
 ]
 
 
@@ -89,7 +91,13 @@ def rename_label(conn: Connection, old: str, new: str, *, actor: str, origin: st
 
 
 def merge_labels(conn: Connection, sources: Iterable[str], into: str, *, actor: str, origin: str = "cli") -> int:
-    """Move every image of the source labels to `into` (created if needed) and drop the sources."""
+    """Move every image of the source labels to `into` (created if needed) and drop the sources.
+
+    `into` may be among the sources (`merge tote bag --into bag`), but merging a label only into itself is refused:
+    it would do nothing while saying it merged."""
+    sources = list(sources)
+    if sources and all(name.strip() == into.strip() for name in sources):
+        raise GleanerError(f"cannot merge {into!r} into itself: name another label to merge into {into!r}")
     target_id = ensure_label(conn, into)
     moved = 0
     for name in sources:
@@ -104,6 +112,18 @@ def merge_labels(conn: Connection, sources: Iterable[str], into: str, *, actor: 
         label_event(conn, action="merge", before=name, after=into, origin=origin, actor=actor)
         moved += len(shas)
     return moved
+
+
+def delete_label(conn: Connection, name: str, *, actor: str, origin: str = "cli") -> int:
+    """Remove a label; its images become unlabelled (one `clear` event each). Returns how many images it had."""
+    label = _require(conn, name)
+    shas = conn.execute(select(images.c.sha256).where(images.c.label_id == label)).scalars().all()
+    for sha in shas:
+        label_event(conn, sha256=sha, action="clear", before=name, after=None, origin=origin, actor=actor)
+    conn.execute(images.update().where(images.c.label_id == label).values(label_id=None, updated_at=now()))
+    conn.execute(labels.delete().where(labels.c.id == label))
+    label_event(conn, action="delete", before=name, after=None, origin=origin, actor=actor)
+    return len(shas)
 
 
 def set_label(
@@ -154,6 +174,17 @@ def label_counts(conn: Connection, *, include_empty: bool = True) -> dict[str, i
     )
     result = {name: int(count) for name, count in conn.execute(counted)}
     return result if include_empty else {k: v for k, v in result.items() if v}
+
+
+def unlabelled_count(conn: Connection) -> int:
+    """Images without a label, counted as `label_counts` counts (not rejected, duplicates or missing)."""
+    query = select(func.count()).where(
+        images.c.label_id.is_(None),
+        images.c.review != "rejected",
+        images.c.status == "ok",
+        images.c.duplicate_of.is_(None),
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 def label_history(conn: Connection, sha256: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

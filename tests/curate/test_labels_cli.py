@@ -70,21 +70,22 @@ def ok(ws: Path, *args: str | Path, env: dict[str, str] | None = None) -> Any:
 
 
 def fails(ws: Path, *args: str | Path, needle: str) -> str:
-    """A user error: non-zero exit, nothing on stdout, one line on stderr that says what is wrong."""
+    """A user error: non-zero exit, one line on stderr that says what is wrong, and (--json) the same message as
+    `{"error": ...}`, the only document on stdout."""
     result = curate(ws, *args, "--json")
     assert result.code != 0, result
-    assert result.stdout == ""
     assert "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error:"), lines
     assert needle in lines[0], lines
+    assert json.loads(result.stdout) == {"error": lines[0].removeprefix("error: ")}
     return lines[0]
 
 
 def labels(ws: Path) -> dict[str, int]:
     document = ok(ws, "labels")
-    assert set(document) == {"labels"}
+    assert set(document) == {"labels", "unlabelled"}
     return dict(document["labels"])
 
 
@@ -225,7 +226,41 @@ def test_unknown_full_sha_error_fits_on_one_line(catalogued: Catalogued) -> None
 def test_user_error_in_a_real_process(catalogued: Catalogued) -> None:
     result = curate_process(catalogued.ws, "label", "rename", "cat", "dog", "--json")
     assert result.code == 1
-    assert result.stdout == ""
+    message = "label 'dog' already exists; use `curate label merge cat --into dog`"
+    assert json.loads(result.stdout) == {"error": message}
     assert "Traceback" not in result.stderr
-    assert result.stderr.splitlines() == ["error: label 'dog' already exists; use `curate label merge cat --into dog`"]
-    assert ok(catalogued.ws, "labels") == {"labels": {"cat": 3, "dog": 2}}
+    assert result.stderr.splitlines() == [f"error: {message}"]
+    assert ok(catalogued.ws, "labels") == {"labels": {"cat": 3, "dog": 2}, "unlabelled": 2}
+
+
+def test_labels_table_has_an_unlabelled_row(catalogued: Catalogued) -> None:
+    table = curate(catalogued.ws, "labels")
+    assert table.code == 0, table.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in table.stdout.splitlines()
+            if line.count("│") == 3}  # fmt: skip
+    assert rows == {"cat": "3", "dog": "2", "(unlabelled)": "2", "total": "7"}, table.stdout
+    assert ok(catalogued.ws, "labels")["unlabelled"] == 2
+
+
+def test_label_delete(catalogued: Catalogued) -> None:
+    assert ok(catalogued.ws, "label", "delete", "cat") == {"deleted": "cat", "images": 3}
+    assert ok(catalogued.ws, "labels") == {"labels": {"dog": 2}, "unlabelled": 5}
+    event = ok(catalogued.ws, "label", "history", catalogued.cats[0])["events"][0]
+    assert (event["action"], event["before"], event["after"]) == ("clear", "cat", None)
+    latest = ok(catalogued.ws, "label", "history", "--limit", "1")["events"][0]
+    assert (latest["action"], latest["before"], latest["sha256"]) == ("delete", "cat", None)
+    fails(catalogued.ws, "label", "delete", "cat", needle="no label named 'cat'")
+
+
+def test_label_set_clear_takes_only_digests(catalogued: Catalogued) -> None:
+    cleared = ok(catalogued.ws, "label", "set", "--clear", catalogued.cats[0], catalogued.dogs[0][:8])
+    assert cleared == {"label": None, "changed": 2, "images": 2}
+    assert ok(catalogued.ws, "labels") == {"labels": {"cat": 2, "dog": 1}, "unlabelled": 4}
+    fails(catalogued.ws, "label", "set", needle="name the label to give")
+
+
+def test_label_merge_into_itself_is_refused(catalogued: Catalogued) -> None:
+    fails(catalogued.ws, "label", "merge", "cat", "--into", "cat", needle="cannot merge 'cat' into itself")
+    assert labels(catalogued.ws) == {"cat": 3, "dog": 2}
+    assert ok(catalogued.ws, "label", "merge", "cat", "dog", "--into", "dog")["images"] == 3  # into among sources
+    assert labels(catalogued.ws) == {"dog": 5}
