@@ -8,10 +8,19 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from storage.clikit import JsonOption, WorkspaceOption, emit_json, err_console, out_console, user_errors
+from storage.clikit import (
+    JsonOption,
+    WorkspaceOption,
+    add_version_option,
+    emit_json,
+    err_console,
+    out_console,
+    user_errors,
+)
 from train.devices import list_devices
 
 app = typer.Typer(help="Train image classifiers on a Gleaner dataset.", no_args_is_help=True, add_completion=False)
+add_version_option(app, "train")
 
 # Options shared by `run` and `sweep`. None means "not given": the config's default, or on --resume the run's value.
 DatasetOpt = typer.Option(
@@ -28,8 +37,12 @@ UnfreezeOpt = typer.Option(
 DepthOpt = typer.Option(None, "--depth", help="smallcnn conv blocks, 1-4 (default: from the image size, up to 3).")
 BatchOpt = typer.Option(None, "--batch-size", help="Images per step (default: from the set's size, 16-128).")
 SizeOpt = typer.Option(None, "--img-size", help="Square input size (default: the images' median side, ≤ 64).")
+# Every name train.augment registers (tests/train/test_cli_contract.py checks): aliases too, as the README names them.
 AugmentOpt = typer.Option(
-    None, "--augment", help="Comma list: flip, shift, color, rotate, zoom, translate, noise, erase; none: off."
+    None,
+    "--augment",
+    help="Comma list (default flip,shift,color; none: off) of flip, shift, rotate, zoom (alias random-resized-crop), "
+    "translate, color (alias brightness), noise, erase (alias cutout).",
 )
 AutoAugmentOpt = typer.Option(False, "--auto-augment", help="Add torchvision's AutoAugment (ImageNet policy).")
 SmoothingOpt = typer.Option(None, "--label-smoothing", help="Label smoothing, 0-1 (default 0).")
@@ -329,25 +342,28 @@ def report_command(
 @user_errors
 def predict_command(
     run_dir: Path = typer.Argument(..., help="A run folder written by `train run`."),
-    images: list[Path] = typer.Argument(..., help="Image files to classify."),
+    images: list[Path] = typer.Argument(..., help="Image files, or folders of them, to classify."),
     top_k: int = typer.Option(3, "--top-k", min=1, help="How many labels to show per image."),
     json_output: bool = JsonOption,
 ) -> None:
-    """Classify image files with the run's best model."""
+    """Classify image files (or every file in a folder) with the run's best model; files that are not images are
+    listed as skipped, the others still classified."""
     from train.predict import predict_files
 
-    results = predict_files(run_dir, images, top_k)
+    result = predict_files(run_dir, images, top_k)
     if json_output:
-        emit_json({"predictions": results})
+        emit_json(result.to_json())
         return
     table = Table(title="Predictions")
     table.add_column("image", overflow="fold")
     table.add_column("label")
     table.add_column("top", overflow="fold")
-    for item in results:
+    for item in result.predictions:
         top = ", ".join(f"{t['label']} {t['probability']:.2f}" for t in item["top"])
         table.add_row(item["image"], item["label"], top)
     out_console.print(table)
+    for problem in result.problems:
+        err_console.print(f"[yellow]skipped[/] {problem['item']}: {problem['reason']}", highlight=False, soft_wrap=True)
 
 
 @app.command("export")
@@ -387,11 +403,6 @@ def devices_command(json_output: bool = JsonOption) -> None:
         details = ", ".join(f"{k} {v}" for k, v in device.items() if k not in ("device", "name"))
         table.add_row(device["device"], device["name"], details)
     out_console.print(table)
-
-
-@app.callback()
-def main() -> None:
-    """Train image classifiers on a Gleaner dataset."""
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,7 +113,12 @@ def export_run(run_dir: Path, fmt: str, out: Path | None = None, inputs: torch.T
     net = net.cpu().eval()
     batch = inputs if inputs is not None else _check_inputs(meta)
     path = out or Path(run_dir) / ("model.ts" if fmt == "torchscript" else "model.onnx")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # fail on the path, in its own words, before torch's exporters fail on it with a RuntimeError
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise GleanerError(f"cannot write {path}: {exc.strerror or exc}") from None
     run = EXPORTERS[fmt](net, batch[:2].clone(), path)
     with torch.no_grad():
         expected = net(batch).numpy()

@@ -37,6 +37,8 @@ __all__ = [
     "compare_to_baseline",
     "load_evaluation",
     "load_report",
+    "missing_files",
+    "rebuild_missing",
     "save_evaluation",
 ]
 
@@ -173,6 +175,40 @@ def build_report(
     (run_dir / REPORT).write_text(json.dumps(document, indent=2), encoding="utf-8")
     (run_dir / "report.html").write_text(render_html(run_dir, document), encoding="utf-8")
     return document
+
+
+def _report_files(document: dict[str, Any]) -> list[str]:
+    """The files `build_report` writes from a report document (curves only when there were epochs)."""
+    names = ["confusion.csv", "confusion_normalized.csv", "confusion_matrix.png", "report.html"]
+    return names + (["curves.png"] if document.get("epochs") else [])
+
+
+def missing_files(run_dir: Path, document: dict[str, Any]) -> list[str]:
+    """Which of the report's files are not in the run folder (deleted, or never written)."""
+    return [name for name in _report_files(document) if not (run_dir / name).is_file()]
+
+
+def rebuild_missing(run_dir: Path, document: dict[str, Any]) -> list[str]:
+    """Write the report files that are missing from report.json's own figures (the document is not recomputed,
+    so what it says stays as the run wrote it); returns the names rebuilt. The pictures come first: report.html
+    inlines them."""
+    missing = missing_files(run_dir, document)
+    labels = list(document["confusion"]["labels"])
+    matrix = np.array(document["confusion"]["matrix"], dtype=np.int64).reshape(len(labels), len(labels))
+    normalized = normalize_rows(matrix)
+    if "confusion.csv" in missing:
+        _write_matrix_csv(run_dir / "confusion.csv", matrix, labels, "d")
+    if "confusion_normalized.csv" in missing:
+        _write_matrix_csv(run_dir / "confusion_normalized.csv", normalized, labels, ".4f")
+    if "confusion_matrix.png" in missing:
+        plot_confusion(matrix, normalized, labels, run_dir / "confusion_matrix.png")
+    if "curves.png" in missing:
+        plot_curves(document["epochs"], run_dir / "curves.png", document.get("best_epoch"))
+    if missing:  # the page inlines every picture: rebuild it when any of them was rebuilt too
+        (run_dir / "report.html").write_text(render_html(run_dir, document), encoding="utf-8")
+        if "report.html" not in missing:
+            missing.append("report.html")
+    return missing
 
 
 def load_report(run_dir: Path) -> dict[str, Any]:

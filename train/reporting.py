@@ -1,8 +1,9 @@
 """`train report`: a run's report, rebuilt when its files are missing.
 
-A finished run has report.json. If only its evaluation is there, the report files are rebuilt from it; if
-the run never got to evaluate (killed, or stopped before the end), its best checkpoint is evaluated on the
-snapshot's test split, read from the workspace recorded in config.json.
+A finished run has report.json; any other report file that is missing (report.html, confusion_matrix.png,
+curves.png, the confusion CSVs) is rebuilt from it. If only its evaluation is there, the report files are
+rebuilt from it; if the run never got to evaluate (killed, or stopped before the end), its best checkpoint is
+evaluated on the snapshot's test split, read from the workspace recorded in config.json.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from storage.errors import GleanerError
 from train.evaluate import predict
 from train.loaders import make_batches
 from train.prepare import prepare_data
-from train.report import EVALUATION, REPORT, Evaluation, build_report, load_evaluation, save_evaluation
+from train.report import (
+    EVALUATION,
+    REPORT,
+    Evaluation,
+    build_report,
+    load_evaluation,
+    rebuild_missing,
+    save_evaluation,
+)
 from train.rundir import BASELINE, load_net, read_meta
 
 __all__ = ["report_for"]
@@ -50,7 +59,9 @@ def report_for(run_dir: Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     meta = read_meta(run_dir)
     if (run_dir / REPORT).is_file():
-        return json.loads((run_dir / REPORT).read_text(encoding="utf-8"))
+        document: dict[str, Any] = json.loads((run_dir / REPORT).read_text(encoding="utf-8"))
+        rebuild_missing(run_dir, document)
+        return document
     image_of = None
     if (run_dir / EVALUATION).is_file():
         evaluation = load_evaluation(run_dir)

@@ -7,22 +7,28 @@ of each other by pHash, which would leave too few to train on.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import tomli_w
+import typer
 from PIL import Image
+from typer.testing import CliRunner
 
 from curate.snapshot import create_snapshot
 from harvest.importer import import_paths
 from storage.workspace import Workspace, init_workspace, open_workspace
+from train.cli import app as train_app
 from train.config import TrainConfig
 
 PER_CLASS = 30
 SNAPSHOT = "digits"
+TINY = ["--img-size", "16", "--batch-size", "32", "--device", "cpu"]
 
 
 def write_digits(out: Path, per_class: int = PER_CLASS, classes: int = 10) -> dict[str, int]:
@@ -82,3 +88,20 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def invoke(app: typer.Typer, *args: str | Path) -> Any:
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="session")
+def finished_run(digits_ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    """One 2-epoch run for every test that only reads a finished run (report, predict, export): trained once."""
+    out = tmp_path_factory.mktemp("runs") / "run1"
+    summary = invoke(
+        train_app, "run", "--dataset", SNAPSHOT, "--epochs", "2", "--augment", "flip,zoom", *TINY,
+        "--out", out, "--json", "-w", digits_ws.root,
+    )  # fmt: skip
+    return out, summary

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 import typer
 from sqlalchemy import func, select
@@ -16,18 +15,10 @@ from typer.testing import CliRunner
 from harvest.targets import targets_app
 from storage.catalog.schema import predictions, runs
 from storage.workspace import Workspace
-from tests.train.conftest import SNAPSHOT
+from tests.train.conftest import SNAPSHOT, TINY, invoke
 from train.cli import app as train_app
 from train.export import export_run, onnx_available
 from train.models import SmallCNN
-
-TINY = ["--img-size", "16", "--batch-size", "32", "--device", "cpu"]
-
-
-def invoke(app: typer.Typer, *args: str | Path) -> Any:
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def harvest_app() -> typer.Typer:
@@ -40,16 +31,6 @@ def harvest_app() -> typer.Typer:
         """Nothing."""
 
     return app
-
-
-@pytest.fixture(scope="module")
-def finished_run(digits_ws: Workspace, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("runs") / "run1"
-    summary = invoke(
-        train_app, "run", "--dataset", SNAPSHOT, "--epochs", "2", "--augment", "flip,zoom", *TINY,
-        "--out", out, "--json", "-w", digits_ws.root,
-    )  # fmt: skip
-    return out, summary
 
 
 def test_run_writes_a_self_describing_run_dir(finished_run: tuple[Path, dict[str, Any]]) -> None:
