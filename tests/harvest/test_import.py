@@ -206,7 +206,7 @@ def test_workspace_not_found_is_one_clear_error(tmp_path: Path, photo_files: lis
         curate("labels", "--json", cwd=empty),
     ):
         assert result.code != 0
-        assert result.stdout == ""
+        assert "harvest init" in result.json()["error"]  # --json: the error is the one document on stdout
         assert "Traceback" not in result.stderr, result.stderr
         assert result.stderr.startswith("error:"), result.stderr
         assert "harvest init" in " ".join(result.stderr.split())

@@ -8,6 +8,7 @@ that they stay quick.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -209,7 +210,7 @@ def test_user_errors_are_one_line(site: Site, ws: Path) -> None:
     with pytest.raises(GleanerError, match=r"not an http\(s\) URL"):
         run(ws, "ftp://example.org/x")
     result = harvest("scrape", site.url("/shop/bags"), "--select", "div[", "--json", "-w", ws, cwd=ws.parent)
-    assert result.code != 0 and result.stdout == ""
+    assert result.code != 0 and "--select: invalid CSS selector" in json.loads(result.stdout)["error"]  # --json
     assert "Traceback" not in result.stderr and "--select: invalid CSS selector" in result.stderr, result.stderr
     assert not site.hits  # nothing was fetched
 
