@@ -156,7 +156,7 @@ def test_human_readable_summary_lists_problems(tmp_path: Path, ws: Path, photo_f
 
 def labels(ws: Path, cwd: Path) -> dict[str, int]:
     document = ok_json(curate("labels", "--json", "-w", ws, cwd=cwd))
-    assert set(document) == {"labels"}
+    assert set(document) == {"labels", "unlabelled"}  # unlabelled: images without a label
     return dict(document["labels"])
 
 
