@@ -24,6 +24,7 @@ from storage.catalog.review import (
     SHA_RE,
     Filter,
     catalog_version,
+    count_changes,
     count_view,
     grid_page,
     image_states,
@@ -148,6 +149,7 @@ def _undo(state: ReviewState, session: Session) -> dict[str, Any]:
             undone = undo_action(state.workspace.catalog, last, actor=state.actor)
     answer = _answer(state, session, undone, last.shas)
     answer["skipped"] = len(last.changes) - len(undone.changes)
+    answer["undone"] = last.shas[:STATE_LIMIT]  # in the order they were changed: the page focuses the first
     if isinstance(last, DedupeAction):
         answer["regroup"] = True  # the page's pairs and groups changed: pages that show them reload
     return answer
@@ -167,6 +169,25 @@ def _add_label(state: ReviewState, session: Session, body: dict[str, Any]) -> di
     answer = _answer(state, session, None, [])
     answer.update(created=created, name=name.strip())
     return answer
+
+
+def _impact(state: ReviewState, body: dict[str, Any]) -> dict[str, Any]:
+    kind = body.get("action")
+    if kind not in ACTIONS:
+        raise HTTPException(400, f"action must be one of {', '.join(ACTIONS)}")
+    label = body.get("label")
+    if label is not None and not isinstance(label, str):
+        raise HTTPException(400, "label must be a string")
+    flt = _filter(body)
+    with state.workspace.catalog.read() as conn:
+        return {"total": count_view(conn, flt), "changes": count_changes(conn, flt, kind, label)}
+
+
+async def impact_endpoint(request: Request) -> Response:
+    """What an action on the whole view would do, before it is applied: {"action", "label", "filter"} ->
+    {"total": images in the view, "changes": images whose label or review state would change}."""
+    body = await _body(request)
+    return JSONResponse(await run_in_threadpool(_impact, _state(request), body))
 
 
 async def labels_endpoint(request: Request) -> Response:
@@ -280,6 +301,7 @@ def routes() -> list[Route]:
         Route("/api/state", state_endpoint, methods=["POST"]),
         Route("/api/action", action_endpoint, methods=["POST"]),
         Route("/api/undo", undo_endpoint, methods=["POST"]),
+        Route("/api/impact", impact_endpoint, methods=["POST"]),
         Route("/api/labels", labels_endpoint, methods=["POST"]),
         Route("/api/candidates", candidates_endpoint),
         Route("/api/dedupe", dedupe_endpoint, methods=["POST"]),

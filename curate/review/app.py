@@ -32,6 +32,7 @@ from storage.catalog.review import (
     Filter,
     catalog_version,
     count_view,
+    cursor_before,
     flag_counts,
     grid_page,
     latest_run,
@@ -89,9 +90,14 @@ def grid(request: Request) -> Response:
     state = state_of(request)
     flt = parse_filter(request)
     after, before = request.query_params.get("after"), request.query_params.get("before")
+    at = request.query_params.get("at")  # the page that starts with this image (back from its detail view)
+    if at is not None:
+        require_sha(at)
     pairs = flt.view == "candidates"
     with state.workspace.catalog.read() as conn:
         version = catalog_version(conn)
+        if at is not None and not pairs and after is None and before is None:
+            after = cursor_before(conn, flt, at)
         try:
             if pairs:
                 page: Any = candidate_page(conn, flt, after=after, before=before, limit=page_size(request))
@@ -114,7 +120,7 @@ def grid(request: Request) -> Response:
             "version": version,
         }
     context.update(views=VIEWS, page_size=page_size(request))
-    context["boot"] = _boot(request, context, page="grid", total=context["total"])
+    context["boot"] = _boot(request, context, page="grid", total=context["total"], at=at)
     return state.templates.TemplateResponse(request, "grid.html", context, headers={"cache-control": "no-store"})
 
 

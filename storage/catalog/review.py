@@ -42,8 +42,11 @@ __all__ = [
     "LegendEntry",
     "Page",
     "catalog_version",
+    "count_changes",
     "count_view",
+    "cursor_before",
     "decode_cursor",
+    "digit_key",
     "encode_cursor",
     "flag_counts",
     "grid_page",
@@ -132,7 +135,7 @@ class Page:
 class LegendEntry:
     name: str
     count: int
-    key: int | None  # the digit that assigns it (1-9), None beyond the ninth
+    key: int | None  # the digit that assigns it (1-9, then 0 for the tenth), None beyond the tenth
     id: int  # stable across renames and new labels: the page derives the label's colour from it
 
 
@@ -381,6 +384,43 @@ def view_shas(conn: Connection, flt: Filter) -> Iterator[str]:
         yield from conn.execute(query.order_by(*_sort_keys(flt.view))).scalars()
 
 
+REVIEW_AFTER = {"accept": "accepted", "reject": "rejected", "unreview": "unreviewed"}
+
+
+def count_changes(conn: Connection, flt: Filter, kind: str, label: str | None = None) -> int:
+    """How many images of the filtered view an action on the whole view would change (the images that do not
+    carry the label or review state already): what the review page says before a bulk Apply."""
+    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
+    query = _filtered(conn, flt, run_id, [func.count()])
+    if query is None:
+        return 0
+    if kind == "label":
+        target = conn.execute(select(labels.c.id).where(labels.c.name == label)).scalar() if label else None
+        if target is not None:
+            query = query.where(or_(images.c.label_id.is_(None), images.c.label_id != target))
+    elif kind == "clear":
+        query = query.where(images.c.label_id.isnot(None))
+    elif kind in REVIEW_AFTER:
+        query = query.where(images.c.review != REVIEW_AFTER[kind])
+    else:
+        raise ValueError(f"unknown action {kind!r}")
+    return int(conn.execute(query).scalar_one())
+
+
+def cursor_before(conn: Connection, flt: Filter, sha: str) -> str | None:
+    """The cursor of the image just before `sha` in the filtered view, so that the page after it starts with
+    `sha` (the grid page to return to from an image); None when `sha` is first or not in the view."""
+    prev, _ = neighbours(conn, flt, sha)
+    if prev is None:
+        return None
+    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
+    keys = _sort_keys(flt.view)
+    query = _filtered(conn, flt, run_id, [*(k.label(f"k{i}") for i, k in enumerate(keys))])
+    assert query is not None  # prev was found in it
+    row = conn.execute(query.where(images.c.sha256 == prev)).first()
+    return None if row is None else encode_cursor(list(row))
+
+
 def neighbours(conn: Connection, flt: Filter, sha: str) -> tuple[str | None, str | None]:
     """The images before and after `sha` in the filtered view (the detail view's previous/next)."""
     run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
@@ -408,9 +448,16 @@ def label_names(conn: Connection) -> dict[int, str]:
     return {row.id: row.name for row in conn.execute(select(labels.c.id, labels.c.name))}
 
 
-def legend(conn: Connection) -> list[LegendEntry]:
-    """Every label in alphabetical order with its image count; the first nine get digit keys 1-9.
+def digit_key(position: int) -> int | None:
+    """The digit key of the n-th label (0-based) in creation order: 1-9, then 0 for the tenth, then none."""
+    return (position + 1) % 10 if position < 10 else None
 
+
+def legend(conn: Connection) -> list[LegendEntry]:
+    """Every label in creation order with its image count; the first ten get digit keys 1-9 and 0.
+
+    Creation order (the labels table's id, which a rename keeps) means a label's key never changes when
+    another label is added, whatever its name.
     Counts follow `curate labels` (storage.catalog.label_counts: images that are whole, not rejected and not
     duplicates) but come from one grouped table scan: walking the label or duplicate index instead costs a row
     lookup per image, several times slower. The coalesce() calls keep SQLite's planner off those indexes."""
@@ -425,10 +472,9 @@ def legend(conn: Connection) -> list[LegendEntry]:
         .group_by("label_key")  # by name: PostgreSQL sees two bound zeros as two different expressions
     )
     counts = {int(label_id): int(count) for label_id, count in conn.execute(counted)}
-    ordered = sorted(names.items(), key=lambda item: (item[1].casefold(), item[1]))
+    ordered = sorted(names.items())
     return [
-        LegendEntry(name, counts.get(label_id, 0), i + 1 if i < 9 else None, label_id)
-        for i, (label_id, name) in enumerate(ordered)
+        LegendEntry(name, counts.get(label_id, 0), digit_key(i), label_id) for i, (label_id, name) in enumerate(ordered)
     ]
 
 

@@ -128,13 +128,13 @@ def test_review_with_the_keyboard(catalogue: Catalogue, browser: Any, tmp_path: 
         assert card(page, 0).locator(".lab").inner_text() == "dog"
         assert "focus" in (card(page, 1).get_attribute("class") or "")  # and the focus moves on
 
-        # A new label from the legend; the legend stays alphabetical, so `1` is now "bird".
+        # A new label from the legend; keys follow creation order, so "bird" comes last, on `3`.
         page.fill("#add-label input", "bird")
         page.keyboard.press("Enter")
         settled(page)
         page.wait_for_selector("#legend li[data-label='bird']")
-        assert page.locator("#legend li").first.inner_text().split()[:2] == ["1", "bird"]
-        page.keyboard.press("1")
+        assert page.locator("#legend li").last.inner_text().split()[:2] == ["3", "bird"]
+        page.keyboard.press("3")
         settled(page)
         model.known.add("bird")
         previous = model.labels[shas[1]]
@@ -148,7 +148,10 @@ def test_review_with_the_keyboard(catalogue: Catalogue, browser: Any, tmp_path: 
         model.check(ws, catalogue.root)
         assert card(page, 1).locator(".lab").inner_text() == (previous or "unlabelled")
 
-        # `x` rejects the focused image (the third: focus moved on after the relabel).
+        assert "focus" in (card(page, 1).get_attribute("class") or "")  # undo focused the image it undid
+
+        # `x` rejects the focused image (the third, one to the right).
+        page.keyboard.press("ArrowRight")
         page.keyboard.press("x")
         settled(page)
         model.review[shas[2]] = "rejected"
@@ -167,17 +170,22 @@ def test_review_with_the_keyboard(catalogue: Catalogue, browser: Any, tmp_path: 
         save_screenshot(page, SCREENSHOT)
         assert SCREENSHOT.stat().st_size < SCREENSHOT_LIMIT
 
-        # The detail view: keys work there too, and the label history shows the change.
+        # The detail view: keys work there too (then the next image), and the label history shows the change.
         page.keyboard.press("Escape")
         assert page.locator(".card.selected").count() == 0
         page.keyboard.press("Enter")
         ready(page)
         assert page.url.startswith(f"{base}/image/{shas[4]}")
-        page.keyboard.press("2")  # bird, cat, dog: cat
-        settled(page)
-        expect(page.locator("#label-history tr:nth-child(2) td:nth-child(4)")).to_have_text("cat")
+        with page.expect_navigation():
+            page.keyboard.press("1")  # cat, dog, bird: cat
+        ready(page)
+        assert page.url.startswith(f"{base}/image/{shas[5]}")
         model.labels[shas[4]] = "cat"
         model.check(ws, catalogue.root)
+        with page.expect_navigation():
+            page.keyboard.press("p")
+        ready(page)
+        expect(page.locator("#label-history tr:nth-child(2) td:nth-child(4)")).to_have_text("cat")
         page.wait_for_load_state("networkidle")
         save_screenshot(page, tmp_path / "review-detail.png")
         page.keyboard.press("Escape")
@@ -191,7 +199,10 @@ def test_review_with_the_keyboard(catalogue: Catalogue, browser: Any, tmp_path: 
         cats = [sha for sha, label in model.labels.items() if label == "cat"]
         assert page.locator(".grid .card").count() == len(cats)
         before = {sha: model.review[sha] for sha in cats}
-        page.keyboard.press("Shift+A")  # the confirmation dialog is accepted
+        page.keyboard.press("Shift+A")  # the whole-view dialog says how many change, then Apply
+        changing = sum(1 for sha in cats if model.review[sha] != "accepted")
+        expect(page.locator("#picker-impact")).to_have_text(f"{changing} of {len(cats)} images will change")
+        page.click("#picker-apply")
         settled(page)
         for sha in cats:
             model.review[sha] = "accepted"
@@ -207,7 +218,7 @@ def test_review_with_the_keyboard(catalogue: Catalogue, browser: Any, tmp_path: 
         ready(other)
         page.goto(base + "/")
         ready(page)
-        page.keyboard.press("1")  # bird, on the first image
+        page.keyboard.press("3")  # bird, on the first image
         settled(page)
         model.labels[shas[0]] = "bird"
         model.check(ws, catalogue.root)

@@ -356,7 +356,7 @@ def test_clear_and_new_labels(client: TestClient, ws: Workspace, catalogue: Cata
     assert label_of(ws, sha) is None
     created = post(client, "/api/labels", {"name": "  bird "})
     assert created["created"] is True and created["name"] == "bird"
-    assert [(e["name"], e["key"]) for e in created["legend"]] == [("bird", 1), ("cat", 2), ("dog", 3)]
+    assert [(e["name"], e["key"]) for e in created["legend"]] == [("cat", 1), ("dog", 2), ("bird", 3)]  # creation order
     assert post(client, "/api/labels", {"name": "bird"})["created"] is False
     bad = client.post("/api/labels", json={"name": "a/b"}, headers={"x-csrf-token": csrf_of(client)})
     assert bad.status_code == 400 and "invalid label name" in bad.json()["error"]
@@ -410,3 +410,40 @@ def test_sessions_have_their_own_undo(ws: Workspace, catalogue: Catalogue) -> No
         assert review_of(ws, catalogue.cats[1]) == "rejected"
         post(alice, "/api/undo", {})
         assert review_of(ws, catalogue.cats[1]) == "unreviewed"
+
+
+def test_impact_counts_what_a_whole_view_action_would_change(
+    client: TestClient, ws: Workspace, catalogue: Catalogue
+) -> None:
+    cats = {"label": "cat"}
+    total = len(listed(client, "label=cat"))
+    assert post(client, "/api/impact", {"action": "label", "label": "cat", "filter": cats}) == {
+        "total": total,
+        "changes": 0,
+    }
+    assert post(client, "/api/impact", {"action": "label", "label": "new", "filter": cats})["changes"] == total
+    post(client, "/api/action", {"action": "accept", "shas": [catalogue.cats[0]]})
+    assert post(client, "/api/impact", {"action": "accept", "filter": cats})["changes"] == total - 1
+    assert post(client, "/api/impact", {"action": "clear", "filter": {"view": "unlabelled"}})["changes"] == 0
+    post(client, "/api/action", {"action": "label", "label": "dog", "scope": "view", "filter": cats})
+    assert all(label_of(ws, sha) == "dog" for sha in catalogue.cats)  # as counted: every one changed
+    bad = client.post("/api/impact", json={"action": "burn"}, headers={"x-csrf-token": csrf_of(client)})
+    assert bad.status_code == 400
+
+
+def test_grid_at_an_image_starts_the_page_with_it(client: TestClient) -> None:
+    order = listed(client)
+    page = client.get(f"/?n=3&at={order[4]}")
+    assert page.status_code == 200
+    shown = re.findall(r'<figure class="card[^"]*"\s+data-sha="([0-9a-f]{64})"', page.text)
+    assert shown == order[4:7]
+    assert 'id="prev-page"' in page.text
+    first = client.get(f"/?n=3&at={order[0]}")
+    assert re.findall(r'<figure class="card[^"]*"\s+data-sha="([0-9a-f]{64})"', first.text) == order[:3]
+    assert client.get("/?at=nope").status_code == 400
+
+
+def test_undo_names_the_images_it_undid(client: TestClient, catalogue: Catalogue) -> None:
+    shas = [catalogue.dogs[1], catalogue.cats[2]]
+    post(client, "/api/action", {"action": "reject", "shas": shas})
+    assert post(client, "/api/undo", {})["undone"] == shas

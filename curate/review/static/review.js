@@ -17,6 +17,8 @@
   const pairView = isGrid && view === "candidates"; // pairs of a near-duplicate candidate, side by side
   const groupView = isGrid && view === "duplicates";
   const FOCUS_KEY = "gleaner-review-focus";
+  const PLACE_KEY = "gleaner-review-place"; // the grid page an image was opened from, and the image last seen
+  const here = isGrid ? null : cards[0]?.dataset.sha; // the detail view's image
   const selected = new Set();
   const REVIEW = { accept: "accepted", reject: "rejected", unreview: "unreviewed" };
   const POLL_MS = 2000;
@@ -185,7 +187,7 @@
         item.dataset.label = entry.name;
         if (boot.filter.label === entry.name) item.className = "active";
         const key = document.createElement("kbd");
-        key.textContent = entry.key || "";
+        key.textContent = entry.key ?? "";
         const swatch = document.createElement("span");
         swatch.className = "swatch";
         tint(swatch, entry.name);
@@ -199,14 +201,36 @@
         return item;
       }),
     );
-    const options = $("#picker-labels");
-    options.replaceChildren(
-      ...legend.map((entry) => {
-        const option = document.createElement("option");
-        option.value = entry.name;
-        return option;
-      }),
-    );
+    renderKeymap();
+  }
+
+  // The key map: always on screen (fixed at the bottom), one button per digit key, in key order.
+  function renderKeymap() {
+    const map = $("#keymap");
+    if (!map) return;
+    const button = (key, text, title) => {
+      const el = document.createElement("button");
+      el.type = "button";
+      el.dataset.key = key;
+      el.title = title;
+      const kbd = document.createElement("kbd");
+      kbd.textContent = key;
+      el.append(kbd, text);
+      return el;
+    };
+    const keyed = legend.filter((entry) => entry.key !== null && entry.key !== undefined);
+    const items = keyed.map((entry) => {
+      const el = button(String(entry.key), entry.name, `give the label "${entry.name}" (${entry.key})`);
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      tint(swatch, entry.name);
+      el.prepend(swatch);
+      return el;
+    });
+    const rest = legend.length - keyed.length;
+    items.push(button("l", rest ? `${rest} more…` : "any label…", "type the start of a label (l)"));
+    items.push(button("?", "all keys", "every key (?)"));
+    map.replaceChildren(...items);
   }
 
   function settle(data) {
@@ -224,8 +248,15 @@
 
   // --- actions --------------------------------------------------------------------------------------------
 
-  function act(kind, label = null) {
-    const shas = targets();
+  // The detail view moves on to the next image once the server has the change (the grid moves the focus).
+  function nextImage() {
+    const link = $("#next-image");
+    if (link) window.location.href = link.href;
+    else toast("that was the last image of this view");
+  }
+
+  function act(kind, label = null, chosen = null) {
+    const shas = chosen || targets();
     if (!shas.length) return;
     const before = snapshot(shas);
     for (const card of shas.flatMap(cardsOf)) {
@@ -235,10 +266,15 @@
       card.classList.add("pending");
       paint(card);
     }
-    if (isGrid && !selected.size) setFocus(focus + 1);
+    const onFocused = shas.length === 1 && cards[focus]?.dataset.sha === shas[0];
+    if (isGrid && (!selected.size || chosen) && onFocused) setFocus(focus + 1);
     enqueue(async () => {
       try {
-        settle(await api("/api/action", { action: kind, label, shas }));
+        const data = await api("/api/action", { action: kind, label, shas });
+        if (!isGrid && shas.includes(here)) {
+          apply(data.images);
+          nextImage();
+        } else settle(data);
       } catch (error) {
         apply(before);
         toast(`not saved: ${error.message}`, true);
@@ -248,10 +284,8 @@
     });
   }
 
+  // The whole filtered view, every page; the bulk dialog has said how many images change (see openPicker).
   function actOnView(kind, label = null) {
-    const total = Number(($("#total")?.textContent || "0").replace(/,/g, ""));
-    const verb = kind === "label" ? `Label as "${label}"` : kind === "accept" ? "Accept" : "Reject";
-    if (!window.confirm(`${verb} all ${total.toLocaleString("en")} images of this view (every page)?`)) return;
     enqueue(async () => {
       try {
         const data = await api("/api/action", { action: kind, label, scope: "view", filter: boot.filter });
@@ -267,7 +301,14 @@
     enqueue(async () => {
       try {
         const data = await api("/api/undo", {});
+        const undone = data.undone || [];
+        if (!isGrid && undone.length && !undone.includes(here)) {
+          window.location.href = `/image/${undone[0]}${filterQuery()}`; // back to the image it undid
+          return;
+        }
         settle(data);
+        const first = undone.find((sha) => cardsOf(sha).length);
+        if (isGrid && first && !pairView && !groupView) setFocus(cards.indexOf(cardsOf(first)[0]));
         if (data.action) toast(`undone: ${data.changed} change(s)${data.skipped ? `, ${data.skipped} changed since` : ""}`);
         else toast("nothing to undo");
       } catch (error) {
@@ -359,42 +400,255 @@
     return data;
   }
 
-  function labelByKey(digit) {
+  function labelByKey(digit, chosen = null) {
     const entry = legend.find((item) => item.key === digit);
     if (!entry) {
       toast(`no label on key ${digit}: add one in the legend`, true);
       return;
     }
-    act("label", entry.name);
+    act("label", entry.name, chosen);
   }
 
-  // --- label picker (l, "label all…") ---------------------------------------------------------------------
+  function filterQuery(extra = {}) {
+    const query = new URLSearchParams({ ...boot.filter, ...extra }).toString();
+    return query ? `?${query}` : "";
+  }
 
-  let pickerScope = "targets";
-  function openPicker(scope) {
-    pickerScope = scope;
+  // --- the picker: one image or a selection (l, label…), or the whole view (label all…, accept all…) --------
+  //
+  // Typing filters the labels by the start of their names (then by any word's start), in legend order; the
+  // first match is chosen, arrows move the choice, enter applies it; a name no label has creates one. The
+  // whole-view dialog looks different (class "bulk") and says how many images it will change before Apply.
+
+  let picker = { scope: "targets", kind: "label", shas: [] };
+  let pickerChoice = null; // { name, isNew }
+  let impactSeq = 0;
+
+  const fold = (text) => text.trim().toLocaleLowerCase();
+  const plural = (count, word) => `${count.toLocaleString("en")} ${word}${count === 1 ? "" : "s"}`;
+
+  function matches(typed) {
+    const want = fold(typed);
+    if (!want) return legend.map((entry) => entry.name);
+    const names = legend.map((entry) => entry.name);
+    const starts = names.filter((name) => fold(name).startsWith(want));
+    const words = names.filter((name) => !starts.includes(name) && fold(name).split(/[\s_-]+/).some((w) => w.startsWith(want)));
+    return [...starts, ...words];
+  }
+
+  function renderChoices(active = 0) {
+    const typed = $("#picker-input").value.trim();
+    const found = matches(typed);
+    const options = found.map((name) => ({ name, isNew: false }));
+    if (typed && !legend.some((entry) => fold(entry.name) === fold(typed))) options.push({ name: typed, isNew: true });
+    active = Math.max(0, Math.min(options.length - 1, active));
+    const list = $("#picker-list");
+    list.replaceChildren(
+      ...options.map((option, index) => {
+        const item = document.createElement("li");
+        item.setAttribute("role", "option");
+        item.dataset.index = String(index);
+        const entry = legend.find((e) => e.name === option.name);
+        if (option.isNew) {
+          item.dataset.new = "1";
+          item.textContent = `new label "${option.name}"`;
+        } else {
+          item.dataset.label = option.name;
+          const key = document.createElement("kbd");
+          key.textContent = entry?.key ?? "";
+          const swatch = document.createElement("span");
+          swatch.className = "swatch";
+          tint(swatch, option.name);
+          item.append(key, swatch, option.name);
+        }
+        if (index === active) {
+          item.classList.add("active");
+          item.setAttribute("aria-selected", "true");
+        }
+        return item;
+      }),
+    );
+    list.querySelector("li.active")?.scrollIntoView({ block: "nearest" });
+    const choice = options[active] || null;
+    const changed = choice?.name !== pickerChoice?.name;
+    pickerChoice = choice;
+    if (picker.scope === "view" && changed) showImpact();
+    if (picker.scope !== "view") $("#picker-apply").disabled = !choice;
+  }
+
+  function moveChoice(delta) {
+    const items = $("#picker-list").children;
+    const active = Array.from(items).findIndex((item) => item.classList.contains("active"));
+    renderChoices((active < 0 ? 0 : active) + delta);
+  }
+
+  // How many images of the view the action would change (asked of the server: every page counts).
+  async function showImpact() {
+    const impact = $("#picker-impact");
+    const apply = $("#picker-apply");
+    const seq = ++impactSeq;
+    if (picker.kind === "label" && !pickerChoice) {
+      impact.textContent = "";
+      apply.disabled = true;
+      return;
+    }
+    impact.textContent = "counting…";
+    apply.disabled = true;
+    try {
+      const label = picker.kind === "label" ? pickerChoice.name : null;
+      const data = await api("/api/impact", { action: picker.kind, label, filter: boot.filter });
+      if (seq !== impactSeq) return;
+      impact.textContent = `${data.changes.toLocaleString("en")} of ${plural(data.total, "image")} will change`;
+      apply.textContent = `Apply to ${plural(data.changes, "image")}`;
+      apply.disabled = data.changes === 0;
+    } catch (error) {
+      if (seq === impactSeq) impact.textContent = `cannot count: ${error.message}`;
+    }
+  }
+
+  function openPicker(scope, kind = "label", shas = null) {
+    const total = Number(($("#total")?.textContent || "0").replace(/,/g, ""));
+    const chosen = shas || targets();
+    if (scope === "targets" && !chosen.length) return;
+    picker = { scope, kind, shas: chosen };
+    pickerChoice = null;
+    const form = $("#picker-form");
+    form.classList.toggle("bulk", scope === "view");
+    form.classList.toggle("no-input", kind !== "label");
+    const verb = { label: "Label", accept: "Accept", reject: "Reject" }[kind];
+    $("#picker-title").textContent =
+      scope === "view" ? `${verb} all ${plural(total, "image")} of this view (every page)` : `${verb} ${plural(chosen.length, "image")}`;
+    $("#picker-impact").textContent = "";
+    const apply = $("#picker-apply");
+    apply.textContent = "Apply";
+    apply.disabled = false;
     $("#picker").hidden = false;
     const input = $("#picker-input");
     input.value = "";
-    input.focus();
+    if (kind === "label") {
+      renderChoices(0);
+      input.focus();
+    } else {
+      $("#picker-list").replaceChildren();
+      showImpact();
+      apply.focus();
+    }
   }
 
   function closePicker() {
     $("#picker").hidden = true;
+    impactSeq += 1;
+  }
+
+  function applyPicker() {
+    const { scope, kind, shas } = picker;
+    if (kind !== "label") {
+      closePicker();
+      actOnView(kind);
+      return;
+    }
+    const choice = pickerChoice;
+    if (!choice) return;
+    closePicker();
+    const run = () => (scope === "view" ? actOnView("label", choice.name) : act("label", choice.name, shas));
+    if (!choice.isNew) run();
+    else
+      enqueue(() => addLabel(choice.name))
+        .then(run)
+        .catch((error) => toast(`label not added: ${error.message}`, true));
   }
 
   $("#picker-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    const name = $("#picker-input").value.trim();
-    closePicker();
-    if (!name) return;
-    const run = () => (pickerScope === "view" ? actOnView("label", name) : act("label", name));
-    if (legend.some((entry) => entry.name === name)) run();
-    else
-      enqueue(() => addLabel(name))
-        .then(run)
-        .catch((error) => toast(`label not added: ${error.message}`, true));
+    applyPicker();
   });
+  $("#picker-input").addEventListener("input", () => renderChoices(0));
+  $("#picker-input").addEventListener("keydown", (event) => {
+    if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      moveChoice(event.key === "ArrowDown" ? 1 : -1);
+      event.preventDefault();
+    }
+  });
+  $("#picker-list").addEventListener("click", (event) => {
+    const item = event.target.closest("li");
+    if (!item) return;
+    renderChoices(Number(item.dataset.index));
+    if (picker.scope !== "view") applyPicker(); // one click labels; the whole view waits for Apply
+  });
+  $("#picker-cancel").addEventListener("click", closePicker);
+
+  // --- keeping the place: back from an image to the grid page it was opened from, focused on it ------------
+
+  const sameFilter = (a, b) => JSON.stringify(Object.entries(a || {}).sort()) === JSON.stringify(Object.entries(b || {}).sort());
+
+  function readPlace() {
+    try {
+      return JSON.parse(sessionStorage.getItem(PLACE_KEY) || "null");
+    } catch (error) {
+      return null;
+    }
+  }
+
+  function rememberPlace(sha) {
+    const n = new URLSearchParams(window.location.search).get("n");
+    const place = { grid: window.location.href, shas: cards.map((card) => card.dataset.sha), sha, filter: boot.filter, n };
+    sessionStorage.setItem(PLACE_KEY, JSON.stringify(place));
+  }
+
+  function openImage(card) {
+    rememberPlace(card.dataset.sha);
+    window.location.href = card.querySelector("a.thumb").href;
+  }
+
+  function backToGrid() {
+    const place = readPlace();
+    if (place && sameFilter(place.filter, boot.filter)) {
+      if (place.shas.includes(here)) {
+        window.location.href = place.grid;
+        return;
+      }
+      window.location.href = `/${filterQuery(place.n ? { n: place.n, at: here } : { at: here })}`;
+      return;
+    }
+    window.location.href = `/${filterQuery({ at: here })}`; // the page that starts with this image
+  }
+
+  function restorePlace() {
+    const place = readPlace();
+    let sha = null;
+    if (place && place.grid === window.location.href && place.sha) {
+      sha = place.sha;
+      sessionStorage.setItem(PLACE_KEY, JSON.stringify({ ...place, sha: null })); // once: a later visit starts at the top
+    }
+    if (!(sha && cardsOf(sha).length)) sha = boot.at;
+    if (!(sha && cardsOf(sha).length)) return false;
+    setFocus(cards.indexOf(cardsOf(sha)[0]), { scroll: false });
+    cards[focus].scrollIntoView({ block: "center" });
+    return true;
+  }
+
+  if (!isGrid && here) {
+    const place = readPlace();
+    if (place && sameFilter(place.filter, boot.filter)) {
+      place.sha = here; // n / p moved on: esc returns to this image
+      sessionStorage.setItem(PLACE_KEY, JSON.stringify(place));
+    }
+  }
+
+  // --- small images: nearest-neighbour scaling when an image is drawn larger than it is -------------------
+
+  function sharpen(img) {
+    if (!img.naturalWidth || !img.clientWidth) return;
+    const scale = Math.min(img.clientWidth / img.naturalWidth, img.clientHeight / img.naturalHeight);
+    img.classList.toggle("pixelated", scale > 1);
+  }
+
+  const pictures = Array.from(document.querySelectorAll(".card img, .member img"));
+  for (const img of pictures) {
+    img.addEventListener("load", () => sharpen(img));
+    if (img.complete) sharpen(img);
+  }
+  window.addEventListener("resize", () => pictures.forEach(sharpen));
 
   // --- keeping tabs consistent ----------------------------------------------------------------------------
 
@@ -459,6 +713,13 @@
 
   document.addEventListener("keydown", (event) => {
     const target = event.target;
+    if (!$("#picker").hidden && !(target instanceof HTMLInputElement)) {
+      if (event.key === "Escape") {
+        closePicker();
+        event.preventDefault();
+      }
+      return; // the dialog's buttons take enter and space
+    }
     if (target instanceof HTMLInputElement || target instanceof HTMLSelectElement || target instanceof HTMLTextAreaElement) {
       if (event.key === "Escape") {
         closePicker();
@@ -484,24 +745,24 @@
     else if (key === "ArrowDown") move(columns(), event.shiftKey);
     else if (key === "ArrowUp") move(-columns(), event.shiftKey);
     else if (key === " ") isGrid && toggle(focus);
-    else if (/^[1-9]$/.test(key)) labelByKey(Number(key));
-    else if (key === "0") act("clear");
+    else if (/^[0-9]$/.test(key)) labelByKey(Number(key));
+    else if (key === "Backspace" || key === "Delete") act("clear");
     else if (key === "a") act("accept");
     else if (key === "x") act("reject");
-    else if (key === "A") isGrid && actOnView("accept");
-    else if (key === "X") isGrid && actOnView("reject");
+    else if (key === "A") isGrid && openPicker("view", "accept");
+    else if (key === "X") isGrid && openPicker("view", "reject");
     else if (key === "u") undo();
     else if (key === "d") pairView ? decide("duplicate") : toast("d works in the Candidates view", true);
     else if (key === "k") decide(pairView ? "keep" : "keeper");
     else if (key === "s") decide(pairView ? "not_duplicate" : "split");
     else if (key === "l") openPicker("targets");
     else if (key === "?") toggleHelp();
-    else if (key === "Enter") isGrid && cards[focus] && follow(`.card[data-sha="${cards[focus].dataset.sha}"] a.thumb`);
+    else if (key === "Enter") isGrid && cards[focus] && openImage(cards[focus]);
     else if (key === "n") follow(isGrid ? "#next-page" : "#next-image");
     else if (key === "p") follow(isGrid ? "#prev-page" : "#prev-image");
     else if (key === "Escape") {
       if (selected.size) clearSelection();
-      else if (!isGrid) follow("#back");
+      else if (!isGrid) backToGrid();
     } else handled = false;
     if (handled) event.preventDefault();
   });
@@ -514,9 +775,37 @@
       if (event.shiftKey || event.ctrlKey || event.metaKey) {
         event.preventDefault();
         toggle(index);
-      }
+      } else if (event.target.closest("a.thumb") && event.button === 0) rememberPlace(card.dataset.sha);
       setFocus(index, { scroll: false });
     });
+  });
+  // label…, accept and reject on a card (that card only) or in the detail view (its image, then the next)
+  document.querySelectorAll("[data-act]").forEach((button) =>
+    button.addEventListener("click", (event) => {
+      event.stopPropagation();
+      button.blur();
+      const card = button.closest(".card") || cards[0];
+      if (!card) return;
+      if (isGrid) setFocus(cards.indexOf(card), { scroll: false });
+      const kind = button.dataset.act;
+      if (kind === "label") openPicker("targets", "label", [card.dataset.sha]);
+      else act(kind, null, [card.dataset.sha]);
+    }),
+  );
+  // the key map's buttons do what their keys do
+  $("#keymap").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-key]");
+    if (!button) return;
+    button.blur();
+    const key = button.dataset.key;
+    if (key === "l") openPicker("targets");
+    else if (key === "?") toggleHelp();
+    else labelByKey(Number(key));
+  });
+  $("#back")?.addEventListener("click", (event) => {
+    if (event.button !== 0 || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    event.preventDefault();
+    backToGrid();
   });
   document.querySelectorAll("[data-help]").forEach((button) => button.addEventListener("click", () => toggleHelp()));
   $("#help").addEventListener("click", (event) => event.target === $("#help") && toggleHelp(false));
@@ -524,8 +813,7 @@
   document.querySelectorAll("[data-bulk]").forEach((button) =>
     button.addEventListener("click", () => {
       button.blur();
-      if (button.dataset.bulk === "label") openPicker("view");
-      else actOnView(button.dataset.bulk);
+      openPicker("view", button.dataset.bulk);
     }),
   );
   document.querySelectorAll("[data-dedupe]").forEach((button) =>
@@ -559,7 +847,7 @@
 
   cards.forEach(paint);
   renderLegend();
-  if (isGrid && !restoreFocus()) setFocus(0, { scroll: false });
+  if (isGrid && !restoreFocus() && !restorePlace()) setFocus(0, { scroll: false });
   showStatus();
   document.body.dataset.ready = "1";
 })();
