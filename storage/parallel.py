@@ -20,7 +20,7 @@ from pebble import ProcessExpired, ProcessPool
 
 from storage.stores import ObjectStore, open_store
 
-__all__ = ["WorkerDied", "map_objects", "pool_context", "process_map"]
+__all__ = ["WorkerDied", "map_objects", "pool_context", "process_map", "start_worker_server"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,11 +34,42 @@ def pool_context() -> multiprocessing.context.BaseContext:
     if "fork" in methods and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
         # Workers fork from a server that has already imported Pillow, numpy and the store code.
-        context.set_forkserver_preload(["storage.ingest", "storage.parallel", "storage.stores.s3"])
-        return context
+        start_worker_server()
+        return multiprocessing.get_context("forkserver")
     return multiprocessing.get_context("spawn")
+
+
+def start_worker_server() -> None:
+    """Start the fork server (once per process) with SIGINT ignored, so that its children, the pool workers,
+    are born ignoring it.
+
+    Ctrl-C reaches the whole process group; a worker that got it while starting up (before its pool told it to
+    ignore SIGINT) would die and take its pool's tasks with it. A program started with SIGINT ignored keeps it
+    ignored, so only the parent, which decides what to finish, sees Ctrl-C. Meanwhile SIGINT is blocked in
+    this thread, not lost: it arrives when the server is up. Long-running commands call this before they
+    start other threads (then nothing else can take the signal in between)."""
+    global _server_started
+    if _server_started or "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+    if threading.current_thread() is threading.main_thread():
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    else:
+        forkserver.ensure_running()
+    _server_started = True
+
+
+_server_started = False
+_PRELOAD = ["storage.ingest", "storage.parallel", "storage.stores.s3"]
 
 
 def process_map(

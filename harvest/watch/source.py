@@ -27,6 +27,7 @@ from harvest.watch.events import EventFeed, Hint
 from harvest.watch.settle import Signature, Tracker, ignored_name
 from storage.errors import GleanerError
 from storage.ingest import IngestItem, source_for_path
+from storage.parallel import start_worker_server
 
 __all__ = ["DEFAULT_RESCAN", "DEFAULT_SETTLE", "DEFAULT_STUCK_AFTER", "WatchOptions", "WatchSource"]
 
@@ -62,9 +63,12 @@ class WatchOptions:
         move_to = Path(self.move_to).absolute() if self.move_to is not None else None
         if move_to is not None and (move_to == root or root.is_relative_to(move_to)):
             raise GleanerError(f"--move-to must be outside the watched folder, not {self.move_to}")
-        for name, value in (("--settle", self.settle), ("--rescan-every", self.rescan)):
-            if value < 0 or (name == "--rescan-every" and value == 0):
-                raise GleanerError(f"{name} must be positive, not {value}")
+        for name, value, zero_ok in (
+            ("--settle", self.settle, True), ("--rescan-every", self.rescan, False),
+            ("--stuck-after", self.stuck_after, False),
+        ):  # fmt: skip
+            if value < 0 or (value == 0 and not zero_ok):
+                raise GleanerError(f"{name} must be {'zero or more' if zero_ok else 'positive'}, not {value:g}")
         return WatchOptions(
             root, self.label, self.labels_from_folders, self.once, self.poll, move_to, self.delete,
             self.settle, self.rescan, self.stuck_after, self.poll_interval,
@@ -139,6 +143,7 @@ class WatchSource:
 
     def collect(self, engine: Engine, run: Run) -> None:
         options = self.options
+        start_worker_server()  # before the event threads and our handlers: workers are born deaf to Ctrl-C
         with _stop_on_signals(run.stop):
             if not options.once:
                 self.feed = EventFeed(options.root, poll=options.poll, poll_interval=options.poll_interval)
@@ -233,12 +238,15 @@ def _free_name(target: Path) -> Path:
 
 @contextlib.contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT and SIGTERM set `stop` instead of raising (main thread only); the old handlers come back after."""
+    """SIGINT and SIGTERM set `stop` instead of raising (main thread only); a second SIGINT interrupts at once.
+    The old handlers come back after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(_signum: int, _frame: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now (what is committed stays; the rest is redone)
         stop.set()
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -243,6 +243,8 @@ def test_user_errors_are_one_line(ws: Path, tmp_path: Path) -> None:
         ("watch", tmp_path / "missing", "--once"),
         ("watch", tmp_path / "inbox", "--once", "--move-to", tmp_path / "done", "--delete"),
         ("watch", tmp_path / "inbox", "--once", "--move-to", tmp_path / "inbox"),
+        ("watch", tmp_path / "inbox", "--once", "--stuck-after", "-1"),
+        ("watch", tmp_path / "inbox", "--once", "--rescan-every", "0"),
     ):
         result = harvest(*args, "-w", ws, cwd=tmp_path)
         assert result.code != 0
@@ -323,7 +325,7 @@ def test_sigint_mid_burst_finishes_the_file_in_hand_and_exits_0(ws: Path, tmp_pa
     assert document["stopped"] == "signal"
     stored = images(ws)
     assert 10 <= document["added"] == len(stored) < 200
-    assert document["failed"] == 0 and document["rejected"] == 0
+    assert document["failed"] == 0 and document["rejected"] == 0, document["problems"][:3]
     assert set(stored) <= {sha(data) for data in blobs}  # every stored image is a whole file
     report = ok_json(curate("fsck", "--json", "-w", ws, cwd=tmp_path))
     assert report["ok"] is True and report["orphans"] == [], report
