@@ -318,7 +318,7 @@ def _dedupe_decision(
 @user_errors
 def dedupe_command(
     threshold: int = typer.Option(
-        DEFAULT_THRESHOLD, "--threshold", help="Largest pHash+dHash distance (of 128 bits) that still counts as a copy."
+        DEFAULT_THRESHOLD, "--threshold", help="Largest pHash+dHash distance (0-128) that still counts as a copy."
     ),
     apply: bool = typer.Option(False, "--apply", help="Mark non-keepers as duplicates (reversible with --undo)."),
     undo: bool = typer.Option(False, "--undo", help="Clear every duplicate mark."),
@@ -397,10 +397,12 @@ app.add_typer(snapshot_app, name="snapshot")
 def snapshot_command(
     ctx: typer.Context,
     name: str = typer.Option(None, "--name", help="Snapshot name (default: snap-YYYYmmdd-HHMMSS)."),
-    ratios: str = typer.Option("80/10/10", "--ratios", help="train/val/test shares, e.g. 80/10/10 or 0.7,0.15,0.15."),
+    ratios: str = typer.Option(
+        "80/10/10", "--ratios", help="train/val/test shares adding up to 100 (or 1), e.g. 80/10/10 or 0.7,0.15,0.15."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the split assignment (same seed, same splits)."),
     threshold: int = typer.Option(
-        DEFAULT_THRESHOLD, "--threshold", help="Near-duplicate threshold for leak-free splits."
+        DEFAULT_THRESHOLD, "--threshold", help="Near-duplicate threshold (0-128) for leak-free splits."
     ),
     accepted_only: bool = typer.Option(False, "--accepted-only", help="Only images accepted in review."),
     workspace: Path = WorkspaceOption,
