@@ -38,6 +38,7 @@ from storage.catalog import (
 )
 from storage.catalog.images import image_exts
 from storage.clikit import (
+    App,
     JsonOption,
     WorkspaceOption,
     add_version_option,
@@ -49,9 +50,7 @@ from storage.clikit import (
 from storage.errors import GleanerError
 from storage.workspace import Workspace, open_workspace
 
-app = typer.Typer(
-    help="Curate a Gleaner dataset: labels, integrity, duplicates.", no_args_is_help=True, add_completion=False
-)
+app = App(help="Curate a Gleaner dataset: labels, integrity, duplicates.", no_args_is_help=True, add_completion=False)
 add_version_option(app, "curate")
 label_app = typer.Typer(help="Manage labels; every change is kept in the label history.", no_args_is_help=True)
 app.add_typer(label_app, name="label")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -18,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from storage.errors import GleanerError
 
 __all__ = [
+    "App",
     "JsonOption",
     "WorkspaceOption",
     "add_version_option",
@@ -78,6 +80,33 @@ def user_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class App(typer.Typer):
+    """A typer app whose usage errors (a bad option value, a missing argument) honour --json as user errors do:
+    `{"error": "..."}` on stdout and one `error:` line on stderr (exit 2, as click exits), instead of only the
+    framed usage box, which a script parsing stdout never sees. Without --json nothing changes."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        argv = list(kwargs.get("args") or sys.argv[1:])
+        if "--json" not in argv or args:
+            return super().__call__(*args, **kwargs)
+        command = typer.main.get_command(self)
+        try:
+            code = command.main(args=argv, prog_name=kwargs.get("prog_name"), standalone_mode=False)
+        except typer.Abort:
+            err_console.print("[yellow]interrupted[/]")
+            raise SystemExit(130) from None
+        except Exception as exc:
+            # click's UsageError family (typer vendors click, so matched by shape): exit code 2, a message
+            format_message, exit_code = getattr(exc, "format_message", None), getattr(exc, "exit_code", None)
+            if not callable(format_message) or not isinstance(exit_code, int):
+                raise
+            if exit_code != 2 or type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # type: ignore[attr-defined]
+                raise SystemExit(exit_code) from None
+            raise SystemExit(_fail(format_message(), json_output=True, code=exit_code).exit_code) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def add_version_option(app: typer.Typer, prog: str) -> None:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from storage.clikit import (
+    App,
     JsonOption,
     WorkspaceOption,
     add_version_option,
@@ -19,7 +20,7 @@ from storage.clikit import (
 )
 from train.devices import list_devices
 
-app = typer.Typer(help="Train image classifiers on a Gleaner dataset.", no_args_is_help=True, add_completion=False)
+app = App(help="Train image classifiers on a Gleaner dataset.", no_args_is_help=True, add_completion=False)
 add_version_option(app, "train")
 
 # Options shared by `run` and `sweep`. None means "not given": the config's default, or on --resume the run's value.

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,3 +155,26 @@ def test_unlabelled_images_are_named_not_none(dataset: Workspace) -> None:
 def test_version(dataset: Workspace) -> None:
     result = RUNNER.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.startswith("curate ") and result.stdout.split()[1][0].isdigit()
+
+
+def test_usage_errors_honour_json_in_a_real_process(workspace: Workspace) -> None:
+    """A value click refuses (not a number, a missing option) is a user error too: with --json, stdout holds
+    `{"error": ...}` and stderr one line; without --json, click's usage box as before."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLEANER_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "curate.cli", *args, "-w", str(workspace.root)]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    for args, needle in (
+        (["dedupe", "--threshold", "abc"], "Invalid value for '--threshold'"),
+        (["label", "merge", "cat"], "Missing option '--into'"),
+    ):
+        done = run(*args, "--json")
+        assert done.returncode == 2, done
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], done.stderr
+        assert json.loads(done.stdout) == {"error": lines[0].removeprefix("error: ")}
+    plain = run("dedupe", "--threshold", "abc")
+    assert plain.returncode == 2 and plain.stdout == "" and "Usage: " in plain.stderr
+    assert json.loads(run("labels", "--json").stdout) == {"labels": {}, "unlabelled": 0}
