@@ -2,7 +2,8 @@
 is run through the real console scripts, in README order, in one bash session, as a new user would type them,
 in a fresh folder whose home holds the pictures the examples name (`~/Pictures/nike`, `~/datasets/shoes`).
 
-Blocks that need what a test cannot give (an S3 bucket, a web shop, minutes of training) are not marked.
+Blocks that need what a test cannot give (an S3 bucket, a web shop, minutes of training) are not marked; the
+training example that is marked trains two epochs of one network on 36 small images.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def runnable_blocks(text: str = README) -> list[str]:
 
 def fixture_home(home: Path, photos: list[Path]) -> None:
     """The folders the README's examples import: 12 nike photos, and 12 boots + 12 sandals in label folders
-    (48 px thumbnails of the real photos: quick to hash and check, still distinct pictures)."""
+    (48 px thumbnails of the real photos: quick to hash, check and train on, still distinct pictures), and one
+    new photo to classify."""
     groups = {
         "Pictures/nike": photos[:12],
         "datasets/shoes/boots": photos[12:24],
@@ -42,6 +44,9 @@ def fixture_home(home: Path, photos: list[Path]) -> None:
             image = Image.open(source).convert("RGB")
             image.thumbnail((48, 48))
             image.save(home / folder / source.name, quality=90)
+    image = Image.open(photos[40]).convert("RGB")
+    image.thumbnail((48, 48))
+    image.save(home / "Pictures" / "new-shoe.jpg", quality=90)  # `train predict ... ~/Pictures/new-shoe.jpg`
 
 
 def test_runnable_marker_is_found() -> None:
@@ -60,7 +65,7 @@ def test_readme_examples_run_as_written(tmp_path: Path, photo_files: list[Path])
     (work / ".venv").symlink_to(REPO / ".venv")  # the README's `source .venv/bin/activate`, from the checkout
     script = "\n".join(["set -euo pipefail", *runnable_blocks()])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GLEANER_", "VIRTUAL_ENV"))}
-    env.update(HOME=str(home), COLUMNS="120", NO_COLOR="1")
+    env.update(HOME=str(home), COLUMNS="250", NO_COLOR="1")  # wide: table cells keep paths whole
     done = subprocess.run(
         ["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=600, check=False
     )
@@ -74,3 +79,7 @@ def test_readme_examples_run_as_written(tmp_path: Path, photo_files: list[Path])
     assert not (exported / "train").exists()  # --overwrite emptied the ImageFolder export first
     rows = (exported / "manifest.csv").read_text().splitlines()
     assert len(rows) == 1 + 36 and len(list((exported / "images").iterdir())) == 36
+    runs = shoes / "runs" / "quick"
+    for name in ("report.json", "report.html", "confusion_matrix.png", "model.ts"):
+        assert (runs / name).is_file(), name
+    assert "Pictures/new-shoe.jpg" in done.stdout and "Pictures/nike/000000000073.jpg" in done.stdout  # file, folder
