@@ -96,14 +96,15 @@ def predict_files(run_dir: Path, paths: Sequence[Path], top_k: int = 3) -> Predi
     labels = meta["labels"]
     k = max(1, min(top_k, len(labels)))
     result = Predictions(problems=problems)
-    readable: list[tuple[Path, np.ndarray]] = []
-    for path in files:
-        try:
-            readable.append((path, _decode(path, meta["img_size"], meta["channels"])))
-        except Exception as exc:  # one bad file is reported, the rest are still predicted
-            result.problems.append({"item": str(path), "reason": unreadable_reason(exc)})
-    for start in range(0, len(readable), BATCH):
-        chunk = readable[start : start + BATCH]
+    for start in range(0, len(files), BATCH):  # decoded a batch at a time: a folder of any size fits in memory
+        chunk: list[tuple[Path, np.ndarray]] = []
+        for path in files[start : start + BATCH]:
+            try:
+                chunk.append((path, _decode(path, meta["img_size"], meta["channels"])))
+            except Exception as exc:  # one bad file is reported, the rest are still predicted
+                result.problems.append({"item": str(path), "reason": unreadable_reason(exc)})
+        if not chunk:
+            continue
         batch = torch.from_numpy(np.stack([array for _, array in chunk])).float() / 255
         values, indices = torch.softmax(net(batch), dim=1).topk(k, dim=1)
         for (path, _), vals, idx in zip(chunk, values, indices, strict=True):
