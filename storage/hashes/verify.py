@@ -25,7 +25,10 @@ its aligned views agree where they carry information:
 7. when both images are in colour, their chroma must agree in every block too: a red and a blue version of one
    product are different images for a classifier, whatever their grey levels say;
 8. the two views must have about the same proportions (MAX_STRETCH): one plot drawn at 4:3 and at 8:3 looks the
-   same squeezed to 64 x 64, but no copy stretches its picture.
+   same squeezed to 64 x 64, but no copy stretches its picture;
+9. drawings (a tenth of the blocks or more plain in both: plots, products and icons on white) are compared once
+   more, whole image against whole image, at up to 256 px, realigned to the pixel, each small block fitted on its
+   own (FINE_DIFFERENCE): noise-different curves and slightly moved contours show there.
 
 VERIFIED_SCORE was chosen on the tuning half of bench/dedupe_eval.py's photos and checked on held-out sets
 (README, "Near-duplicates").
@@ -36,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from storage.hashes.compare import Match
 from storage.hashes.compute import CENTER_CUT, DIHEDRAL, is_framed, trim_box
@@ -298,6 +301,8 @@ def verify_pair(
     if verdict.verified and aligned != ("trim", "trim") and is_framed(box_a, a.size) and is_framed(box_b, b.size):
         inside = judged("trim", "trim")
         verdict = inside if not inside.verified else verdict
+    if verdict.verified:
+        verdict = _finer_if_drawing(verdict, aligned, (a, (0, 0, *a.size), turn_a), (b, (0, 0, *b.size), turn_b))
     return verdict
 
 
@@ -315,3 +320,95 @@ def _proportions(box: Box, transform: int) -> float:
     """Width over height of a view, after its transform."""
     width, height = max(1, box[2] - box[0]), max(1, box[3] - box[1])
     return height / width if transform in _SWAPS_AXES else width / height
+
+
+# Drawings (plots, products and icons on plain backgrounds) are compared once more, finer: two curves drawn with
+# different noise, contour lines moved a little, or two shirts of one cut agree at 64 px but not at 256. Textured
+# photos with no plain region are not: their copies (resized, noisy, brightened) differ more at 256 px.
+FINE_SIDE = 256
+FINE_BLOCKS = 32
+# Largest mean difference (grey levels) of any of FINE_BLOCKS x FINE_BLOCKS blocks, each block's brightness and
+# contrast fitted on its own, both views blurred by FINE_SIDE/128 px. On the tuning sets (bench/dedupe_eval.py):
+# true copies of figures reached 9.5 (a 50% resize of thin lines), of products 3.5, of photos with plain regions
+# 8.3; different figures came down to 11.1, different products to 6.2 (most above 10).
+FINE_DIFFERENCE = 10.0
+PLAIN_SHARE = 0.1  # a pair is a drawing when at least this share of its 64 px blocks is plain in both views
+
+Placed = tuple[Image.Image, Box, int]  # an image, the region of its view, the transform applied to it
+
+
+def _drawing(a: AlignedView, b: AlignedView) -> bool:
+    cells = (BLOCKS, SIDE // BLOCKS, BLOCKS, SIDE // BLOCKS)
+    plain = (a.grey.reshape(cells).std(axis=(1, 3)) < _FLAT) & (b.grey.reshape(cells).std(axis=(1, 3)) < _FLAT)
+    return float(plain.mean()) >= PLAIN_SHARE
+
+
+def _fine_view(placed: Placed, side: int) -> np.ndarray:
+    image, box, transform = placed
+    region = _flatten(image).crop(box).convert("L").resize((side, side), Image.Resampling.BOX)
+    op = DIHEDRAL[transform][1]
+    if op is not None:
+        region = region.transpose(op)
+    return np.asarray(region.filter(ImageFilter.GaussianBlur(side / 128)), dtype=np.float32)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
+    h, w = a.shape
+    part_a = a[max(0, dy) : h + min(0, dy), max(0, dx) : w + min(0, dx)]
+    part_b = b[max(0, -dy) : h + min(0, -dy), max(0, -dx) : w + min(0, -dx)]
+    return part_a, part_b
+
+
+def _best_shift(a: np.ndarray, b: np.ndarray, reach: int) -> Shift:
+    """The shift within `reach` pixels each way under which a and b correlate best (FFT cross-correlation)."""
+    corr = np.fft.irfft2(np.fft.rfft2(a - a.mean()) * np.conj(np.fft.rfft2(b - b.mean())), s=a.shape)
+    corr = np.roll(corr, (reach, reach), axis=(0, 1))[: 2 * reach + 1, : 2 * reach + 1]
+    dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    return int(dy) - reach, int(dx) - reach
+
+
+def _finer_if_drawing(verdict: Verdict, aligned: tuple[str, str], a: Placed, b: Placed) -> Verdict:
+    """A verified pair of drawings compared finer, whole image against whole image, when their whole views agree
+    at 64 px (a screenshot and its photo do not: the photo was verified inside the frame, and stays verified)."""
+    proportions = _proportions(a[1], a[2]) / _proportions(b[1], b[2])
+    if max(proportions, 1 / proportions) > MAX_STRETCH:
+        return verdict
+    whole_a, whole_b = aligned_view(a[0], "whole", a[2]), aligned_view(b[0], "whole", b[2])
+    if not _drawing(whole_a, whole_b):
+        return verdict
+    if aligned != ("whole", "whole") and not compare_views(whole_a, whole_b).verified:
+        return verdict
+    return _finer(verdict, a, b)
+
+
+def _finer(coarse: Verdict, a: Placed, b: Placed) -> Verdict:
+    """The verified pair `coarse` compared again at up to FINE_SIDE px, realigned to the pixel."""
+    side = min(FINE_SIDE, *(min(box[2] - box[0], box[3] - box[1]) for _, box, _ in (a, b)))
+    if side < 2 * SIDE:  # no detail the 64 px comparison did not see
+        return coarse
+    fa, fb = _fine_view(a, side), _fine_view(b, side)
+    dy, dx = _best_shift(fa, fb, reach=max(2, round(side / SIDE * (_SHIFT + 1))))
+    difference = min(_fine_region(*_overlap(fa, fb, y, x)) for y, x in ((dy, dx), (-dy, -dx)))
+    if difference > FINE_DIFFERENCE:
+        return Verdict(False, coarse.score, f"detail differs at {side} px (by {difference:.0f} grey levels)")
+    return coarse
+
+
+def _fine_region(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest mean difference of any block of a FINE_BLOCKS grid after fitting each block's brightness and
+    contrast on its own (one fit for the image would not forgive highlights a brightened copy burnt out), both
+    ways round: a line or an edge in another place cannot be fitted away."""
+    n = FINE_BLOCKS
+    bh, bw = a.shape[0] // n, a.shape[1] // n
+
+    def blocks(x: np.ndarray) -> np.ndarray:
+        return x[: bh * n, : bw * n].reshape(n, bh, n, bw).transpose(0, 2, 1, 3).reshape(n * n, bh * bw)
+
+    def worst(x: np.ndarray, y: np.ndarray) -> float:
+        x = x - x.mean(axis=1, keepdims=True)
+        y = y - y.mean(axis=1, keepdims=True)
+        slope = (x * y).mean(axis=1, keepdims=True) / np.maximum((x * x).mean(axis=1, keepdims=True), 1.0)
+        return float(np.abs(slope * x - y).mean(axis=1).max())
+
+    xa, xb = blocks(a), blocks(b)
+    return max(worst(xa, xb), worst(xb, xa))
