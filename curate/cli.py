@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from curate.check import check_quality
@@ -495,13 +496,19 @@ def export_command(
 @user_errors
 def review_command(
     host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to listen on; anything but loopback prints a warning (no TLS)."
+        "127.0.0.1", "--host", help="Address to listen on; anything but loopback needs --allow-remote (no TLS)."
     ),
     port: int = typer.Option(None, "--port", help="Port (default: 8765, or a free one when taken; 0: a free one)."),
     no_open: bool = typer.Option(False, "--no-open", help="Do not open a browser; just print the URL."),
+    allow_remote: bool = typer.Option(
+        False, "--allow-remote", help="Allow a --host other than loopback (anyone who can reach it and has a link)."
+    ),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="Another Host name to serve with --allow-remote (a DNS name of this machine)."
+    ),
     workspace: Path = WorkspaceOption,
 ) -> None:
-    """Review labels, duplicates and model mistakes in a local, keyboard-first web app (prints its URL)."""
+    """Review labels, duplicates and model mistakes in a local, keyboard-first web app (prints a one-time URL)."""
     from curate.review.server import serve  # web dependencies load only for this command
     from storage.clikit import err_console
 
@@ -514,7 +521,14 @@ def review_command(
         port=port,
         open_browser=not no_open,
         announce=typer.echo,
-        warn=lambda message: err_console.print(f"[bold yellow]warning:[/] {message}", highlight=False),
+        warn=lambda message: err_console.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False),
+        allow_remote=allow_remote,
+        allowed_hosts=allow_host,
+        announce_token=lambda token: err_console.print(
+            f"scripts: send the header Authorization: Bearer {token} (the URL above opens one browser, once)",
+            highlight=False,
+            soft_wrap=True,
+        ),
     )
 
 

@@ -1,8 +1,13 @@
-"""Access control for the review app: a one-time URL token, exchanged for an HttpOnly session cookie, and CSRF.
+"""Access control for the review app: one-time URL tokens, each exchanged once for an HttpOnly session cookie,
+a separate bearer token for scripts, and CSRF.
 
 The app can change every label of a dataset, so even on 127.0.0.1 it must not trust other local processes or
-web pages open in the same browser: the token keeps out the first, SameSite=Strict cookies, CSRF tokens and
-an Origin check keep out the second, and a Host check defeats DNS rebinding.
+web pages open in the same browser: the tokens keep out the first, SameSite=Strict cookies, CSRF tokens and
+an Origin check keep out the second, and a Host allow-list defeats DNS rebinding.
+
+A URL token is single-use: a link seen later (in a shell history, in `ps` of a browser started with it, in a
+proxy log) opens nothing once its browser has exchanged it. The bearer token (`Authorization: Bearer ...`) is a
+different secret, never put into a URL, and a URL token is never accepted as a bearer token or the reverse.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ __all__ = [
     "cookie_name",
     "csrf_ok",
     "loopback_hosts",
+    "same_site_path",
     "session_of",
 ]
 
@@ -35,6 +41,7 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 COOKIE_PREFIX = "gleaner_review"
 MAX_SESSIONS = 256
+MAX_LINKS = 64  # unused one-time URL tokens kept; the oldest go first
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SECURITY_HEADERS = {
@@ -63,14 +70,34 @@ class Guard:
     """The access token and the sessions it opened (in memory: a restart prints a new token anyway)."""
 
     def __init__(self, token: str | None = None, *, allowed_hosts: set[str] | None = None) -> None:
-        self.token = token or secrets.token_urlsafe(32)
-        self.allowed_hosts = allowed_hosts  # None: any Host header (the app was bound to a public address)
+        self.token = token or secrets.token_urlsafe(32)  # the bearer token, for scripts; never in a URL
+        self.allowed_hosts = allowed_hosts  # None: any Host header (only for create_app without a server)
         self.sessions: dict[str, Session] = {}
+        self._links: dict[str, None] = {}  # unused one-time URL tokens, oldest first
         self._lock = threading.Lock()
         self.bearer_session = Session(id="bearer", csrf=secrets.token_urlsafe(32), bearer=True)
 
     def token_ok(self, candidate: str) -> bool:
+        """True for the bearer token (constant-time)."""
         return hmac.compare_digest(candidate.encode(), self.token.encode())
+
+    def issue_link(self) -> str:
+        """A fresh one-time URL token: `?token=` with it opens one session, once."""
+        link = secrets.token_urlsafe(32)
+        with self._lock:
+            while len(self._links) >= MAX_LINKS:
+                self._links.pop(next(iter(self._links)))
+            self._links[link] = None
+        return link
+
+    def redeem_link(self, candidate: str) -> bool:
+        """Spend a one-time URL token: True the first time for a token that `issue_link` made, then never."""
+        with self._lock:
+            for link in self._links:
+                if hmac.compare_digest(candidate.encode(), link.encode()):
+                    del self._links[link]
+                    return True
+        return False
 
     def open_session(self) -> Session:
         session = Session(id=secrets.token_urlsafe(32), csrf=secrets.token_urlsafe(32))
@@ -147,9 +174,16 @@ class AuthMiddleware:
                 return _denied(403, "cross-origin request refused")
         token = request.query_params.get("token")
         if token is not None:
-            if not guard.token_ok(token):
-                return _denied(403, "invalid token: use the URL that `curate review` printed")
-            return self._exchange(request)
+            if request.method not in SAFE_METHODS:
+                return _denied(403, "the token is exchanged on GET only")
+            if guard.redeem_link(token):
+                return self._exchange(request, guard.open_session())
+            known = guard.session(request.cookies.get(cookie_name(request.scope)) or "")
+            if known is not None:  # a reload of a spent link in the browser that spent it: just drop the token
+                return self._exchange(request, None)
+            return _denied(
+                403, "invalid or already used link: each printed URL opens one browser once; restart `curate review`"
+            )
         authorization = request.headers.get("authorization", "")
         if authorization.lower().startswith("bearer "):
             if guard.token_ok(authorization[7:].strip()):
@@ -161,14 +195,13 @@ class AuthMiddleware:
             return session if session is not None else _denied(403, "session expired: open the printed URL again")
         return _denied(401, "authentication required: open the URL that `curate review` printed (with ?token=...)")
 
-    def _exchange(self, request: Request) -> Response:
+    def _exchange(self, request: Request, session: Session | None) -> Response:
         """Token → cookie, then a redirect to the same URL without the token (it leaves the address bar)."""
-        if request.method not in SAFE_METHODS:
-            return _denied(403, "the token is exchanged on GET only")
-        session = self.guard.open_session()
         rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
-        target = request.url.path + (f"?{urlencode(rest)}" if rest else "")
+        target = same_site_path(request.url.path) + (f"?{urlencode(rest)}" if rest else "")
         response = RedirectResponse(target, status_code=303, headers={"cache-control": "no-store"})
+        if session is None:
+            return response
         response.set_cookie(
             cookie_name(request.scope),
             session.id,
@@ -178,6 +211,12 @@ class AuthMiddleware:
             path="/",
         )
         return response
+
+
+def same_site_path(path: str) -> str:
+    """`path` as a redirect target that stays on this site: `//evil.example/` (or `/\\evil.example`) would be
+    read by a browser as another host, so leading slashes and backslashes collapse into one `/`."""
+    return "/" + path.lstrip("/\\")
 
 
 def loopback_hosts() -> set[str]:

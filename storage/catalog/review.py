@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -154,13 +155,21 @@ def decode_cursor(cursor: str, width: int) -> list[Any]:
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except Exception as exc:
         raise ValueError("invalid cursor") from exc
-    if (
-        not isinstance(values, list)
-        or len(values) != width
-        or not all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in values)
-    ):
+    if not isinstance(values, list) or len(values) != width or not all(map(_cursor_scalar, values)):
         raise ValueError("invalid cursor")
     return values
+
+
+def _cursor_scalar(value: Any) -> bool:
+    """A value a database can compare: a string, a finite float, or an integer in SQL's 64-bit range (a larger
+    one would overflow the driver: a 500 instead of a 400)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and "\x00" not in value  # PostgreSQL text cannot hold NUL
 
 
 # --- the query ------------------------------------------------------------------------------------------------

@@ -45,9 +45,9 @@ class Client:
 class Browser(Client):
     """A client that opened the printed URL: it holds the session cookie and sends the CSRF token."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         super().__init__(url.split("?")[0].rstrip("/"))
-        self.token = url.split("token=")[1]
+        self.token = token  # the bearer token: the URL's own token opens one session, once
         assert self.session.get(url, timeout=30).status_code == 200
         found = re.search(r'"csrf": "([^"]+)"', self.get("/").text)
         assert found
@@ -73,7 +73,7 @@ def pair_ws(pairs: Pairs) -> Iterator[Workspace]:
 @pytest.fixture
 def on_pairs(pair_ws: Workspace) -> Iterator[Browser]:
     with running(pair_ws, port=0) as server:
-        browser = Browser(server.url)
+        browser = Browser(server.url, server.token)
         yield browser
         browser.session.close()
 
@@ -237,7 +237,7 @@ def test_detail_view_shows_candidates_and_decisions(on_pairs: Browser, pairs: Pa
 def on_groups(catalogue: Catalogue) -> Iterator[tuple[Browser, Workspace]]:
     workspace = catalogue.open()
     with running(workspace, port=0) as server:
-        browser = Browser(server.url)
+        browser = Browser(server.url, server.token)
         yield browser, workspace
         browser.session.close()
     workspace.close()

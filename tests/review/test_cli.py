@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.review.server import bind, is_loopback
+from curate.review.server import bind, is_loopback, open_in_browser
 from storage.errors import GleanerError
 from tests.review.conftest import Catalogue
 
@@ -77,12 +78,50 @@ def test_review_prints_a_token_url_and_serves_it(catalogue: Catalogue) -> None:
 
 
 def test_other_hosts_need_the_flag_and_get_a_warning(catalogue: Catalogue) -> None:
-    process, url, errors = start(catalogue.root, "--host", "0.0.0.0", "--port", "0")
+    """Issue 16, item 12: `--host 0.0.0.0` only warned, and switched the Host check off."""
+    refused = subprocess.run(
+        [sys.executable, "-m", "curate.cli", "review", "--no-open", "-w", str(catalogue.root), "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and "--allow-remote" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.stdout == ""  # no link printed, nothing served
+    process, url, errors = start(
+        catalogue.root, "--host", "0.0.0.0", "--port", "0", "--allow-remote", "--allow-host", "review.example"
+    )
     try:
         assert url.startswith("http://0.0.0.0:")
+        port = url.split(":")[2].split("/")[0]
+        for host, status in (("rebound.example", 400), ("review.example", 401), ("127.0.0.1", 401)):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": f"{host}:{port}"})
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(request, timeout=10)
+            assert answer.value.code == status, host  # still a Host allow-list: DNS rebinding stays refused
     finally:
         stop(process)
     assert "warning" in "".join(errors) and "0.0.0.0" in "".join(errors)
+
+
+def test_the_browser_gets_a_private_redirect_file_not_the_link(tmp_path: Path) -> None:
+    """Issue 16, item 11: the URL with its token was on the browser's command line, visible in `ps`."""
+    opened: list[str] = []
+    done = threading.Event()
+
+    def browser(address: str) -> None:  # what webbrowser.open would put on the browser's command line
+        opened.append(address)
+        done.set()
+
+    link = "http://127.0.0.1:8765/?token=secret-one-time-token"
+    path = open_in_browser(link, opener=browser)
+    try:
+        assert done.wait(10)
+        assert opened == [path.as_uri()] and "secret" not in opened[0]
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert f'url={link}"' in path.read_text()
+    finally:
+        path.unlink()
+        path.parent.rmdir()
 
 
 def test_binding() -> None:

@@ -3,7 +3,9 @@ thumbnails, actions with history, undo and bulk actions."""
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +19,7 @@ from curate.review import create_app, thumbs
 from curate.review.auth import loopback_hosts
 from curate.review.thumbs import thumb_key
 from storage.catalog import get_image, label_history, set_label
+from storage.catalog.review import encode_cursor
 from storage.catalog.schema import review_events
 from storage.ingest import IngestItem, Ingestor, source_for_path
 from storage.workspace import Workspace
@@ -39,10 +42,16 @@ def anonymous(ws: Workspace) -> Iterator[TestClient]:
         yield client
 
 
+def link(client: TestClient) -> str:
+    """A fresh one-time URL token, as `curate review` prints one."""
+    app: Any = client.app
+    return str(app.state.review.guard.issue_link())
+
+
 @pytest.fixture
 def client(anonymous: TestClient) -> TestClient:
     """A browser-like client: it opened the printed URL, so it holds the session cookie."""
-    response = anonymous.get(f"/?token={TOKEN}", follow_redirects=False)
+    response = anonymous.get(f"/?token={link(anonymous)}", follow_redirects=False)
     assert response.status_code == 303
     return anonymous
 
@@ -105,7 +114,7 @@ def test_wrong_token_or_cookie_is_forbidden(anonymous: TestClient, catalogue: Ca
 
 
 def test_token_is_exchanged_for_an_httponly_strict_cookie(anonymous: TestClient) -> None:
-    response = anonymous.get(f"/?view=unlabelled&token={TOKEN}", follow_redirects=False)
+    response = anonymous.get(f"/?view=unlabelled&token={link(anonymous)}", follow_redirects=False)
     assert response.status_code == 303
     assert response.headers["location"] == "/?view=unlabelled"  # the token leaves the address bar
     cookie = response.headers["set-cookie"]
@@ -115,7 +124,36 @@ def test_token_is_exchanged_for_an_httponly_strict_cookie(anonymous: TestClient)
     page = anonymous.get("/?view=unlabelled")
     assert page.status_code == 200
     assert page.text.count('class="card ') == 3
-    assert anonymous.post(f"/api/undo?token={TOKEN}", json={}).status_code == 403  # exchanged on GET only
+    assert anonymous.post(f"/api/undo?token={link(anonymous)}", json={}).status_code == 403  # exchanged on GET only
+
+
+def test_url_token_opens_one_session_once(ws: Workspace) -> None:
+    """Issue 16, item 11: the printed link could be exchanged any number of times (by anyone who saw it in `ps`
+    or a history), and it was the bearer token too."""
+    app = create_app(ws, token=TOKEN)
+    once = app.state.review.guard.issue_link()
+    with TestClient(app) as first, TestClient(app) as later:
+        assert first.get(f"/?token={once}", follow_redirects=False).status_code == 303
+        assert first.get(f"/?token={once}", follow_redirects=False).status_code == 303  # its own reload: no harm
+        spent = later.get(f"/?token={once}", follow_redirects=False)
+        assert spent.status_code == 403 and "already used" in spent.text
+        assert "set-cookie" not in spent.headers
+        assert later.get("/", follow_redirects=False).status_code == 401
+        # The bearer token is a different secret: it opens no session from a URL, a link is no bearer token.
+        assert later.get(f"/?token={TOKEN}", follow_redirects=False).status_code == 403
+        fresh = app.state.review.guard.issue_link()
+        assert later.get("/api/version", headers={"authorization": f"Bearer {fresh}"}).status_code == 403
+        assert later.get(f"/?token={fresh}").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["//evil.example/", "///evil.example/x", "//evil.example"])
+def test_token_redirect_stays_on_this_site(anonymous: TestClient, path: str) -> None:
+    """Issue 16, item 14: `GET //evil.example/?token=T` answered `303 Location: //evil.example/`."""
+    response = anonymous.get(f"http://testserver{path}?token={link(anonymous)}&view=all", follow_redirects=False)
+    assert response.status_code == 303
+    location = response.headers["location"]
+    assert location.startswith("/") and not location.startswith(("//", "/\\")), location
+    assert location.split("?")[0] == "/" + path.lstrip("/\\").split("?")[0]
 
 
 def test_bearer_token_serves_scripts_without_csrf(anonymous: TestClient, ws: Workspace, catalogue: Catalogue) -> None:
@@ -129,9 +167,9 @@ def test_bearer_token_serves_scripts_without_csrf(anonymous: TestClient, ws: Wor
 def test_host_header_is_checked_on_loopback(ws: Workspace) -> None:
     app = create_app(ws, token=TOKEN, allowed_hosts=loopback_hosts())
     with TestClient(app, base_url="http://127.0.0.1:8765") as local:
-        assert local.get(f"/?token={TOKEN}").status_code == 200
+        assert local.get(f"/?token={link(local)}").status_code == 200
     with TestClient(app, base_url="http://rebound.example:8765") as rebound:  # DNS rebinding
-        assert rebound.get(f"/?token={TOKEN}", follow_redirects=False).status_code == 400
+        assert rebound.get(f"/?token={link(rebound)}", follow_redirects=False).status_code == 400
 
 
 def test_security_headers(client: TestClient) -> None:
@@ -256,6 +294,19 @@ def test_keyset_paging_walks_every_image_once(client: TestClient, catalogue: Cat
     back = client.get(f"/api/images?n=3&before={document['prev']}").json()
     assert [item["sha256"] for item in back["images"]] == seen[6:9]
     assert client.get("/api/images?n=100000").json()["images"]  # clamped, not refused
+
+
+def test_hostile_cursors_are_a_400_not_a_500(client: TestClient) -> None:
+    """Issue 16, item 13: a cursor holding a huge integer overflowed the database driver (500)."""
+    first = client.get("/api/images?n=3").json()["next"]
+    width = len(json.loads(base64.urlsafe_b64decode(first + "=" * (-len(first) % 4))))
+    for value in (10**30, -(10**30), 2**63, float("inf"), "a\x00b"):
+        cursor = encode_cursor([value] * width)
+        for path in ("/api/images", "/", "/api/candidates"):
+            for side in ("after", "before"):
+                response = client.get(f"{path}?{side}={cursor}")
+                assert response.status_code == 400, (path, side, value, response.text[:200])
+    assert client.get(f"/api/images?after={encode_cursor([2**63 - 1] * width)}").status_code == 200
 
 
 def test_detail_page(client: TestClient, catalogue: Catalogue, photo_files: list) -> None:
@@ -404,7 +455,7 @@ def test_sessions_have_their_own_undo(ws: Workspace, catalogue: Catalogue) -> No
     app = create_app(ws, token=TOKEN)
     with TestClient(app) as alice, TestClient(app) as bob:
         for person in (alice, bob):
-            person.get(f"/?token={TOKEN}")
+            person.get(f"/?token={link(person)}")
         post(alice, "/api/action", {"action": "reject", "shas": [catalogue.cats[1]]})
         assert post(bob, "/api/undo", {})["action"] is None
         assert review_of(ws, catalogue.cats[1]) == "rejected"
