@@ -1,23 +1,30 @@
 """Map a function over stored objects in worker processes, each with its own store connection.
 
 Decoding images is CPU-bound, so ingest, checks and hash backfills use processes; results come back in
-completion order with at most `4 * workers` objects in flight (bounded memory for any catalog size).
+completion order with at most `2 * workers` items in flight (bounded memory for any catalog size).
 `process_map` is the loop they share; `map_objects` adds a store connection per worker.
+
+Crash isolation is per item: each worker has its own pipe and holds at most two items (the one in progress
+and the next, so it never waits for a round trip), and works through them in order. A worker that dies
+(the out-of-memory killer, a crash in a decoder, `os._exit`) therefore fails the item it was working on and
+nothing else: its waiting item goes to another worker, and a fresh worker takes its place. (A shared task
+queue cannot promise this: a worker killed while it holds the queue's lock takes the pool down with it.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
 import signal
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, TypeVar
+from multiprocessing import connection
+from typing import Any, Generic, TypeVar
 
-from pebble import ProcessExpired, ProcessPool
-
+from storage.errors import GleanerError
 from storage.stores import ObjectStore, open_store
 
 __all__ = ["WorkerDied", "map_objects", "pool_context", "process_map", "start_worker_server"]
@@ -72,6 +79,10 @@ _server_started = False
 _PRELOAD = ["storage.ingest", "storage.parallel", "storage.stores.s3"]
 
 
+PER_WORKER = 2  # items handed to a worker and not yet answered: the one in progress and the next
+MAX_START_FAILURES = 3  # workers in a row that die before answering anything: they cannot start
+
+
 def process_map(
     fn: Callable[[T], R],
     items: Iterable[T],
@@ -81,55 +92,60 @@ def process_map(
     initargs: tuple[Any, ...] = (),
 ) -> Generator[list[tuple[T, R | BaseException]], None, None]:
     """Run picklable `fn` over `items` in `workers` processes; yield each group of `(item, result)` pairs that
-    completed together (the exception instead of the result when fn raised).
-
-    At most `4 * workers` items are in flight, so memory stays bounded for any input length. Each worker holds
-    one item at a time (pebble tracks which), so a worker that dies (the out-of-memory killer, a crash in a
-    decoder, `os._exit`) fails only the item it had, with `WorkerDied`; a fresh worker takes its place.
-    """
-    setup = functools.partial(_worker_setup, initializer, initargs)
-    pool = ProcessPool(max_workers=workers, initializer=setup, context=pool_context())
-    pending: dict[Future[R], T] = {}
+    completed together (the exception instead of the result when fn raised, `WorkerDied` when the worker
+    running the item died). Every item is answered exactly once. Closing the generator early stops the
+    workers at once."""
+    context = pool_context()
+    setup = (fn, initializer, initargs)
+    pool: list[_Worker[T]] = []
+    retry: deque[T] = deque()  # items a dead worker had not started: handed out again first
+    start_failures = 0
     finished = False
     try:
+        pool.extend(_Worker(context, setup) for _ in range(max(1, workers)))
         iterator = iter(items)
         exhausted = False
-        while pending or not exhausted:
-            while not exhausted and len(pending) < 4 * workers:
+        while True:
+            for index, idle in enumerate(pool):
+                if not idle.outstanding and not idle.process.is_alive():  # died between items: nothing lost
+                    idle.bury([], retry)
+                    pool[index] = _Worker(context, setup)
+            while retry or not exhausted:
+                worker = min(pool, key=lambda w: len(w.outstanding))
+                if len(worker.outstanding) >= PER_WORKER:
+                    break
+                if retry:
+                    worker.send(retry.popleft())
+                    continue
                 try:
-                    item = next(iterator)
+                    worker.send(next(iterator))
                 except StopIteration:
                     exhausted = True
-                    break
-                pending[pool.schedule(fn, args=(item,))] = item
-            if not pending:
+            busy = [w for w in pool if w.outstanding]
+            if not busy:
                 break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            waitables: dict[Any, _Worker[T]] = {}
+            for worker in busy:
+                waitables[worker.conn] = worker
+                waitables[worker.process.sentinel] = worker
             group: list[tuple[T, R | BaseException]] = []
-            for future in done:
-                item = pending.pop(future)
-                try:
-                    group.append((item, future.result()))
-                except ProcessExpired as exc:
-                    group.append((item, WorkerDied(exc.exitcode)))
-                except Exception as exc:
-                    group.append((item, exc))
-            yield group
+            for worker in {waitables[ready] for ready in connection.wait(list(waitables))}:
+                alive = worker.drain(group)
+                if alive and worker.process.is_alive():
+                    continue
+                pool.remove(worker)
+                worker.bury(group, retry)
+                start_failures = 0 if worker.ready else start_failures + 1
+                if start_failures >= MAX_START_FAILURES:
+                    code = worker.process.exitcode
+                    raise GleanerError(f"worker processes die as they start (exit code {code}); see the messages above")
+                pool.append(_Worker(context, setup))
+            if group:  # nothing but a worker saying it is ready: wait again
+                yield group
         finished = True
     finally:
-        if finished:
-            pool.close()  # type: ignore[no-untyped-call]
-        else:  # an error or an early stop: end the workers now, not after their queue
-            pool.stop()  # type: ignore[no-untyped-call]
-        pool.join()
-
-
-def _worker_setup(initializer: Callable[..., None] | None, initargs: tuple[Any, ...]) -> None:
-    """Workers ignore Ctrl-C (it reaches the whole process group): the parent decides, and stops them or lets
-    them finish the item in hand."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if initializer is not None:
-        initializer(*initargs)
+        for worker in pool:
+            worker.stop(wait=5.0 if finished else 0.0)
 
 
 class WorkerDied(RuntimeError):
@@ -139,6 +155,92 @@ class WorkerDied(RuntimeError):
         how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
         super().__init__(f"worker process died ({how}) while this item was in progress")
         self.exitcode = exitcode
+
+
+class _Worker(Generic[T]):
+    """One worker process with its own pipe; `outstanding` holds its items in the order it works on them."""
+
+    def __init__(self, context: multiprocessing.context.BaseContext, setup: tuple[Any, ...]) -> None:
+        self.conn, child = context.Pipe()
+        self.process: Any = context.Process(target=_serve, args=(child, *setup), daemon=True)  # type: ignore[attr-defined]
+        self.process.start()
+        child.close()
+        self.outstanding: deque[T] = deque()
+        self.ready = False
+
+    def send(self, item: T) -> None:
+        self.outstanding.append(item)
+        with contextlib.suppress(OSError):  # a dead worker: found by its sentinel, the item failed or retried
+            self.conn.send(item)
+
+    def drain(self, group: list[tuple[T, Any]]) -> bool:
+        """Read every answer waiting in the pipe into `group`; False when the pipe is closed (the worker is gone)."""
+        try:
+            while self.conn.poll():
+                message = self.conn.recv()
+                if message is None:  # started: its initializer ran
+                    self.ready = True
+                    continue
+                _ok, value = message  # the result, or the exception fn raised
+                group.append((self.outstanding.popleft(), value))
+        except (EOFError, OSError):
+            return False
+        return True
+
+    def bury(self, group: list[tuple[T, Any]], retry: deque[T]) -> None:
+        """After death: the item in progress fails with WorkerDied, the waiting one goes back to `retry`."""
+        self.process.join(1)
+        if self.process.is_alive():  # its pipe broke but it lives on: end it
+            self.process.terminate()
+            self.process.join(5)
+        self.conn.close()
+        if self.outstanding:
+            group.append((self.outstanding.popleft(), WorkerDied(self.process.exitcode)))
+            retry.extendleft(reversed(self.outstanding))
+            self.outstanding.clear()
+
+    def stop(self, *, wait: float) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(_STOP)
+        self.process.join(wait)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(5)
+        self.conn.close()
+
+
+class _Stop:
+    """The end-of-work message (a class, so that no item can be mistaken for it)."""
+
+
+_STOP = _Stop
+
+
+def _serve(
+    conn: Any, fn: Callable[[Any], Any], initializer: Callable[..., None] | None, initargs: tuple[Any, ...]
+) -> None:
+    """A worker: items in, `(ok, result or exception)` out, in order. Ctrl-C is the parent's to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if initializer is not None:
+        initializer(*initargs)
+    conn.send(None)  # ready
+    while True:
+        try:
+            item = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if item is _STOP:
+            return
+        try:
+            answer: tuple[bool, Any] = (True, fn(item))
+        except Exception as exc:
+            answer = (False, exc)
+        try:
+            conn.send(answer)
+        except (EOFError, OSError):
+            return
+        except Exception as exc:  # a result or an exception that does not pickle still answers its item
+            conn.send((False, RuntimeError(f"cannot send the result back: {exc!r}")))
 
 
 def _init(store_url: str, options: dict[str, Any]) -> None:
