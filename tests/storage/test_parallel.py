@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from storage.errors import GleanerError
 from storage.parallel import WorkerDied, process_map
 
 
@@ -74,3 +75,13 @@ def test_a_worker_killed_from_outside_fails_at_most_the_item_it_was_running() ->
     died = [n for n, result in found.items() if isinstance(result, WorkerDied)]
     assert len(died) <= 2, died  # the pool of a shared queue lost every item in flight, or hung
     assert all(found[n] == n * n for n in range(60) if n not in died)
+
+
+def _broken_init() -> None:
+    raise OSError("no store here")
+
+
+def test_workers_that_cannot_start_are_one_clear_error() -> None:
+    with pytest.raises(GleanerError, match="worker processes die as they start"):
+        for _group in process_map(_slow_square, range(10), workers=2, initializer=_broken_init):
+            pass
