@@ -32,6 +32,7 @@ from storage.catalog import (
     label_counts,
     label_history,
     merge_labels,
+    normalize_label,
     rename_label,
     resolve_sha,
     set_label,
@@ -100,7 +101,7 @@ def label_add(
     """Create labels (existing ones are left as they are)."""
     ws = open_workspace(workspace)
     with ws.catalog.write() as conn:
-        created = [name for name in names if add_label(conn, name, actor=default_actor())]
+        created = [normalize_label(name) for name in names if add_label(conn, name, actor=default_actor())]
     _report(json_output, {"created": created}, f"created {len(created)} label(s): {', '.join(created) or '-'}")
 
 

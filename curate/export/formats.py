@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from curate.export import register_exporter
+from curate.export.folders import label_folders
 from curate.snapshot import ManifestEntry
 from storage.stores import ObjectStore
 
@@ -46,14 +47,18 @@ def _classes(entries: list[ManifestEntry]) -> list[str]:
 
 @register_exporter("imagefolder")
 def export_imagefolder(entries: list[ManifestEntry], store: ObjectStore, out: Path) -> dict[str, int]:
-    """out/<split>/<label>/<sha256>.<ext> — torchvision's ImageFolder reads each split folder."""
+    """out/<split>/<folder>/<sha256>.<ext> — torchvision's ImageFolder reads each split folder. The folder is
+    the label itself when it is a safe name (curate.export.folders); labels.json maps folder → label."""
+    folders = label_folders(entry.label for entry in entries)
     written = 0
     for entry, data in _fetch(store, entries):
-        target = out / entry.split / entry.label / _file_name(entry)
+        target = out / entry.split / folders[entry.label] / _file_name(entry)
         if not target.exists():
             _write_atomic(target, data)
         written += 1
     (out / "classes.txt").write_text("\n".join(_classes(entries)) + "\n")
+    by_folder = {folder: label for label, folder in sorted(folders.items(), key=lambda item: item[1])}
+    (out / "labels.json").write_text(json.dumps(by_folder, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     return {"images": written}
 
 

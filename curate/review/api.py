@@ -19,7 +19,7 @@ from curate.review.actions import ACTIONS, Action, apply_action, undo_action
 from curate.review.auth import CSRF_FIELD, Session, csrf_ok, session_of
 from curate.review.cache import cached_legend
 from curate.review.duplicates import DEDUPE_ACTIONS, DedupeAction, dedupe_action, undo_dedupe
-from storage.catalog import add_label
+from storage.catalog import add_label, stored_label
 from storage.catalog.review import (
     SHA_RE,
     Filter,
@@ -166,8 +166,9 @@ def _add_label(state: ReviewState, session: Session, body: dict[str, Any]) -> di
         raise HTTPException(400, "name must be a string")
     with state.workspace.catalog.write() as conn:
         created = add_label(conn, name, actor=state.actor, origin="human")
+        stored = stored_label(conn, name)
     answer = _answer(state, session, None, [])
-    answer.update(created=created, name=name.strip())
+    answer.update(created=created, name=stored)
     return answer
 
 

@@ -26,14 +26,18 @@ from storage.catalog.images import (
     record_images,
 )
 from storage.catalog.labels import (
+    InvalidLabel,
     add_label,
     delete_label,
     ensure_label,
     label_counts,
     label_history,
+    label_key,
     merge_labels,
+    normalize_label,
     rename_label,
     set_label,
+    stored_label,
     unlabelled_count,
 )
 from storage.catalog.lookup import resolve_sha
@@ -47,6 +51,7 @@ __all__ = [
     "FrontierEntry",
     "FrontierUpdate",
     "ImageFacts",
+    "InvalidLabel",
     "Sighting",
     "SourceInfo",
     "add_label",
@@ -63,6 +68,7 @@ __all__ = [
     "job_key",
     "label_counts",
     "label_history",
+    "label_key",
     "mark_batch",
     "mark_done",
     "mark_duplicate",
@@ -70,6 +76,7 @@ __all__ = [
     "mark_skipped",
     "mark_status",
     "merge_labels",
+    "normalize_label",
     "pending",
     "record_image",
     "record_images",
@@ -78,5 +85,6 @@ __all__ = [
     "resolve_sha",
     "set_label",
     "start_run",
+    "stored_label",
     "unlabelled_count",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from storage.catalog.labels import ensure_label, label_event, set_label
+from storage.catalog.labels import ensure_label, label_event, label_name, set_label
 from storage.catalog.records import ImageFacts, SourceInfo
 from storage.catalog.schema import images, label_events, labels, sources
 from storage.catalog.sql import dialect_insert, insert_ignore, now, signed64, unsigned64
@@ -74,7 +74,8 @@ def record_image(
         added = restored == 1
     insert_ignore(conn, sources, _source_row(sighting, run_id, stamp), ["sha256", "kind", "uri"])
     if label and inserted:
-        label_event(conn, sha256=facts.sha256, action="set", before=None, after=label, origin=origin, actor=actor)
+        after = label_name(conn, label_id) if label_id is not None else label
+        label_event(conn, sha256=facts.sha256, action="set", before=None, after=after, origin=origin, actor=actor)
     elif label:
         set_label(conn, [facts.sha256], label, actor=actor, origin=origin, only_if_unlabelled=True)
     return added
@@ -106,6 +107,7 @@ def record_images(
         return []
     stamp = now()
     label_ids = {name: ensure_label(conn, name) for name in sorted({s.label for s in sightings if s.label})}
+    stored = {name: label_name(conn, label) for name, label in label_ids.items()}  # spellings under the label rule
     rows: dict[str, dict[str, Any]] = {}
     for s in sightings:
         if s.facts.sha256 not in rows:
@@ -133,7 +135,7 @@ def record_images(
             "sha256": sha,
             "action": "set",
             "before": None,
-            "after": s.label,
+            "after": stored[s.label] if s.label else None,
             "origin": origin,
             "actor": actor,
             "at": stamp,

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import ColumnElement, CompoundSelect, Connection, Select, and_, case, func, or_, select, tuple_, union
 
+from storage.catalog.labels import label_id as find_label
 from storage.catalog.predictions import latest_prediction_run
 from storage.catalog.quality import flag_counts
 from storage.catalog.schema import (
@@ -271,7 +272,7 @@ def _filtered(conn: Connection, flt: Filter, run_id: int | None, columns: Sequen
     if flt.view == "unlabelled":
         query = query.where(images.c.label_id.is_(None))
     elif flt.label is not None:
-        label_id = conn.execute(select(labels.c.id).where(labels.c.name == flt.label)).scalar()
+        label_id = find_label(conn, flt.label)
         if label_id is None:
             return None
         query = query.where(images.c.label_id == label_id)
@@ -404,7 +405,7 @@ def count_changes(conn: Connection, flt: Filter, kind: str, label: str | None = 
     if query is None:
         return 0
     if kind == "label":
-        target = conn.execute(select(labels.c.id).where(labels.c.name == label)).scalar() if label else None
+        target = find_label(conn, label) if label else None
         if target is not None:
             query = query.where(or_(images.c.label_id.is_(None), images.c.label_id != target))
     elif kind == "clear":

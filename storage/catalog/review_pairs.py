@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, func, or_, select, tuple_
 
 from storage.catalog.duplicates import PAIR_KINDS, Candidate, decision_history
+from storage.catalog.labels import label_id as find_label
 from storage.catalog.review import DEFAULT_PAGE, MAX_PAGE, Filter, decode_cursor, encode_cursor, live_candidates
 from storage.catalog.schema import duplicate_candidates, duplicate_decisions, images, labels, quality_flags, sources
 from storage.keepers import ImageInfo, keeper_order
@@ -62,7 +63,7 @@ def _image_condition(conn: Connection, flt: Filter) -> Any:
         return None
     query = select(images.c.sha256)
     if flt.label is not None:
-        label_id = conn.execute(select(labels.c.id).where(labels.c.name == flt.label)).scalar()
+        label_id = find_label(conn, flt.label)
         query = query.where(images.c.label_id == (label_id if label_id is not None else -1))
     if flt.review is not None:
         query = query.where(images.c.review == flt.review)

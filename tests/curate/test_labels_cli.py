@@ -264,3 +264,16 @@ def test_label_merge_into_itself_is_refused(catalogued: Catalogued) -> None:
     assert labels(catalogued.ws) == {"cat": 3, "dog": 2}
     assert ok(catalogued.ws, "label", "merge", "cat", "dog", "--into", "dog")["images"] == 3  # into among sources
     assert labels(catalogued.ws) == {"dog": 5}
+
+
+def test_labels_follow_the_label_rule(catalogued: Catalogued) -> None:
+    """Issue 16, item 15: case, ligature, NFD and invisible variants were separate labels; `..` and NUL got in."""
+    assert ok(catalogued.ws, "label", "add", "CAT", "c\u200bat", "Bird", "bird", "e\u0301te\u0301") == {
+        "created": ["Bird", "été"]
+    }
+    fails(catalogued.ws, "label", "add", "..", needle="'..'")
+    fails(catalogued.ws, "label", "add", "a\x01b", needle="control character U+0001")
+    fails(catalogued.ws, "label", "add", "猫" * 70, needle="at most 200")
+    ok(catalogued.ws, "label", "set", "DOG", catalogued.twins[0])
+    assert labels(catalogued.ws) == {"Bird": 0, "cat": 3, "dog": 3, "été": 0}
+    fails(catalogued.ws, "label", "set", "..", catalogued.twins[1], needle="'..'")

@@ -411,6 +411,18 @@ def test_clear_and_new_labels(client: TestClient, ws: Workspace, catalogue: Cata
     assert post(client, "/api/labels", {"name": "bird"})["created"] is False
     bad = client.post("/api/labels", json={"name": "a/b"}, headers={"x-csrf-token": csrf_of(client)})
     assert bad.status_code == 400 and "invalid label name" in bad.json()["error"]
+    # Issue 16, item 15: NUL, `..` and case variants through the review API
+    for name in ("a\x00b", "..", "\u200b"):
+        bad = client.post("/api/labels", json={"name": name}, headers={"x-csrf-token": csrf_of(client)})
+        assert bad.status_code == 400 and "invalid label name" in bad.json()["error"], name
+        bad = client.post(
+            "/api/action",
+            json={"action": "label", "label": name, "shas": [sha]},
+            headers={"x-csrf-token": csrf_of(client)},
+        )
+        assert bad.status_code == 400, name
+    again = post(client, "/api/labels", {"name": "BIRD\u200b"})
+    assert again["created"] is False and again["name"] == "bird"
     post(client, "/api/action", {"action": "label", "label": "bird", "shas": [sha]})
     assert label_of(ws, sha) == "bird"
 
