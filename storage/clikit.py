@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.metadata
 import json
 import logging
+import re
+import sqlite3
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,13 +22,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from storage.errors import GleanerError
 
 __all__ = [
+    "DISK_FULL_MESSAGE",
     "App",
     "JsonOption",
     "WorkspaceOption",
     "add_version_option",
+    "disk_full_reason",
     "emit_json",
     "err_console",
     "make_progress",
+    "one_line",
     "out_console",
     "user_errors",
 ]
@@ -42,6 +48,50 @@ WorkspaceOption = typer.Option(
 JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout; progress goes to stderr.")
 
 
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_FULL = 13  # SQLITE_FULL: "database or disk is full"
+_PG_DISK_FULL = "53100"  # SQLSTATE disk_full
+_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+DISK_FULL_MESSAGE = (
+    "no space left on the disk ({reason}): free some space and run the command again; work committed before it is kept"
+)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc`, its causes and contexts, and the driver errors SQLAlchemy wraps (`.orig`), each once."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or any(item is known for known in seen):
+            continue
+        seen.append(item)
+        orig = getattr(item, "orig", None)
+        todo += [item.__cause__, item.__context__, orig if isinstance(orig, BaseException) else None]
+    return seen
+
+
+def disk_full_reason(exc: BaseException) -> str | None:
+    """Why `exc` means a full disk (or quota) under the catalog or the store, or None when it does not: an
+    OSError with ENOSPC/EDQUOT, SQLite's SQLITE_FULL, or PostgreSQL's disk_full, anywhere in its chain."""
+    for item in _chain(exc):
+        if isinstance(item, OSError) and item.errno in _FULL_ERRNOS:
+            return item.strerror or "no space left on device"
+        if isinstance(item, sqlite3.Error) and (
+            getattr(item, "sqlite_errorcode", None) == _SQLITE_FULL or "database or disk is full" in str(item)
+        ):
+            return "database or disk is full"
+        if getattr(item, "sqlstate", None) == _PG_DISK_FULL or getattr(item, "pgcode", None) == _PG_DISK_FULL:
+            return "the database server's disk is full"
+    return None
+
+
+def one_line(message: str) -> str:
+    """A message as one line: SQLAlchemy's "(Background on this error at: ...)" dropped, line breaks joined."""
+    lines = [line.strip() for line in _BACKGROUND.sub("", message).splitlines() if line.strip()]
+    return "; ".join(lines) or message.strip()
+
+
 def _os_error_line(exc: OSError) -> str:
     """`PATH: reason` for a failed file operation on a path the user gave (a missing folder, /proc, a file
     where a folder was expected): the message a person can act on, without Python's exception class."""
@@ -53,6 +103,7 @@ def _os_error_line(exc: OSError) -> str:
 
 def _fail(message: str, *, json_output: bool, code: int = 1) -> typer.Exit:
     """Print the one error line (and with --json the `{"error": ...}` document on stdout); the Exit to raise."""
+    message = one_line(message)
     if json_output:
         emit_json({"error": message})
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
@@ -60,24 +111,28 @@ def _fail(message: str, *, json_output: bool, code: int = 1) -> typer.Exit:
 
 
 def user_errors(func: F) -> F:
-    """Turn GleanerError, a failed file operation (OSError on a named path) and Ctrl-C into one clear line on
-    stderr and a non-zero exit, never a traceback. A command with a `json_output` parameter (`--json`) also
-    gets `{"error": "..."}` on stdout, so a script that parses stdout learns why."""
+    """Turn GleanerError, a failed file operation (OSError on a named path), a full disk (under the catalog,
+    SQLite or PostgreSQL, or the store) and Ctrl-C into one clear line on stderr and a non-zero exit, never a
+    traceback. A command with a `json_output` parameter (`--json`) also gets `{"error": "..."}` on stdout, so a
+    script that parses stdout learns why."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         json_output = bool(kwargs.get("json_output"))
         try:
             return func(*args, **kwargs)
-        except GleanerError as exc:
-            raise _fail(str(exc), json_output=json_output) from None
-        except OSError as exc:
-            if exc.filename is None:  # not about a path the user named: a bug or the system, keep the traceback
-                raise
-            raise _fail(_os_error_line(exc), json_output=json_output) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: work done so far is kept; run the command again to resume")
             raise typer.Exit(130) from None
+        except Exception as exc:
+            full = disk_full_reason(exc)
+            if full is not None:
+                raise _fail(DISK_FULL_MESSAGE.format(reason=full), json_output=json_output) from None
+            if isinstance(exc, GleanerError):
+                raise _fail(str(exc), json_output=json_output) from None
+            if isinstance(exc, OSError) and exc.filename is not None:
+                raise _fail(_os_error_line(exc), json_output=json_output) from None
+            raise  # not about a path the user named: a bug or the system, keep the traceback
 
     return wrapper  # type: ignore[return-value]
 

@@ -84,6 +84,28 @@ def _check_name(name: str) -> str:
     return normalize_label(name)
 
 
+_KEYS_CACHE: Final = "gleaner_label_keys"
+
+
+def _keys(conn: Connection) -> dict[str, int]:
+    """label_key → id (the oldest label of a key), built once per transaction and kept up to date by the
+    writers here, so that adding thousands of labels stays linear."""
+    transaction = conn.get_transaction()
+    cached = conn.info.get(_KEYS_CACHE)
+    if cached is not None and transaction is not None and cached[0] is transaction:
+        known: dict[str, int] = cached[1]
+        return known
+    keys: dict[str, int] = {}
+    for label, stored in conn.execute(select(labels.c.id, labels.c.name).order_by(labels.c.id)):
+        keys.setdefault(label_key(stored), int(label))
+    conn.info[_KEYS_CACHE] = (transaction, keys)
+    return keys
+
+
+def _forget_keys(conn: Connection) -> None:
+    conn.info.pop(_KEYS_CACHE, None)
+
+
 def label_id(conn: Connection, name: str) -> int | None:
     """The id of the label named `name`, or of the label equal to it under the label rule (`CAT` finds `cat`)."""
     found = conn.execute(select(labels.c.id).where(labels.c.name == name)).scalar()
@@ -93,10 +115,17 @@ def label_id(conn: Connection, name: str) -> int | None:
         key = label_key(normalize_label(name))
     except InvalidLabel:
         return None
-    for label, stored in conn.execute(select(labels.c.id, labels.c.name).order_by(labels.c.id)):
-        if label_key(stored) == key:
-            return int(label)
-    return None
+    return _keys(conn).get(key)
+
+
+def _created(conn: Connection, name: str) -> None:
+    """Keep the transaction's key cache in step with a label just inserted."""
+    cached = conn.info.get(_KEYS_CACHE)
+    if cached is None:
+        return
+    found = conn.execute(select(labels.c.id).where(labels.c.name == name)).scalar()
+    if found is not None:
+        cached[1].setdefault(label_key(name), int(found))
 
 
 def label_name(conn: Connection, label: int) -> str:
@@ -117,6 +146,7 @@ def ensure_label(conn: Connection, name: str) -> int:
     if found is not None:
         return found
     insert_ignore(conn, labels, {"name": name, "created_at": now()}, ["name"])
+    _created(conn, name)
     found = label_id(conn, name)
     assert found is not None
     return found
@@ -145,6 +175,7 @@ def add_label(conn: Connection, name: str, *, actor: str, origin: str = "cli") -
     if label_id(conn, name) is not None:
         return False
     created = insert_ignore(conn, labels, {"name": name, "created_at": now()}, ["name"])
+    _created(conn, name)
     if created:
         label_event(conn, action="add", before=None, after=name, origin=origin, actor=actor)
     return created
@@ -168,6 +199,7 @@ def rename_label(conn: Connection, old: str, new: str, *, actor: str, origin: st
     if new == old:
         raise GleanerError(f"label {old!r} is already named {new!r}")
     conn.execute(labels.update().where(labels.c.id == old_id).values(name=new))
+    _forget_keys(conn)
     label_event(conn, action="rename", before=old, after=new, origin=origin, actor=actor)
     return conn.execute(select(func.count()).where(images.c.label_id == old_id)).scalar_one()
 
@@ -194,6 +226,7 @@ def merge_labels(conn: Connection, sources: Iterable[str], into: str, *, actor: 
             label_event(conn, sha256=sha, action="set", before=name, after=into, origin=origin, actor=actor)
         conn.execute(images.update().where(images.c.label_id == source_id).values(label_id=target_id, updated_at=now()))
         conn.execute(labels.delete().where(labels.c.id == source_id))
+        _forget_keys(conn)
         label_event(conn, action="merge", before=name, after=into, origin=origin, actor=actor)
         moved += len(shas)
     return moved
@@ -215,6 +248,7 @@ def delete_label(conn: Connection, name: str, *, actor: str, origin: str = "cli"
         label_event(conn, sha256=sha, action="clear", before=name, after=None, origin=origin, actor=actor)
     conn.execute(images.update().where(images.c.label_id == label).values(label_id=None, updated_at=now()))
     conn.execute(labels.delete().where(labels.c.id == label))
+    _forget_keys(conn)
     label_event(conn, action="delete", before=name, after=None, origin=origin, actor=actor)
     return len(shas)
 

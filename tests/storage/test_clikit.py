@@ -33,7 +33,29 @@ def make_app() -> typer.Typer:
             raise GleanerError("no snapshots yet")
         raise OSError("the system failed")
 
+    @app.command("save")
+    @user_errors
+    def save(path: Path, json_output: bool = JsonOption) -> None:
+        """Write through an open file, as exports and object stores do: ENOSPC then names no path."""
+        with open(path, "wb") as handle:
+            handle.write(b"x" * 65536)
+            handle.flush()
+
     return app
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full")
+def test_a_full_disk_is_one_line_also_without_a_path() -> None:
+    """Issue 16, item 17: ENOSPC from a write names no path, so it kept its traceback."""
+    app = make_app()
+    plain = CliRunner().invoke(app, ["save", "/dev/full"])
+    assert plain.exit_code == 1 and not isinstance(plain.exception, OSError)
+    assert plain.stderr.strip().splitlines() == [
+        "error: no space left on the disk (No space left on device): free some space and run the command again; "
+        "work committed before it is kept"
+    ]
+    as_json = CliRunner().invoke(app, ["save", "/dev/full", "--json"])
+    assert "No space left" in json.loads(as_json.stdout)["error"]
 
 
 def test_an_unreadable_path_is_one_line_and_json(tmp_path: Path) -> None:
