@@ -302,7 +302,7 @@ def verify_pair(
         inside = judged("trim", "trim")
         verdict = inside if not inside.verified else verdict
     if verdict.verified:
-        verdict = _finer_if_drawing(verdict, aligned, (a, (0, 0, *a.size), turn_a), (b, (0, 0, *b.size), turn_b))
+        verdict = _finer_if_drawing(verdict, aligned, (a, box_a, turn_a), (b, box_b, turn_b))
     return verdict
 
 
@@ -368,17 +368,24 @@ def _best_shift(a: np.ndarray, b: np.ndarray, reach: int) -> Shift:
 
 
 def _finer_if_drawing(verdict: Verdict, aligned: tuple[str, str], a: Placed, b: Placed) -> Verdict:
-    """A verified pair of drawings compared finer, whole image against whole image, when their whole views agree
-    at 64 px (a screenshot and its photo do not: the photo was verified inside the frame, and stays verified)."""
-    proportions = _proportions(a[1], a[2]) / _proportions(b[1], b[2])
+    """A verified pair of drawings compared finer. `a`, `b`: each image with its trim box and transform.
+
+    The views compared are the ones that verified when they are exact (whole images, the centre cut of a cropped
+    copy); a trim box is an estimate, a few pixels off in a JPEG's noisy margin, so for a pair verified on trimmed
+    views the whole images are compared instead, when they agree at 64 px (a screenshot and its photo do not: the
+    photo was verified inside the frame, and stays verified)."""
+    views = ("whole", "whole") if "trim" in aligned else aligned
+    (image_a, box_a, turn_a), (image_b, box_b, turn_b) = a, b
+    region_a, region_b = _region(image_a, views[0], box_a), _region(image_b, views[1], box_b)
+    proportions = _proportions(region_a, turn_a) / _proportions(region_b, turn_b)
     if max(proportions, 1 / proportions) > MAX_STRETCH:
         return verdict
-    whole_a, whole_b = aligned_view(a[0], "whole", a[2]), aligned_view(b[0], "whole", b[2])
-    if not _drawing(whole_a, whole_b):
+    view_a, view_b = aligned_view(image_a, views[0], turn_a, box_a), aligned_view(image_b, views[1], turn_b, box_b)
+    if not _drawing(view_a, view_b):
         return verdict
-    if aligned != ("whole", "whole") and not compare_views(whole_a, whole_b).verified:
+    if views != aligned and not compare_views(view_a, view_b).verified:
         return verdict
-    return _finer(verdict, a, b)
+    return _finer(verdict, (image_a, region_a, turn_a), (image_b, region_b, turn_b))
 
 
 def _finer(coarse: Verdict, a: Placed, b: Placed) -> Verdict:
