@@ -2,8 +2,10 @@
 
 Validation decodes every byte of the image data with Pillow. For JPEG the decoder runs in draft mode
 (DCT scaling to the hash size), which still entropy-decodes the whole file, so truncation and corrupt
-data are caught at a fraction of the cost of a full-size decode. The hashes are of the image as a viewer shows
-it (storage.images.open_image: EXIF orientation applied); width and height are the stored file's.
+data are caught at a fraction of the cost of a full-size decode. Before any of it, the image must fit the decode
+budget (storage.images.check_budget with `max_pixels`, every frame the check decodes counted): a bomb is refused
+by its header, not found out by decoding it. The hashes are of the image as a viewer shows it
+(storage.images.open_image: EXIF orientation applied); width and height are the stored file's.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 from storage.catalog.records import ImageFacts
 from storage.hashes.compute import HASH_VERSION, image_hashes, is_framed
 from storage.hashes.perceptual import HASH_INPUT_SIZE
-from storage.images.open import open_image, upright_size
+from storage.images.open import DEFAULT_MAX_PIXELS, check_budget, frames_decoded, open_image, upright_size
 from storage.pngcheck import png_data_complete
 
 __all__ = ["ALLOWED_FORMATS", "Rejected", "analyze"]
@@ -58,7 +60,7 @@ def _sniff_non_raster(head: bytes) -> str | None:
     return "text file, not an image"
 
 
-def analyze(data: bytes, *, min_side: int = 8, max_pixels: int = 178_956_970) -> ImageFacts:
+def analyze(data: bytes, *, min_side: int = 8, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageFacts:
     """Decode and validate `data`; raise Rejected with a reason, else return its facts."""
     if not data:
         raise Rejected("empty file")
@@ -82,10 +84,7 @@ def _facts(image: Image.Image, data: bytes, *, min_side: int, max_pixels: int) -
     if fmt not in ALLOWED_FORMATS:
         raise Rejected(f"{fmt or 'unknown'} images are not accepted (allowed: {', '.join(sorted(ALLOWED_FORMATS))})")
     width, height = image.size
-    if width * height > max_pixels:
-        raise Rejected(
-            f"decompression bomb: {width}x{height} is {width * height:,} pixels, over the {max_pixels:,} limit"
-        )
+    check_budget(image, data, max_pixels=max_pixels, frames=frames_decoded(image, MAX_FRAMES_CHECKED))
     if min(width, height) < min_side:
         raise Rejected(f"too small: {width}x{height}, minimum side is {min_side} px")
     mode = image.mode

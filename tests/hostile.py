@@ -11,6 +11,7 @@ import functools
 import io
 import os
 import random
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -21,9 +22,12 @@ __all__ = [
     "BOMB_SIDE",
     "PHOTOS",
     "bomb_png",
+    "frames_bomb_gif",
     "make_hostile_corpus",
     "png_bytes",
     "png_chunk",
+    "scans_bomb_jpeg",
+    "tiny_bomb_webp",
     "valid_png",
 ]
 
@@ -83,6 +87,47 @@ def bomb_png() -> bytes:
     return png_bytes(BOMB_SIDE, BOMB_SIDE, b"".join(parts), bit_depth=1)
 
 
+def tiny_bomb_webp(width: int = 9000, height: int = 9000) -> bytes:
+    """A 38-byte lossless WebP that decodes to width x height pixels (9000 x 9000: 324 MB in memory, 3 s), under
+    the pixel limit. A single-colour VP8L stream spends no bits on pixels, so a 16 x 16 one with its 14-bit
+    width and height fields rewritten is a valid image of any size up to 16384 x 16384."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 10, 10)).save(buffer, "WEBP", lossless=True)
+    data = bytearray(buffer.getvalue())
+    header = data.index(b"VP8L") + 8
+    assert data[header] == 0x2F  # the VP8L signature
+    fields = int.from_bytes(data[header + 1 : header + 5], "little")
+    fields = (width - 1) | ((height - 1) << 14) | ((fields >> 28) << 28)  # keep alpha hint and version
+    data[header + 1 : header + 5] = fields.to_bytes(4, "little")
+    return bytes(data)
+
+
+def frames_bomb_gif(side: int = 9000, frames: int = 300) -> bytes:
+    """A 7 KB GIF: a side x side canvas (81 Mpx at 9000, under Pillow's limit) and `frames` one-pixel frames;
+    each frame decodes onto the whole canvas (0.6 s at 9000 px), so checking the last one took minutes."""
+    out = bytearray(b"GIF89a" + struct.pack("<HHBBB", side, side, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff")
+    out += b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop forever
+    for i in range(frames):
+        out += b"\x21\xf9\x04\x00\x01\x00\x00\x00"  # graphic control: 10 ms
+        # a 1x1 image at (i, 0): LZW minimum code size 2, codes clear(4) 0 end(5) in 3 bits each = 0x44 0x01
+        out += b"\x2c" + struct.pack("<HHHHB", i % side, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return bytes(out + b"\x3b")
+
+
+@functools.cache
+def scans_bomb_jpeg(scans: int = 2000, side: int = 2048) -> bytes:
+    """A progressive JPEG of a grey gradient with `scans` scans (about 90 KB): its smallest AC scan repeated.
+    libjpeg decodes every scan over the whole image (2,000 at 2048 px: about 2 s; the issue's: 12 s)."""
+    buffer = io.BytesIO()
+    Image.linear_gradient("L").resize((side, side)).convert("RGB").save(buffer, "JPEG", progressive=True, quality=75)
+    data = buffer.getvalue()
+    starts = [found.start() for found in re.finditer(rb"\xff\xda", data)]
+    end = data.rindex(b"\xff\xd9")
+    segments = [data[a:b] for a, b in zip(starts, [*starts[1:], end], strict=True)]
+    smallest = min(segments, key=len)
+    return data[:end] + smallest * (scans - len(segments)) + data[end:]
+
+
 def _lying_png() -> bytes:
     """IHDR says 64x64, but the zlib stream holds only 2 rows and stops mid-stream (data shorter than declared)."""
     compressor = zlib.compressobj(9)
@@ -126,6 +171,10 @@ def make_hostile_corpus(dir: Path, *, photo: Path | None = None) -> dict[str, st
         # A broken IHDR checksum makes Pillow refuse the file before it knows it is a PNG.
         "bad-crc.png": (png_bytes(64, 64, zlib.compress(_grey_rows(64, 64)), ihdr_crc=0x12345678), "not a recognised"),
         "one-pixel.png": (valid_png(1, 1), "too small"),
+        # Bombs under the pixel limit (issue 16, item 8): refused by the decode budget before decoding.
+        "tiny-bomb.webp": (tiny_bomb_webp(), "bomb"),
+        "frames-bomb.gif": (frames_bomb_gif(), "bomb"),
+        "scans-bomb.jpg": (scans_bomb_jpeg(), "bomb"),
     }
     expected: dict[str, str] = {}
     for name, (data, reason) in files.items():

@@ -178,7 +178,7 @@ def original(request: Request) -> Response:
     sha = require_sha(request.path_params["sha"])
     row = _image_row(state, sha)
     try:
-        data, media_type = browser_image(state.workspace.store.get(row["object_key"]), row["ext"])
+        data, media_type = state.thumbs.decode(browser_image, state.workspace.store.get(row["object_key"]), row["ext"])
     except KeyError:
         raise HTTPException(404, "the image's object is missing from the store (see `curate fsck`)") from None
     except (OSError, ValueError):

@@ -2,6 +2,10 @@
 
 Keeping them in the store (not a local cache folder) means every reviewer of a shared S3 workspace pays the
 decoding cost only once, and the thumbnails travel with the data.
+
+Decoding happens in a bounded pool (`Thumbnails.decoders` at a time, whatever the number of requests in flight),
+and every decode goes through storage.images.open_image's decode budget: a grid of 200 cards of large images
+(or of bombs stored before the budget existed) costs at most a few decoded images of memory at once.
 """
 
 from __future__ import annotations
@@ -9,12 +13,26 @@ from __future__ import annotations
 import io
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from storage.images import open_image
 from storage.keys import image_key
 from storage.stores import ObjectStore
 
-__all__ = ["BROWSER_FORMATS", "THUMB_SIDE", "Thumbnails", "browser_image", "make_thumbnail", "thumb_key"]
+__all__ = [
+    "BROWSER_FORMATS",
+    "DECODERS",
+    "THUMB_SIDE",
+    "Thumbnails",
+    "browser_image",
+    "make_thumbnail",
+    "thumb_key",
+]
+
+T = TypeVar("T")
+DECODERS = 2  # images decoded at once by one review server
 
 THUMB_SIDE = 320  # twice the card size: sharp on high-density screens
 BROWSER_FORMATS = {
@@ -59,12 +77,33 @@ def browser_image(data: bytes, ext: str) -> tuple[bytes, str]:
 class Thumbnails:
     """Thumbnails from the store, generated on first request; a small in-memory LRU saves store round trips."""
 
-    def __init__(self, store: ObjectStore, *, memory_items: int = 2000) -> None:
+    def __init__(self, store: ObjectStore, *, memory_items: int = 2000, decoders: int = DECODERS) -> None:
         self.store = store
         self.memory_items = memory_items
+        self.decoders = decoders
         self._memory: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
         self._making: dict[str, threading.Lock] = {}
+        self._pool = ThreadPoolExecutor(decoders, thread_name_prefix="review-decode")
+        self._running = 0
+        self.peak_decodes = 0  # the most decodes that ever ran at once (at most `decoders`)
+
+    def decode(self, function: Callable[..., T], *args: object) -> T:
+        """Run a decoding `function(*args)` in the bounded pool and wait for its result (or its exception)."""
+        return self._pool.submit(self._counted, function, *args).result()
+
+    def _counted(self, function: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            self._running += 1
+            self.peak_decodes = max(self.peak_decodes, self._running)
+        try:
+            return function(*args)
+        finally:
+            with self._lock:
+                self._running -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def get(self, sha256: str, ext: str) -> bytes:
         """The thumbnail of an image (sha256 and ext from the catalog row, never from a request path)."""
@@ -81,7 +120,7 @@ class Thumbnails:
             try:
                 data = self.store.get(key)
             except KeyError:
-                data = make_thumbnail(self.store.get(image_key(sha256, ext)))
+                data = self.decode(make_thumbnail, self.store.get(image_key(sha256, ext)))
                 self.store.put(key, data, content_type="image/jpeg")
             self._remember(sha256, data)
         with self._lock:

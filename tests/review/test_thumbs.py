@@ -1,13 +1,19 @@
-"""Thumbnails and browser-safe originals: pure functions over image bytes."""
+"""Thumbnails and browser-safe originals: pure functions over image bytes, and the bounded decoding pool."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from curate.review.thumbs import THUMB_SIDE, browser_image, make_thumbnail, thumb_key
+from curate.review.thumbs import THUMB_SIDE, Thumbnails, browser_image, make_thumbnail, thumb_key
+from storage.keys import image_key
+from storage.stores.local import LocalStore
+from tests.hostile import tiny_bomb_webp
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:
@@ -43,3 +49,30 @@ def test_thumb_keys_come_from_digests_only() -> None:
     for bad in ("../../etc/passwd", "AB" + "0" * 62, "ab"):
         with pytest.raises(ValueError):
             thumb_key(bad)
+
+
+def test_thumbnails_are_made_in_a_bounded_pool(tmp_path: Path) -> None:
+    """Issue 16, item 8: every request decoded at once (three large WebPs took the server from 1.9 to 4.1 GB);
+    a stored bomb is refused by the decode budget (a 415 in the app), not decoded."""
+    store = LocalStore(tmp_path / "store")
+    shas = []
+    for i in range(8):  # noisy 1000x1000 PNGs: each decode takes long enough to overlap with the others
+        buffer = io.BytesIO()
+        Image.effect_noise((1000, 1000), 40 + i).convert("RGB").save(buffer, "PNG", compress_level=1)
+        data = buffer.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        store.put(image_key(sha, "png"), data)
+        shas.append(sha)
+    thumbs = Thumbnails(store, decoders=2)
+    try:
+        with ThreadPoolExecutor(8) as requests:
+            made = list(requests.map(lambda sha: thumbs.get(sha, "png"), shas))
+        assert all(Image.open(io.BytesIO(data)).size == (THUMB_SIDE, THUMB_SIDE) for data in made)
+        assert thumbs.peak_decodes == 2  # eight requests at once, two decodes at a time
+        bomb = tiny_bomb_webp()
+        sha = hashlib.sha256(bomb).hexdigest()
+        store.put(image_key(sha, "webp"), bomb)
+        with pytest.raises(ValueError, match="times their size"):
+            thumbs.get(sha, "webp")
+    finally:
+        thumbs.close()
