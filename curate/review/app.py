@@ -178,7 +178,9 @@ def original(request: Request) -> Response:
     sha = require_sha(request.path_params["sha"])
     row = _image_row(state, sha)
     try:
-        data, media_type = state.thumbs.decode(browser_image, state.workspace.store.get(row["object_key"]), row["ext"])
+        data, media_type = state.thumbs.decode(
+            browser_image, state.workspace.store.get(row["object_key"]), row["ext"], state.thumbs.max_pixels
+        )
     except KeyError:
         raise HTTPException(404, "the image's object is missing from the store (see `curate fsck`)") from None
     except (OSError, ValueError):
@@ -225,7 +227,7 @@ def create_app(
     app.state.review = ReviewState(
         workspace=workspace,
         guard=guard,
-        thumbs=Thumbnails(workspace.store),
+        thumbs=Thumbnails(workspace.store, max_pixels=workspace.settings.ingest.max_pixels),
         actor=actor or default_actor(),
         templates=templates,
         cache=VersionCache(),

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from storage.images import open_image
+from storage.images import DEFAULT_MAX_PIXELS, open_image
 from storage.keys import image_key
 from storage.stores import ObjectStore
 
@@ -52,22 +52,22 @@ def thumb_key(sha256: str) -> str:
     return f"thumbs/{sha256[:2]}/{sha256}.jpg"
 
 
-def make_thumbnail(data: bytes, side: int = THUMB_SIDE) -> bytes:
+def make_thumbnail(data: bytes, side: int = THUMB_SIDE, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """A JPEG no larger than side x side, upright and on white (storage.images.open_image), drafted for cheap
     decoding."""
-    image = open_image(data, size=side, mode="RGB")
+    image = open_image(data, size=side, mode="RGB", max_pixels=max_pixels)
     image.thumbnail((side, side))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=82, optimize=True)
     return buffer.getvalue()
 
 
-def browser_image(data: bytes, ext: str) -> tuple[bytes, str]:
+def browser_image(data: bytes, ext: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[bytes, str]:
     """The original bytes when browsers can show the format, else a PNG rendering of it."""
     media_type = BROWSER_FORMATS.get(ext.lower())
     if media_type:
         return data, media_type
-    image = open_image(data)  # upright, as the browser shows the formats it can read
+    image = open_image(data, max_pixels=max_pixels)  # upright, as the browser shows the formats it can read
     image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     buffer = io.BytesIO()
     image.convert("RGBA" if "A" in image.getbands() else "RGB").save(buffer, "PNG")
@@ -77,8 +77,16 @@ def browser_image(data: bytes, ext: str) -> tuple[bytes, str]:
 class Thumbnails:
     """Thumbnails from the store, generated on first request; a small in-memory LRU saves store round trips."""
 
-    def __init__(self, store: ObjectStore, *, memory_items: int = 2000, decoders: int = DECODERS) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        memory_items: int = 2000,
+        decoders: int = DECODERS,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         self.store = store
+        self.max_pixels = max_pixels  # the workspace's [ingest] max_pixels: what ingest let in is shown
         self.memory_items = memory_items
         self.decoders = decoders
         self._memory: OrderedDict[str, bytes] = OrderedDict()
@@ -120,7 +128,7 @@ class Thumbnails:
             try:
                 data = self.store.get(key)
             except KeyError:
-                data = self.decode(make_thumbnail, self.store.get(image_key(sha256, ext)))
+                data = self.decode(make_thumbnail, self.store.get(image_key(sha256, ext)), THUMB_SIDE, self.max_pixels)
                 self.store.put(key, data, content_type="image/jpeg")
             self._remember(sha256, data)
         with self._lock:
