@@ -138,13 +138,20 @@ def check_budget(
     if data is None:
         return
     size = len(data)
+    if image.mode == "1":  # 1-bit images (fax TIFFs, bilevel PNGs) are held as a byte a pixel: count their bits
+        cost //= 8
     if cost > EXPANSION_FLOOR and cost > size * MAX_EXPANSION:
         raise DecodeBudgetExceeded(
             f"{size:,} bytes decode to {_megabytes(cost)} ({cost // max(size, 1):,} times their size; at most "
             f"{MAX_EXPANSION:,} above {_megabytes(EXPANSION_FLOOR)})"
         )
-    if image.format in _DRAFT_FORMATS:
-        scans = jpeg_scans(data, stop_after=MAX_JPEG_SCANS)
+    if image.format in _DRAFT_FORMATS and image.info.get("progressive"):  # sequential JPEGs stop at their scans
+        # 0xFF 0xDA never occurs inside entropy-coded data (a 0xFF there is stuffed or a restart marker), so the
+        # count of that pair bounds the scans from above at C speed; only a file over the cap is walked exactly
+        # (an EXIF thumbnail's own scans also hold the pair).
+        scans = bytes(data).count(b"\xff\xda")
+        if scans > MAX_JPEG_SCANS:
+            scans = jpeg_scans(data, stop_after=MAX_JPEG_SCANS)
         if scans > MAX_JPEG_SCANS:
             raise DecodeBudgetExceeded(f"a JPEG with over {MAX_JPEG_SCANS} scans (progressive passes)")
 
