@@ -5,8 +5,11 @@ milliseconds, wherever they are decoded (ingest's analyze, open_image for thumbn
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -16,6 +19,7 @@ from storage.images.open import MAX_JPEG_SCANS, jpeg_scans
 from storage.imaging import Rejected, analyze
 from tests.hostile import bomb_png, frames_bomb_gif, png_bytes, scans_bomb_jpeg, tiny_bomb_webp
 
+ROOT = Path(__file__).resolve().parents[2]
 BOMBS = {
     "38-byte WebP, 9000x9000": (tiny_bomb_webp, "times their size"),
     "GIF, 9000-px canvas, 300 frames": (frames_bomb_gif, "frames of 9000x9000"),
@@ -70,3 +74,40 @@ def test_max_pixels_is_the_limit_not_pillows() -> None:
     with pytest.raises(DecodeBudgetExceeded, match="over the 178,956,970 limit"):
         check_budget(huge, max_pixels=DEFAULT_MAX_PIXELS)
     check_budget(huge, max_pixels=4_000_000_000)  # a workspace that allows it is believed
+
+
+PEAK_RSS_ALLOWED_MB = 400  # the whole hostile corpus through analyze and open_image, in one fresh process
+
+
+def test_the_hostile_corpus_stays_in_bounded_memory(tmp_path: Path) -> None:
+    """Every hostile file through analyze and open_image in a fresh process: refused, within the stated peak RSS
+    (the 38-byte WebP alone used to take 1.3 GB as a thumbnail) and in seconds."""
+    script = f"""
+import resource, sys, time
+from pathlib import Path
+from storage.imaging import Rejected, analyze
+from storage.images import open_image
+from tests.hostile import make_hostile_corpus
+started = time.perf_counter()
+expected = make_hostile_corpus(Path({str(tmp_path / "corpus")!r}))
+for name in expected:
+    path = Path({str(tmp_path / "corpus")!r}) / name
+    if not path.is_file():
+        continue
+    data = path.read_bytes()
+    try:
+        analyze(data)
+        sys.exit("accepted: " + name)
+    except Rejected:
+        pass
+    try:
+        open_image(data, size=320, mode="RGB")
+    except Exception:
+        pass
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, time.perf_counter() - started)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_mb, seconds = done.stdout.split()
+    assert int(peak_mb) < PEAK_RSS_ALLOWED_MB, f"peak RSS {peak_mb} MB"
+    assert float(seconds) < 30
