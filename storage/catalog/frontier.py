@@ -273,8 +273,9 @@ def claim(
 ) -> list[dict[str, Any]]:
     """Take up to `limit` pending rows nobody holds (or whose lease lapsed) for `owner`, in insertion order.
 
-    Run it in a write transaction: on PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so workers
-    claiming at once get disjoint batches; SQLite's write lock serialises claims. `after_id` pages on."""
+    One UPDATE takes them, so two workers claiming at once never get the same row: SQLite runs the statement
+    under its write lock (a SELECT first, then an UPDATE, would let both read the same free rows), PostgreSQL
+    locks the chosen rows `FOR UPDATE SKIP LOCKED`. `after_id` pages on."""
     stamp = now()
     free = frontier.c.lease_owner.is_(None) | (frontier.c.lease_until < stamp) | (frontier.c.lease_owner == owner)
     query = select(frontier.c.id).where((frontier.c.job == job) & (frontier.c.state == "pending") & free)
@@ -285,12 +286,10 @@ def claim(
     query = query.order_by(frontier.c.id).limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
-    ids = [int(row_id) for row_id in conn.execute(query).scalars()]
-    if not ids:
-        return []
     until = datetime.fromtimestamp(stamp.timestamp() + lease_seconds, UTC)
-    conn.execute(frontier.update().where(frontier.c.id.in_(ids)).values(lease_owner=owner, lease_until=until))
-    rows = conn.execute(select(frontier).where(frontier.c.id.in_(ids)).order_by(frontier.c.id))
+    conn.execute(frontier.update().where(frontier.c.id.in_(query)).values(lease_owner=owner, lease_until=until))
+    mine = (frontier.c.job == job) & (frontier.c.lease_owner == owner) & (frontier.c.lease_until == until)
+    rows = conn.execute(select(frontier).where(mine).order_by(frontier.c.id))
     return [dict(row._mapping) for row in rows]
 
 
