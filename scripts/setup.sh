@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(postgresql dataset-fashion-mnist chromium python-skimage-doc gnome-icon-theme)
+APT_PACKAGES=(postgresql dataset-fashion-mnist chromium python-skimage-doc gnome-icon-theme adwaita-icon-theme)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
