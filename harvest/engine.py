@@ -195,7 +195,11 @@ class Engine:
                 finish_run(conn, run.id, status, {**run.summary.to_json(), **run.report, "seconds": run.seconds})
 
     def run(self, source: Source) -> Run:
-        """Collect from `source` under one run record; returns the finished run (summary, report)."""
+        """Collect from `source` under one run record; returns the finished run (summary, report). A source's
+        optional `check()` runs first: a user error it raises (a bad --label, a missing path) records no run."""
+        check = getattr(source, "check", None)
+        if callable(check):
+            check()
         with self.record(source.kind, source.config()) as run:
             source.collect(self, run)
         return run
@@ -220,6 +224,15 @@ class Engine:
             if self.on_outcome:
                 self.on_outcome(outcome)
             yield outcome
+
+    def reject(self, run: Run, item: str, reason: str) -> Outcome:
+        """An item refused before any worker saw it (a label that cannot be made valid): one problem entry,
+        counted and reported like the workers' outcomes."""
+        outcome = Outcome(item, "rejected", reason=reason)
+        run.summary.add(outcome)
+        if self.on_outcome:
+            self.on_outcome(outcome)
+        return outcome
 
     @property
     def policy(self) -> FetchPolicy:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harvest.engine import Engine, Run
+from harvest.labels import InvalidLabel, collector_label, fallback_label
 from storage.ingest import IngestItem, IngestSummary, Outcome, source_for_path
 from storage.workspace import Workspace
 
@@ -65,19 +66,27 @@ class FolderSource:
         paths = [str(p) for p in self.paths]
         return {"paths": paths, "label": self.label, "labels_from_folders": self.labels_from_folders}
 
+    def check(self) -> None:
+        """User errors, before a run is recorded."""
+        fallback_label(self.label)
+
     def collect(self, engine: Engine, run: Run) -> None:
         candidates = list(discover(self.paths))  # a list of paths is small; it gives the progress bar its total
         if self.on_start:
             self.on_start(len(candidates))
-        items = (
-            IngestItem(
-                source=source_for_path(c.path),
-                label=(c.folder_label if self.labels_from_folders else None) or self.label,
-                path=str(c.path),
-            )
-            for c in candidates
-        )
-        for _outcome in engine.ingest(run, items, origin="folder"):
+        fallback = fallback_label(self.label)
+
+        def items() -> Iterator[IngestItem]:
+            for c in candidates:
+                source = source_for_path(c.path)
+                try:
+                    label = (collector_label(c.folder_label) if self.labels_from_folders else None) or fallback
+                except InvalidLabel as exc:  # this item only: the run goes on
+                    engine.reject(run, source.uri, str(exc))
+                    continue
+                yield IngestItem(source=source, label=label, path=str(c.path))
+
+        for _outcome in engine.ingest(run, items(), origin="folder"):
             pass
 
 

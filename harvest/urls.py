@@ -20,6 +20,7 @@ from typing import Any
 
 from harvest.engine import RETRIED_ERRORS, BatchCommitter, Engine, FetchOptions, Run, frontier_state
 from harvest.fetch import FetchPolicy, FetchResult, Resolver
+from harvest.labels import InvalidLabel, collector_label, fallback_label
 from harvest.urllists import UrlRow, read_url_list
 from storage.catalog import (
     FrontierEntry,
@@ -89,7 +90,12 @@ def _load_list(
             if row.url is None or row.problem:
                 result.summary.add(Outcome(f"{source}:{row.line}", "rejected", reason=row.problem or "no URL"))
                 continue
-            entries.append(FrontierEntry(url=row.url, kind="image", label=row.label or label))
+            try:
+                row_label = collector_label(row.label) or label
+            except InvalidLabel as exc:  # this row only: the run goes on
+                result.summary.add(Outcome(f"{source}:{row.line}", "rejected", reason=str(exc)))
+                continue
+            entries.append(FrontierEntry(url=row.url, kind="image", label=row_label))
         with workspace.catalog.write() as conn:
             result.new += add_urls(conn, job, entries)
 
@@ -135,6 +141,10 @@ class UrlListSource:
             "retry_failed": self.retry_failed,
         }
 
+    def check(self) -> None:
+        """User errors, before a run is recorded."""
+        fallback_label(self.label)
+
     def collect(self, engine: Engine, run: Run) -> None:
         workspace = engine.workspace
         result = self.result = UrlsResult(summary=run.summary, run_id=run.id, job=self.job)
@@ -143,7 +153,7 @@ class UrlListSource:
         try:
             if not self.retry_failed:
                 rows = read_url_list(path, fmt=self.fmt, url_col=self.url_col, label_col=self.label_col)
-                _load_list(workspace, self.job, rows, label=self.label, source=path.name, result=result)
+                _load_list(workspace, self.job, rows, label=fallback_label(self.label), source=path.name, result=result)
             with workspace.catalog.write() as conn:
                 requeue_failed(conn, self.job)
                 counts = frontier_counts(conn, self.job)

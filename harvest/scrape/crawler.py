@@ -36,6 +36,7 @@ from harvest.download import Download, DownloadPool
 from harvest.engine import BatchCommitter, Engine, FetchOptions, Run, frontier_state
 from harvest.fetch.client import Fetcher, FetchResult
 from harvest.fetch.policy import FetchPolicy
+from harvest.labels import InvalidLabel, collector_label
 from harvest.scrape.extract import (
     ImageCandidate,
     PageExtract,
@@ -386,7 +387,11 @@ class _Crawl:
             self.scope.add(_host(page.final_url))
         images: list[FrontierEntry] = []
         for candidate in page.extract.images:
-            label = self.rule.image_label(page.page_label, candidate.alt)
+            try:
+                label = collector_label(self.rule.image_label(page.page_label, candidate.alt))
+            except InvalidLabel as exc:  # this image only: the crawl goes on
+                self.summary.add(Outcome(candidate.url, "rejected", reason=str(exc)))
+                continue
             said = {"alt": candidate.alt, "via": candidate.via}
             images.append(FrontierEntry(candidate.url, "image", task.depth, page.final_url, label, extra=said))
             self._sightings.setdefault(candidate.url, _Sighting(page.final_url, candidate.alt, candidate.via))

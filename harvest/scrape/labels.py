@@ -5,7 +5,8 @@
 - `url:REGEX` — the first group of REGEX searched in that page's URL (the whole match when it has no group);
 - `alt` — the image's own alt text.
 When the rule finds nothing, `--label` (if given) is the fallback, so an image is never labelled wrongly
-by accident: it is labelled by the fallback or left unlabelled.
+by accident: it is labelled by the fallback or left unlabelled. The text found goes through the collectors'
+label rule (harvest.labels.collector_label) per image; one that cannot be made valid rejects that image only.
 """
 
 from __future__ import annotations
@@ -16,21 +17,20 @@ from typing import Any, Literal
 
 from bs4 import BeautifulSoup
 
+from harvest.labels import fallback_label
 from harvest.scrape.extract import compile_selector
 from storage.errors import GleanerError
 
-__all__ = ["MAX_LABEL_LENGTH", "LabelRule", "clean_label", "parse_label_rule"]
+__all__ = ["LabelRule", "clean_label", "parse_label_rule"]
 
-MAX_LABEL_LENGTH = 200  # the catalog's label column
 _WHITESPACE = re.compile(r"\s+")
 
 
 def clean_label(text: Any) -> str | None:
-    """Collapse whitespace and trim; None for empty text; cut to the catalog's column size."""
+    """Collapse whitespace and trim; None for empty text (the label rule is applied per image, later)."""
     if not isinstance(text, str):
         return None
-    value = _WHITESPACE.sub(" ", text).strip()
-    return value[:MAX_LABEL_LENGTH].strip() or None
+    return _WHITESPACE.sub(" ", text).strip() or None
 
 
 @dataclass(frozen=True)
@@ -66,9 +66,7 @@ class LabelRule:
 
 def parse_label_rule(spec: str | None, fallback: str | None = None) -> LabelRule:
     """Parse `css:SELECTOR`, `url:REGEX` or `alt`; a clear error for anything else (before any fetching)."""
-    label = clean_label(fallback)
-    if fallback is not None and label is None:
-        raise GleanerError("--label: the label is empty")
+    label = fallback_label(fallback)
     if spec is None or not spec.strip():
         return LabelRule("none", fallback=label)
     kind, sep, argument = spec.strip().partition(":")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harvest.engine import Engine, Run
+from harvest.labels import InvalidLabel, collector_label, fallback_label
 from harvest.watch.events import EventFeed, Hint
 from harvest.watch.settle import Signature, Tracker, ignored_name
 from storage.errors import GleanerError
@@ -110,8 +111,8 @@ class WatchSource:
     def _label(self, path: str) -> str | None:
         parent = Path(path).parent
         if self.options.labels_from_folders and parent != self.options.root:
-            return parent.name
-        return self.options.label
+            return collector_label(parent.name) or fallback_label(self.options.label)
+        return fallback_label(self.options.label)
 
     def _scan(self, folder: Path | None = None) -> None:
         """Walk the folder (hidden folders skipped) and give every wanted file to the tracker."""
@@ -140,6 +141,10 @@ class WatchSource:
                 self.tracker.see(hint.path, closed=hint.closed)
 
     # --- the loop -----------------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """User errors, before a run is recorded."""
+        fallback_label(self.options.label)
 
     def collect(self, engine: Engine, run: Run) -> None:
         options = self.options
@@ -191,7 +196,13 @@ class WatchSource:
                 self.tracker.take(path, sig)
                 source = source_for_path(Path(path), kind="watch")
                 by_uri[source.uri] = (path, sig)
-                yield IngestItem(source=source, label=self._label(path), path=path)
+                try:
+                    label = self._label(path)
+                except InvalidLabel as exc:  # this file only: the watch goes on
+                    self._tell("rejected", path)
+                    engine.reject(run, source.uri, str(exc))
+                    continue
+                yield IngestItem(source=source, label=label, path=path)
 
         for outcome in engine.ingest(run, items(), origin="folder"):
             path, sig = by_uri.get(outcome.item, (outcome.item, (0, 0)))

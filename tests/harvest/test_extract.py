@@ -194,7 +194,7 @@ def test_label_rules() -> None:
     assert alt.image_label(None, "   ") == "x"
     assert parse_label_rule(None, "cat").image_label(None, None) == "cat"
     assert page.images == []
-    assert clean_label("x" * 500) == "x" * 200 and clean_label(" \n ") is None and clean_label(None) is None
+    assert clean_label(" x\n y ") == "x y" and clean_label(" \n ") is None and clean_label(None) is None
     for bad, needle in (
         ("css:", "expected"),
         ("xpath://h1", "expected"),
