@@ -368,22 +368,34 @@ def _best_shift(a: np.ndarray, b: np.ndarray, reach: int) -> Shift:
 
 
 def _finer_if_drawing(verdict: Verdict, aligned: tuple[str, str], a: Placed, b: Placed) -> Verdict:
-    """A verified pair of drawings compared finer. `a`, `b`: each image with its trim box and transform.
+    """A verified pair of drawings compared finer, on the views that verified. `a`, `b`: each image with its
+    trim box and transform.
 
-    The views compared are the ones that verified when they are exact (whole images, the centre cut of a cropped
-    copy); a trim box is an estimate, a few pixels off in a JPEG's noisy margin, so for a pair verified on trimmed
-    views the whole images are compared instead, when they agree at 64 px (a screenshot and its photo do not: the
-    photo was verified inside the frame, and stays verified)."""
-    views = ("whole", "whole") if "trim" in aligned else aligned
+    A trim box is an estimate, a few pixels off in a JPEG's noisy margin. Two framed drawings verified on their
+    trimmed views (icons on transparent margins, figures on white) that differ there get a second chance on the
+    whole images: they stay verified when those agree at 64 px and finer (a JPEG copy of a figure). A screenshot
+    and its photo were judged inside the frame; only their whole images are compared finer, when they agree."""
+    if "trim" not in aligned:
+        return _finer_views(verdict, aligned, a, b)
+    whole = ("whole", "whole")
+    (image_a, box_a, turn_a), (image_b, box_b, turn_b) = a, b
+    agree = compare_views(aligned_view(image_a, "whole", turn_a), aligned_view(image_b, "whole", turn_b)).verified
+    if not (is_framed(box_a, image_a.size) and is_framed(box_b, image_b.size)):
+        return _finer_views(verdict, whole, a, b) if agree else verdict
+    finer = _finer_views(verdict, aligned, a, b)
+    if finer.verified or not agree:
+        return finer
+    return verdict if _finer_views(verdict, whole, a, b).verified else finer
+
+
+def _finer_views(verdict: Verdict, views: tuple[str, str], a: Placed, b: Placed) -> Verdict:
+    """`verdict`, unless these views of two drawings differ at the finer scale."""
     (image_a, box_a, turn_a), (image_b, box_b, turn_b) = a, b
     region_a, region_b = _region(image_a, views[0], box_a), _region(image_b, views[1], box_b)
     proportions = _proportions(region_a, turn_a) / _proportions(region_b, turn_b)
     if max(proportions, 1 / proportions) > MAX_STRETCH:
         return verdict
-    view_a, view_b = aligned_view(image_a, views[0], turn_a, box_a), aligned_view(image_b, views[1], turn_b, box_b)
-    if not _drawing(view_a, view_b):
-        return verdict
-    if views != aligned and not compare_views(view_a, view_b).verified:
+    if not _drawing(aligned_view(image_a, views[0], turn_a, box_a), aligned_view(image_b, views[1], turn_b, box_b)):
         return verdict
     return _finer(verdict, (image_a, region_a, turn_a), (image_b, region_b, turn_b))
 
