@@ -65,3 +65,16 @@ def test_two_draws_of_a_noisy_curve_are_two_figures_and_a_jpeg_of_one_is_its_cop
     assert _verdict(_png(first), _jpeg(first, 30)).verified
     half = first.resize((first.width // 2, first.height // 2), Image.Resampling.LANCZOS)
     assert _verdict(_png(first), _png(half)).verified
+
+
+def test_two_folder_icons_with_other_emblems_are_two_images() -> None:
+    """Icons on transparent margins verify on their trimmed views; the emblem shows only at the finer scale."""
+    folders = Path("/usr/share/icons/gnome/256x256/places")
+    if not (folders / "folder-music.png").exists():
+        pytest.skip("gnome-icon-theme is not installed (scripts/setup.sh installs it)")
+    pictures, music = ((folders / f"folder-{name}.png").read_bytes() for name in ("pictures", "music"))
+    verdict = _verdict(pictures, music)
+    assert not verdict.verified and "detail differs" in verdict.reason
+    with Image.open(io.BytesIO(pictures)) as opened:
+        on_white = Image.alpha_composite(Image.new("RGBA", opened.size, "white"), opened.convert("RGBA"))
+    assert _verdict(pictures, _jpeg(on_white.convert("RGB"), 90)).verified  # the icon as a page shows it
