@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from harvest.engine import FetchOptions
@@ -304,6 +305,11 @@ def scrape_command(
             )
 
         result = scrape(ws, options, on_progress=on_progress)
+    if result.error is not None:  # nothing it was asked could be done: the summary with --json, and one line
+        if json_output:
+            emit_json({**result.to_json(), "error": result.error})
+        err_console.print(f"[bold red]error:[/] {escape(result.error)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     if json_output:
         emit_json(result.to_json())
         return

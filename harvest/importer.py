@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harvest.engine import Engine, Run
 from harvest.labels import InvalidLabel, collector_label, fallback_label
+from storage.errors import GleanerError
 from storage.ingest import IngestItem, IngestSummary, Outcome, source_for_path
 from storage.workspace import Workspace
 
@@ -61,17 +62,24 @@ class FolderSource:
     labels_from_folders: bool = False
     on_start: Callable[[int], None] | None = None
     kind: str = "import"
+    _candidates: list[Candidate] | None = field(default=None, init=False, repr=False)
 
     def config(self) -> dict[str, Any]:
         paths = [str(p) for p in self.paths]
         return {"paths": paths, "label": self.label, "labels_from_folders": self.labels_from_folders}
 
     def check(self) -> None:
-        """User errors, before a run is recorded."""
+        """User errors, before a run is recorded: a bad --label, no path that exists, nothing to import."""
         fallback_label(self.label)
+        missing = [path for path in self.paths if not os.path.lexists(path)]
+        if missing and len(missing) == len(self.paths):  # among others, a missing path is one rejected item
+            raise GleanerError(f"{', '.join(str(p) for p in missing)}: no such file or folder")
+        self._candidates = list(discover(self.paths))  # small; it gives the progress bar its total
+        if not self._candidates:
+            raise GleanerError(f"no images found in {', '.join(str(p) for p in self.paths)} (hidden files are skipped)")
 
     def collect(self, engine: Engine, run: Run) -> None:
-        candidates = list(discover(self.paths))  # a list of paths is small; it gives the progress bar its total
+        candidates = self._candidates if self._candidates is not None else list(discover(self.paths))
         if self.on_start:
             self.on_start(len(candidates))
         fallback = fallback_label(self.label)

@@ -146,6 +146,27 @@ class ScrapeResult:
     images_pending: int
     requeued: int
 
+    @property
+    def error(self) -> str | None:
+        """Why the run could do nothing it was asked (every page it tried failed, nothing was collected), for a
+        non-zero exit; None when it did something or had nothing left to do (a finished scrape's rerun)."""
+        p = self.progress
+        if p.pages_done or self.summary.added or self.summary.duplicates or p.images_done:
+            return None
+        if not p.pages_failed:  # a rerun: nothing left to try; an error only if nothing ever succeeded
+            ended = self.frontier.get("skipped", 0) + self.frontier.get("failed", 0)
+            if self.frontier.get("done", 0) or not ended or self.pages_pending or self.images_pending:
+                return None
+            return (
+                f"nothing collected: no page of this scrape could be fetched ({ended} refused or failed in earlier"
+                " runs; --allow-private, --ignore-robots or --retry-failed may help)"
+            )
+        first = next((x for x in self.summary.problems if x.get("kind") == "page"), None)
+        where = f" ({first['item']}: {first['reason']})" if first else ""
+        if p.pages_failed == 1:
+            return f"nothing collected: the page could not be fetched{where}"
+        return f"nothing collected: none of the {p.pages_failed} pages could be fetched (first{where[1:]}"
+
     def to_json(self) -> dict[str, Any]:
         """The collectors' shape (DESIGN.md) plus page and frontier counts."""
         p = self.progress

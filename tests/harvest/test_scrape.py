@@ -110,7 +110,10 @@ def test_category_pages_with_follow_and_label_from(site: Site, shop: Shop, ws: P
 
 def test_loopback_is_refused_without_allow_private(site: Site, shop: Shop, ws: Path) -> None:
     seeds = [site.url(path) for path in shop.seeds]
-    document = cli_scrape(ws, *seeds, *CATEGORY)
+    refused = harvest("scrape", *seeds, *CATEGORY, "--json", "-w", ws, cwd=ws.parent)
+    assert refused.code != 0  # nothing it was asked could be done (issue 15 item 5)
+    document = json.loads(refused.stdout)
+    assert "nothing collected" in document["error"]
     assert_summary(document, added=0, duplicates=0, rejected=0, failed=2)
     assert {p["kind"] for p in document["problems"]} == {"page"}
     assert all(p["reason"].startswith("ssrf:") and "--allow-private" in p["reason"] for p in document["problems"])
@@ -119,8 +122,8 @@ def test_loopback_is_refused_without_allow_private(site: Site, shop: Shop, ws: P
     assert run(ws, *seeds, label_from="css:h1.category", follow="li.next a")["added"] == shop.expected_count
 
     human = harvest("scrape", site.url("/shop/all?page=1"), "-w", ws, cwd=ws.parent)
-    assert human.code == 0 and "Traceback" not in human.stderr
-    assert "Scrape summary" in human.stdout and "ssrf" in human.stdout
+    assert human.code != 0 and "Traceback" not in human.stderr
+    assert "error: nothing collected" in human.stderr and "ssrf" in human.stderr
 
 
 def test_max_images_then_resume(site: Site, shop: Shop, ws: Path) -> None:
