@@ -10,8 +10,9 @@ from typing import Any
 
 from harvest.engine import Engine, Run
 from harvest.labels import InvalidLabel, collector_label, fallback_label
+from harvest.paths import file_source, printable_path
 from storage.errors import GleanerError
-from storage.ingest import IngestItem, IngestSummary, Outcome, source_for_path
+from storage.ingest import IngestItem, IngestSummary, Outcome
 from storage.workspace import Workspace
 
 __all__ = ["FolderSource", "ImportResult", "discover", "folder_label", "import_paths"]
@@ -65,7 +66,7 @@ class FolderSource:
     _candidates: list[Candidate] | None = field(default=None, init=False, repr=False)
 
     def config(self) -> dict[str, Any]:
-        paths = [str(p) for p in self.paths]
+        paths = [printable_path(os.path.abspath(p)) for p in self.paths]
         return {"paths": paths, "label": self.label, "labels_from_folders": self.labels_from_folders}
 
     def check(self) -> None:
@@ -86,7 +87,7 @@ class FolderSource:
 
         def items() -> Iterator[IngestItem]:
             for c in candidates:
-                source = source_for_path(c.path)
+                source = file_source(c.path)
                 try:
                     label = (collector_label(c.folder_label) if self.labels_from_folders else None) or fallback
                 except InvalidLabel as exc:  # this item only: the run goes on

@@ -24,10 +24,11 @@ from typing import Any
 
 from harvest.engine import Engine, Run
 from harvest.labels import InvalidLabel, collector_label, fallback_label
+from harvest.paths import file_source
 from harvest.watch.events import EventFeed, Hint
 from harvest.watch.settle import Signature, Tracker, ignored_name
 from storage.errors import GleanerError
-from storage.ingest import IngestItem, source_for_path
+from storage.ingest import IngestItem
 from storage.parallel import start_worker_server
 
 __all__ = ["DEFAULT_RESCAN", "DEFAULT_SETTLE", "DEFAULT_STUCK_AFTER", "WatchOptions", "WatchSource"]
@@ -194,7 +195,7 @@ class WatchSource:
                 if run.stop.is_set():
                     return  # the files in hand finish; the rest wait for the next run
                 self.tracker.take(path, sig)
-                source = source_for_path(Path(path), kind="watch")
+                source = file_source(path, kind="watch")
                 by_uri[source.uri] = (path, sig)
                 try:
                     label = self._label(path)

@@ -5,9 +5,12 @@ label that cannot be made valid rejects that item only, as one problem entry. Th
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from pathlib import Path
 
+from storage.catalog import image_sources, iter_images
+from storage.workspace import open_workspace
 from tests.harvest.test_import import curate, harvest, ok_json
 from tests.support.site import Response, Site
 
@@ -77,3 +80,35 @@ def test_folder_names_with_bad_labels_reject_only_that_item(photo_files: list[Pa
     assert labels(ws) == {"good": 1, "back-slash": 1}
     fsck = ok_json(curate("fsck", "--json", "-w", ws, cwd=ws.parent))
     assert fsck["ok"] is True, fsck  # the rejected item left no orphan object
+
+
+def test_a_non_utf8_file_name_is_recorded_escaped(photo_files: list[Path], tmp_path: Path, ws: Path) -> None:
+    """Issue 16 item 3: a name holding the byte 0xFF is recorded losslessly escaped; the run goes on."""
+    root = tmp_path / "mixed"
+    root.mkdir()
+    shutil.copy(photo_files[20], root / "ok1.jpg")
+    shutil.copy(photo_files[21], root / "ok2.jpg")
+    odd = os.fsencode(root) + b"/bad\xffname.jpg"
+    with open(odd, "wb") as handle:
+        handle.write(photo_files[22].read_bytes())
+    report = ok_json(harvest("import", root, "--json", "-w", ws, cwd=ws.parent))
+    assert report["added"] == 3 and report["problems"] == [], report
+    with open_workspace(ws) as workspace, workspace.catalog.read() as conn:
+        uris = {source["uri"] for image in iter_images(conn) for source in image_sources(conn, image["sha256"])}
+    assert str(root.resolve() / "bad\\xffname.jpg") in uris, uris
+    fsck = ok_json(curate("fsck", "--json", "-w", ws, cwd=ws.parent))
+    assert fsck["ok"] is True, fsck
+    again = ok_json(harvest("import", root, "--json", "-w", ws, cwd=ws.parent))
+    assert again["duplicates"] == 3, again
+
+
+def test_provenance_paths_are_absolute_and_normalised(photo_files: list[Path], tmp_path: Path, ws: Path) -> None:
+    """Issue 15 item 9: `photos/../pics/food/a.jpg` is recorded as the absolute path without `..`."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "pics" / "food").mkdir(parents=True)
+    shutil.copy(photo_files[23], tmp_path / "pics" / "food" / "a.jpg")
+    report = ok_json(harvest("import", "photos/../pics/food/a.jpg", "--json", "-w", ws, cwd=tmp_path))
+    assert report["added"] == 1, report
+    with open_workspace(ws) as workspace, workspace.catalog.read() as conn:
+        uris = {source["uri"] for image in iter_images(conn) for source in image_sources(conn, image["sha256"])}
+    assert uris == {str(tmp_path / "pics" / "food" / "a.jpg")}, uris
