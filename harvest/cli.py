@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
+from harvest.display import escaped, plain
 from harvest.engine import FetchOptions
 from harvest.importer import import_paths
 from harvest.targets import targets_app
@@ -48,7 +48,8 @@ def init_command(
         emit_json(info)
         return
     verb = "Created" if created else "Already a workspace:"
-    out_console.print(f"{verb} [bold]{info['workspace']}[/]\n  store   {info['store']}\n  catalog {info['catalog']}")
+    shown = {key: escaped(value) for key, value in info.items()}
+    out_console.print(f"{verb} [bold]{shown['workspace']}[/]\n  store   {shown['store']}\n  catalog {shown['catalog']}")
 
 
 # The fetch options every web collector shares (one FetchOptions on the engine).
@@ -227,7 +228,7 @@ def render_fetch_summary(summary: IngestSummary, errors: dict[str, int], previou
         kinds.add_column("kind")
         kinds.add_column("count", justify="right")
         for kind, count in sorted(errors.items(), key=lambda pair: -pair[1]):
-            kinds.add_row(kind, f"{count:,}")
+            kinds.add_row(plain(kind), f"{count:,}")
         out_console.print(kinds)
     render_summary_problems(summary.problems, limit=50, quiet=not summary.total)
 
@@ -308,7 +309,7 @@ def scrape_command(
     if result.error is not None:  # nothing it was asked could be done: the summary with --json, and one line
         if json_output:
             emit_json({**result.to_json(), "error": result.error})
-        err_console.print(f"[bold red]error:[/] {escape(result.error)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escaped(result.error)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     if json_output:
         emit_json(result.to_json())
@@ -365,9 +366,12 @@ def watch_command(
 
     def on_event(what: str, detail: str) -> None:
         if what == "mode":
-            err_console.print(f"watching [bold]{source.options.root}[/] ({detail}); Ctrl-C to stop", highlight=False)
+            err_console.print(
+                f"watching [bold]{escaped(source.options.root)}[/] ({escaped(detail)}); Ctrl-C to stop", highlight=False
+            )
         else:
-            err_console.print(f"[{colours.get(what, 'dim')}]{what}[/] {detail}", highlight=False, soft_wrap=True)
+            colour = colours.get(what, "dim")
+            err_console.print(f"[{colour}]{escaped(what)}[/] {escaped(detail)}", highlight=False, soft_wrap=True)
 
     source = WatchSource(options, on_event=on_event)
     ws = open_workspace(workspace)
@@ -390,7 +394,7 @@ def render_summary_problems(problems: list[dict[str, str]], *, limit: int | None
     table.add_column("item", overflow="fold")
     table.add_column("reason", overflow="fold")
     for problem in shown:
-        table.add_row(problem["item"], problem["reason"])
+        table.add_row(plain(problem["item"]), plain(problem["reason"]))
     out_console.print(table)
     if len(problems) > len(shown):
         err_console.print(f"... and {len(problems) - len(shown):,} more (all of them with --json)")

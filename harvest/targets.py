@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import Connection
 
+from harvest.display import escaped, plain
 from storage.catalog.targets import MANUAL_REASON, OpenTarget, open_targets, set_manual_target
 from storage.clikit import JsonOption, WorkspaceOption, emit_json, out_console, user_errors
 from storage.workspace import open_workspace
@@ -62,7 +63,7 @@ def targets_command(
     for column, justify in (("label", "left"), ("want", "right"), ("reason", "left"), ("from", "left")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for target in found:
-        table.add_row(target.label, f"{target.want:,}", target.reason, target.origin)
+        table.add_row(plain(target.label), f"{target.want:,}", plain(target.reason), plain(target.origin))
     out_console.print(table)
 
 
@@ -85,6 +86,8 @@ def set_command(
         emit_json(document)
         return
     if target:
-        out_console.print(f"Target set: [bold]{label}[/] wants {want:,} more images ({target.reason})")
+        out_console.print(
+            f"Target set: [bold]{escaped(label)}[/] wants {want:,} more images ({escaped(target.reason)})"
+        )
     else:
-        out_console.print(f"Closed the open targets of [bold]{label}[/]")
+        out_console.print(f"Closed the open targets of [bold]{escaped(label)}[/]")
