@@ -82,7 +82,9 @@ def import_command(
     paths: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     label: str = typer.Option(None, "--label", "-l", help="Label for every imported image."),
     labels_from_folders: bool = typer.Option(
-        False, "--labels-from-folders", help="Label each image with the name of its folder (ImageFolder layout)."
+        False,
+        "--labels-from-folders",
+        help="Label each image with the first folder under PATH (ImageFolder: PATH/<label>/.../x.jpg).",
     ),
     workers: int = typer.Option(None, "--workers", help="Processes for decoding and hashing (default: one per core)."),
     workspace: Path = WorkspaceOption,
@@ -112,8 +114,11 @@ def import_command(
             on_outcome=on_outcome,
         )
     elapsed = time.perf_counter() - started
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escaped(warning)}", highlight=False, soft_wrap=True)
     if json_output:
-        emit_json({**result.summary.to_json(), "run_id": result.run_id, "seconds": round(elapsed, 3)})
+        document = {**result.summary.to_json(), "run_id": result.run_id, "seconds": round(elapsed, 3)}
+        emit_json({**document, "warnings": result.warnings})
         return
     render_summary(result.summary, elapsed)
 
@@ -336,7 +341,7 @@ def watch_command(
     directory: Path = typer.Argument(..., help="Folder to watch (sub-folders too)."),
     label: str = typer.Option(None, "--label", "-l", help="Label for the images (with --labels-from-folders: top)."),
     labels_from_folders: bool = typer.Option(
-        False, "--labels-from-folders", help="Label an image in DIR/NAME/ with NAME (the top level gets --label)."
+        False, "--labels-from-folders", help="Label an image in DIR/NAME/... with NAME (the top level gets --label)."
     ),
     once: bool = typer.Option(False, "--once", help="Ingest what is there (waits for files being written), then end."),
     poll: bool = typer.Option(False, "--poll", help="Poll instead of file-system events (network drives)."),

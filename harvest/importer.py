@@ -15,13 +15,21 @@ from storage.errors import GleanerError
 from storage.ingest import IngestItem, IngestSummary, Outcome
 from storage.workspace import Workspace
 
-__all__ = ["FolderSource", "ImportResult", "discover", "folder_label", "import_paths"]
+__all__ = [
+    "FolderSource",
+    "ImportResult",
+    "class_folder_warning",
+    "discover",
+    "folder_label",
+    "import_paths",
+]
 
 
 @dataclass(frozen=True)
 class Candidate:
     path: Path
-    folder_label: str | None  # the name of the file's parent folder below the root it was found under
+    folder_label: str | None  # the first folder under the root it was found under (None: at the top level)
+    root: Path | None = None  # the folder argument it was found under (None: a file argument)
 
 
 @dataclass
@@ -29,11 +37,26 @@ class ImportResult:
     summary: IngestSummary
     run_id: int
     seen: int
+    warnings: list[str] = field(default_factory=list)
 
 
 def folder_label(path: Path, root: Path) -> str | None:
-    """The name of the file's folder when it is below `root` (ImageFolder layout), else None."""
-    return path.parent.name if path.parent != root else None
+    """The first folder under `root` on the way to the file (ImageFolder layout: root/a/b/x.jpg is `a`);
+    None for a file at the top level of `root`."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return None
+    return parts[0] if len(parts) > 1 else None
+
+
+def class_folder_warning(root: Path, count: int) -> str:
+    """What --labels-from-folders says when a root holds images but no sub-folders (a class folder)."""
+    return (
+        f"{printable_path(root)}: --labels-from-folders found no sub-folders, so its {count:,} image(s) are"
+        " unlabelled; labels come from the folders under the path given (root/<label>/...): give the parent"
+        " folder, or use --label"
+    )
 
 
 def discover(paths: Sequence[Path]) -> Iterator[Candidate]:
@@ -49,7 +72,7 @@ def discover(paths: Sequence[Path]) -> Iterator[Candidate]:
                 folder = Path(dirpath)
                 for name in sorted(filenames):
                     if not name.startswith("."):
-                        yield Candidate(folder / name, folder_label(folder / name, root))
+                        yield Candidate(folder / name, folder_label(folder / name, root), root)
         else:
             yield Candidate(root, None)  # a file, a dangling link or a missing path: ingest says which
 
@@ -95,8 +118,24 @@ class FolderSource:
                     continue
                 yield IngestItem(source=source, label=label, path=str(c.path))
 
+        if self.labels_from_folders:
+            warnings = _class_folders(candidates)
+            run.report.setdefault("warnings", []).extend(warnings)  # recorded with the run; the CLI prints them
         for _outcome in engine.ingest(run, items(), origin="folder"):
             pass
+
+
+def _class_folders(candidates: list[Candidate]) -> list[str]:
+    """A warning per folder argument whose images are all at its top level (nothing to take labels from)."""
+    by_root: dict[Path, list[Candidate]] = {}
+    for candidate in candidates:
+        if candidate.root is not None:
+            by_root.setdefault(candidate.root, []).append(candidate)
+    return [
+        class_folder_warning(root, len(found))
+        for root, found in by_root.items()
+        if all(c.folder_label is None for c in found)
+    ]
 
 
 def import_paths(
@@ -112,4 +151,5 @@ def import_paths(
     """Import every file under `paths`; bad files become problems, never exceptions."""
     source = FolderSource(paths, label=label, labels_from_folders=labels_from_folders, on_start=on_start)
     run = Engine(workspace, workers=workers, on_outcome=on_outcome).run(source)
-    return ImportResult(summary=run.summary, run_id=run.id, seen=run.summary.total)
+    warnings = list(run.report.get("warnings", []))
+    return ImportResult(summary=run.summary, run_id=run.id, seen=run.summary.total, warnings=warnings)

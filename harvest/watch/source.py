@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harvest.engine import Engine, Run
+from harvest.importer import folder_label
 from harvest.labels import InvalidLabel, collector_label, fallback_label
 from harvest.paths import file_source
 from harvest.watch.events import EventFeed, Hint
@@ -110,9 +111,9 @@ class WatchSource:
         return options.move_to is None or not Path(path).is_relative_to(options.move_to)
 
     def _label(self, path: str) -> str | None:
-        parent = Path(path).parent
-        if self.options.labels_from_folders and parent != self.options.root:
-            return collector_label(parent.name) or fallback_label(self.options.label)
+        folder = folder_label(Path(path), self.options.root) if self.options.labels_from_folders else None
+        if folder is not None:  # the first folder under the root (ImageFolder layout)
+            return collector_label(folder) or fallback_label(self.options.label)
         return fallback_label(self.options.label)
 
     def _scan(self, folder: Path | None = None) -> None:

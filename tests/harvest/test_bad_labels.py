@@ -112,3 +112,28 @@ def test_provenance_paths_are_absolute_and_normalised(photo_files: list[Path], t
     with open_workspace(ws) as workspace, workspace.catalog.read() as conn:
         uris = {source["uri"] for image in iter_images(conn) for source in image_sources(conn, image["sha256"])}
     assert uris == {str(tmp_path / "pics" / "food" / "a.jpg")}, uris
+
+
+def test_labels_from_folders_use_the_first_folder_under_the_root(
+    photo_files: list[Path], tmp_path: Path, ws: Path
+) -> None:
+    """Issue 15 item 3: root/a/b/x.jpg is labelled `a` (ImageFolder); a class folder given as the root says so."""
+    root = tmp_path / "pics"
+    (root / "food" / "close-ups").mkdir(parents=True)
+    shutil.copy(photo_files[30], root / "food" / "close-ups" / "x.jpg")
+    shutil.copy(photo_files[31], root / "food" / "y.jpg")
+    report = ok_json(harvest("import", root, "--labels-from-folders", "--json", "-w", ws, cwd=ws.parent))
+    assert report["added"] == 2 and not report.get("warnings"), report
+    assert labels(ws) == {"food": 2}
+
+    shutil.copy(photo_files[32], root / "food" / "z.jpg")
+    human = harvest("import", root / "food", "--labels-from-folders", "-w", ws, cwd=ws.parent)
+    assert human.code == 0, human.stderr
+    assert "no sub-folders" not in human.stderr  # close-ups/ is a sub-folder: its image is labelled close-ups
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(photo_files[33], flat / "w.jpg")
+    warned = harvest("import", flat, "--labels-from-folders", "--json", "-w", ws, cwd=ws.parent)
+    document = ok_json(warned)
+    assert document["added"] == 1 and any("no sub-folders" in w for w in document["warnings"]), document
+    assert "no sub-folders" in " ".join(warned.stderr.split()), warned.stderr

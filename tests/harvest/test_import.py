@@ -171,19 +171,21 @@ def test_labels_from_folders(tmp_path: Path, ws: Path, photo_files: list[Path]) 
     root = tmp_path / "imagefolder"
     copy_photos(photo_files, root / "cat", 3)
     copy_photos(photo_files, root / "dog", 2, start=3)
-    copy_photos(photo_files, root / "dog" / "puppy", 2, start=5)  # the nearest folder names the label
+    copy_photos(
+        photo_files, root / "dog" / "puppy", 2, start=5
+    )  # the first folder under the root names the label (ImageFolder)
     copy_photos(photo_files, root, 1, start=7)  # directly under the root: no folder label
 
     document = ok_json(harvest("import", root, "--labels-from-folders", "--json", "-w", ws, cwd=tmp_path))
     assert_summary(document, added=8, rejected=0)
-    assert labels(ws, tmp_path) == {"cat": 3, "dog": 2, "puppy": 2}
+    assert labels(ws, tmp_path) == {"cat": 3, "dog": 4}
 
     # --label is the fallback for files outside a class folder; existing labels are kept.
     document = ok_json(
         harvest("import", root, "--labels-from-folders", "--label", "misc", "--json", "-w", ws, cwd=tmp_path)
     )
     assert_summary(document, added=0, duplicates=8)
-    assert labels(ws, tmp_path) == {"cat": 3, "dog": 2, "misc": 1, "puppy": 2}
+    assert labels(ws, tmp_path) == {"cat": 3, "dog": 4, "misc": 1}
 
 
 def test_import_single_files_and_missing_paths(tmp_path: Path, ws: Path, photo_files: list[Path]) -> None:

@@ -210,7 +210,12 @@ def test_once_ingests_files_present_at_start_with_folder_labels(ws: Path, tmp_pa
     stored = images(ws)
     assert set(stored) == {sha(data) for data in files.values()}
     labels = {Path(row["sources"][0]["uri"]).name: row["label"] for row in stored.values()}
-    assert labels == {"top.png": "screens", "c1.png": "cats", "c2.png": "cats", "d1.png": "big"}
+    assert labels == {
+        "top.png": "screens",
+        "c1.png": "cats",
+        "c2.png": "cats",
+        "d1.png": "dogs",
+    }  # the first folder under the root
     assert {row["sources"][0]["kind"] for row in stored.values()} == {"watch"}
 
     again = ok_json(harvest(*args, "--json", "-w", ws, cwd=tmp_path))  # a rerun: repeats are harmless
