@@ -12,11 +12,22 @@ from harvest.display import escaped, plain
 from harvest.engine import FetchOptions
 from harvest.importer import import_paths
 from harvest.targets import targets_app
-from storage.clikit import JsonOption, WorkspaceOption, emit_json, err_console, make_progress, out_console, user_errors
+from storage.clikit import (
+    App,
+    JsonOption,
+    WorkspaceOption,
+    add_version_option,
+    emit_json,
+    err_console,
+    make_progress,
+    out_console,
+    user_errors,
+)
 from storage.ingest import IngestSummary, Outcome
 from storage.workspace import init_workspace, open_workspace
 
-app = typer.Typer(help="Collect images into a Gleaner workspace.", no_args_is_help=True, add_completion=False)
+app = App(help="Collect images into a Gleaner workspace.", no_args_is_help=True, add_completion=False)
+add_version_option(app, "harvest")
 app.add_typer(targets_app, name="targets")
 
 

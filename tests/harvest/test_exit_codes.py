@@ -58,3 +58,17 @@ def test_scrape_whose_only_seed_is_refused_or_unreachable_exits_non_zero(site: S
     unreachable = harvest("scrape", "http://127.0.0.1:9/", "--allow-private", "-w", ws, cwd=ws.parent)
     assert unreachable.code != 0
     one_error_line(unreachable.stderr, "127.0.0.1:9")
+
+
+def test_version_and_usage_errors_as_json(tmp_path: Path, ws: Path) -> None:
+    """`harvest --version`; a value click refuses is a user error too: with --json, `{"error"}` on stdout."""
+    version = harvest("--version", cwd=tmp_path)
+    assert version.code == 0 and version.stdout.startswith("harvest ") and version.stdout.split()[1][0].isdigit()
+    bad = harvest("import", tmp_path, "--workers", "many", "--json", "-w", ws, cwd=tmp_path)
+    assert bad.code == 2, bad
+    assert "--workers" in json.loads(bad.stdout)["error"]
+    assert "Traceback" not in bad.stderr and bad.stderr.startswith("error:"), bad.stderr
+    missing = harvest("scrape", "--json", "-w", ws, cwd=tmp_path)  # no URL
+    assert missing.code == 2 and "error" in json.loads(missing.stdout), missing
+    plain = harvest("import", tmp_path, "--workers", "many", "-w", ws, cwd=tmp_path)
+    assert plain.code == 2 and plain.stdout == "" and "--workers" in plain.stderr  # click's usage text as before
