@@ -115,11 +115,14 @@ def test_fsck_fix_removes_orphans_and_marks_broken_images(damaged: Damaged) -> N
     assert document["orphans"] == [damaged.orphan_key]
     assert document["fixed"] == {"orphans_removed": 1, "marked": 2, "restored": 0}
     assert not damaged.ws.store.exists(damaged.orphan_key)
-    assert statuses(damaged.ws) == {
-        sha_of(damaged.missing): "missing",
-        sha_of(damaged.corrupt): "missing",  # its bad bytes were deleted
-        **{sha_of(p): "ok" for p in damaged.files[2:]},
-    }
+    assert (
+        statuses(damaged.ws)
+        == {
+            sha_of(damaged.missing): "missing",
+            sha_of(damaged.corrupt): "missing",  # its bad bytes were deleted
+            **{sha_of(p): "ok" for p in damaged.files[2:]},
+        }
+    )
     assert labels(damaged.ws) == {"cat": 2}  # broken images are not counted
 
     again = fsck_cli(damaged.ws)
