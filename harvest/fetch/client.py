@@ -53,6 +53,7 @@ ERROR_KINDS = (
     "redirect_loop",
 )
 _REDIRECTS = (301, 302, 303, 307, 308)
+MAX_CRAWL_DELAY = 10.0  # seconds: a larger robots.txt Crawl-delay is cut to this (one host cannot stall a run)
 _ACCEPT = {
     "image": "image/avif,image/webp,image/png,image/jpeg,image/*;q=0.8,*/*;q=0.5",
     "page": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
@@ -364,6 +365,13 @@ class Fetcher:
                 time.sleep(wait)
                 retry += 1
 
+    def _crawl_delay(self, url: str, kind: str) -> float:
+        """The robots.txt Crawl-delay of the URL's host (at most MAX_CRAWL_DELAY), 0 for none."""
+        if kind == "robots" or not self.policy.obey_robots:  # (the robots.txt fetch itself: no recursion)
+            return 0.0
+        delay = self.robots.rules_for_url(url)[0].crawl_delay
+        return min(delay, MAX_CRAWL_DELAY) if delay and delay > 0 else 0.0
+
     def _attempt(
         self,
         url: str,
@@ -380,7 +388,8 @@ class Fetcher:
         if referer:
             headers["Referer"] = referer
         try:
-            with self.limiter.slot(host, time.monotonic() + policy.item_deadline) as waited:
+            spacing = self._crawl_delay(url, kind)
+            with self.limiter.slot(host, time.monotonic() + policy.item_deadline, spacing) as waited:
                 clock.extend(waited)
                 remaining = clock.remaining()
                 if remaining <= 0:

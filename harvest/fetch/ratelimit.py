@@ -32,7 +32,7 @@ class HostPaused(Exception):
 class HostLimits(Protocol):
     """What the Fetcher needs of a limiter: HostLimiter (threads of one process) or SharedHostLimiter."""
 
-    def slot(self, host: str, deadline: float) -> AbstractContextManager[float]: ...
+    def slot(self, host: str, deadline: float, spacing: float = 0.0) -> AbstractContextManager[float]: ...
     def hold_off(self, host: str, seconds: float) -> None: ...
     def record(self, host: str, *, ok: bool) -> None: ...
 
@@ -99,8 +99,9 @@ class HostLimiter:
             return state
 
     @contextmanager
-    def slot(self, host: str, deadline: float) -> Iterator[float]:
-        """Hold one of the host's request slots; yields the seconds spent waiting for it."""
+    def slot(self, host: str, deadline: float, spacing: float = 0.0) -> Iterator[float]:
+        """Hold one of the host's request slots; yields the seconds spent waiting for it. `spacing`: the next
+        request to the host starts at least this many seconds after this one (robots.txt Crawl-delay)."""
         state = self._host(host)
         started = time.monotonic()
         with state.cond:
@@ -112,14 +113,14 @@ class HostLimiter:
                     raise LimiterTimeout(f"no free connection slot for {host} before the deadline")
             state.active += 1
         try:
-            self._take_token(state, host, deadline)
+            self._take_token(state, host, deadline, spacing)
             yield time.monotonic() - started
         finally:
             with state.cond:
                 state.active -= 1
                 state.cond.notify()
 
-    def _take_token(self, state: _Host, host: str, deadline: float) -> None:
+    def _take_token(self, state: _Host, host: str, deadline: float, spacing: float = 0.0) -> None:
         with state.cond:
             now = time.monotonic()
             start, state.tokens = take_token(
@@ -133,6 +134,8 @@ class HostLimiter:
                 host=host,
             )
             state.updated = now
+            if spacing > 0:
+                state.not_before = max(state.not_before, start + spacing)
         delay = start - time.monotonic()
         if delay > 0:
             time.sleep(delay)

@@ -113,7 +113,7 @@ class SharedHostLimiter:
     # -- the HostLimiter interface ----------------------------------------------------------------------
 
     @contextmanager
-    def slot(self, host: str, deadline: float) -> Iterator[float]:
+    def slot(self, host: str, deadline: float, spacing: float = 0.0) -> Iterator[float]:
         """Hold one of the host's request slots, across all processes; yields the seconds spent waiting.
 
         Taking the slot and the token is one critical section: the lock is shared by every fetch thread of
@@ -136,6 +136,8 @@ class SharedHostLimiter:
                         rate=self.rate, burst=self.burst, host=host,
                     )  # fmt: skip
                     state[base + _TOKENS], state[base + _UPDATED] = tokens, now
+                    if spacing > 0:  # Crawl-delay: the next request, from any process, waits
+                        state[base + _NOT_BEFORE] = max(state[base + _NOT_BEFORE], start + spacing)
                     state[base + _ACTIVE] += 1
                     self._held[self._member * self.slots + base // _FIELDS] += 1
                     break

@@ -4,6 +4,7 @@ against a site of its own on 127.0.0.1 whose robots.txt is hostile."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
@@ -13,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from harvest.fetch.robots import parse_robots
-from tests.harvest.test_import import Result, ok_json
-from tests.support.site import Response, Site
+from tests.harvest.test_import import Result, harvest, ok_json
+from tests.support.site import Request, Response, Site
 
 HOSTILE = "User-agent: *\nCrawl-delay: 0.25\nDisallow: /" + "*a" * 12 + "b\nAllow: /\n"
 PATH_40 = "/img/x?q=" + "a" * 31
@@ -47,3 +48,23 @@ def test_harvest_urls_under_a_hostile_robots_txt_finishes(hostile_site: Site, tm
     report = ok_json(Result(done.returncode, done.stdout, done.stderr))
     assert report["added"] == 1, report
     assert time.monotonic() - started < 30
+
+
+def test_crawl_delay_spaces_requests_to_the_host(photos_dir: Path, tmp_path: Path, ws: Path) -> None:
+    """`Crawl-delay: 0.4` is honoured across the download workers (capped at MAX_CRAWL_DELAY)."""
+    times: list[float] = []
+    with Site(photos_dir) as site:
+        site.route("/robots.txt", lambda _request: Response.text("User-agent: *\nCrawl-delay: 0.4\n"))
+
+        def image(request: Request) -> Response:
+            times.append(time.monotonic())
+            return Response.image(site.photo(request.path.rsplit("/", 1)[-1]))
+
+        site.route("/cd/", image)
+        listing = tmp_path / "list.txt"
+        listing.write_text("".join(site.url(f"/cd/{name}") + "\n" for name in site.photo_names[:4]))
+        args = ("urls", listing, "--allow-private", "--per-host-rate", "0", "--concurrency", "8", "--json")
+        report = ok_json(harvest(*args, "-w", ws, cwd=tmp_path))
+    assert report["added"] == 4, report
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(times) == 4 and min(gaps) >= 0.35, gaps
