@@ -97,7 +97,9 @@ def import_command(
         "--labels-from-folders",
         help="Label each image with the first folder under PATH (ImageFolder: PATH/<label>/.../x.jpg).",
     ),
-    workers: int = typer.Option(None, "--workers", help="Processes for decoding and hashing (default: one per core)."),
+    workers: int = typer.Option(
+        None, "--workers", min=1, help="Processes for decoding and hashing (default: one per core)."
+    ),
     workspace: Path = WorkspaceOption,
     json_output: bool = JsonOption,
 ) -> None:
@@ -158,6 +160,7 @@ def urls_command(
     workers: int = typer.Option(
         None,
         "--workers",
+        min=1,
         help="Download processes; each fetches, validates, hashes and stores with --concurrency/N threads "
         "(default: one per core; 1: threads of this process).",
     ),
@@ -365,7 +368,9 @@ def watch_command(
     stuck_after: float = typer.Option(
         600.0, "--stuck-after", help="A file still being written after this many seconds is reported, not taken."
     ),
-    workers: int = typer.Option(None, "--workers", help="Processes for decoding and hashing (default: one per core)."),
+    workers: int = typer.Option(
+        None, "--workers", min=1, help="Processes for decoding and hashing (default: one per core)."
+    ),
     workspace: Path = WorkspaceOption,
     json_output: bool = JsonOption,
 ) -> None:

@@ -75,6 +75,23 @@ def open_workspace(
     return Workspace(load_settings(find_workspace(explicit), overrides))
 
 
+CATALOG_SCHEMES = ("sqlite", "postgresql", "postgres")  # the catalogs Gleaner runs on (SQLAlchemy URL schemes)
+ADDRESSING_STYLES = ("auto", "path", "virtual")  # botocore's S3 addressing styles
+
+
+def _check_new_settings(catalog_url: str | None, addressing_style: str | None) -> None:
+    """Refuse settings no workspace can open, before anything is written: one line that says what would work."""
+    if catalog_url:
+        scheme = catalog_url.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme not in CATALOG_SCHEMES:
+            raise GleanerError(
+                f"unsupported catalog {catalog_url!r}: Gleaner's catalog is SQLite (sqlite:///PATH) "
+                "or PostgreSQL (postgresql://USER@HOST/DB)"
+            )
+    if addressing_style and addressing_style not in ADDRESSING_STYLES:
+        raise GleanerError(f"unknown --addressing-style {addressing_style!r}: use {', '.join(ADDRESSING_STYLES)}")
+
+
 def init_workspace(
     directory: str | Path,
     *,
@@ -87,6 +104,7 @@ def init_workspace(
 
     An existing workspace is opened, not overwritten, so `init` is safe to repeat in scripts.
     """
+    _check_new_settings(catalog_url, addressing_style)
     root = Path(directory).expanduser().resolve()
     config_path = root / CONFIG_NAME
     created = not config_path.exists()
