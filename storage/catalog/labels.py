@@ -220,15 +220,7 @@ def merge_labels(conn: Connection, sources: Iterable[str], into: str, *, actor: 
         source_id = _require(conn, name)
         if source_id == target_id:
             continue
-        name = label_name(conn, source_id)
-        shas = conn.execute(select(images.c.sha256).where(images.c.label_id == source_id)).scalars().all()
-        for sha in shas:
-            label_event(conn, sha256=sha, action="set", before=name, after=into, origin=origin, actor=actor)
-        conn.execute(images.update().where(images.c.label_id == source_id).values(label_id=target_id, updated_at=now()))
-        conn.execute(labels.delete().where(labels.c.id == source_id))
-        _forget_keys(conn)
-        label_event(conn, action="merge", before=name, after=into, origin=origin, actor=actor)
-        moved += len(shas)
+        moved += _retire(conn, source_id, (target_id, into), ("set", "merge"), origin=origin, actor=actor)
     return moved
 
 
@@ -241,15 +233,32 @@ def _same_label(name: str, key: str) -> bool:
 
 def delete_label(conn: Connection, name: str, *, actor: str, origin: str = "cli") -> int:
     """Remove a label; its images become unlabelled (one `clear` event each). Returns how many images it had."""
-    label = _require(conn, name)
-    name = label_name(conn, label)
-    shas = conn.execute(select(images.c.sha256).where(images.c.label_id == label)).scalars().all()
+    return _retire(conn, _require(conn, name), (None, None), ("clear", "delete"), origin=origin, actor=actor)
+
+
+def _retire(
+    conn: Connection,
+    label_id: int,
+    successor: tuple[int | None, str | None],
+    actions: tuple[str, str],
+    *,
+    origin: str,
+    actor: str,
+) -> int:
+    """Move a label's images to `successor` (id, name; None: unlabelled), one `actions[0]` event each, then delete
+    the label with one `actions[1]` event: what merge and delete share. Returns how many images it had."""
+    name = label_name(conn, label_id)
+    successor_id, successor_name = successor
+    image_action, label_action = actions
+    shas = conn.execute(select(images.c.sha256).where(images.c.label_id == label_id)).scalars().all()
     for sha in shas:
-        label_event(conn, sha256=sha, action="clear", before=name, after=None, origin=origin, actor=actor)
-    conn.execute(images.update().where(images.c.label_id == label).values(label_id=None, updated_at=now()))
-    conn.execute(labels.delete().where(labels.c.id == label))
+        label_event(
+            conn, sha256=sha, action=image_action, before=name, after=successor_name, origin=origin, actor=actor
+        )
+    conn.execute(images.update().where(images.c.label_id == label_id).values(label_id=successor_id, updated_at=now()))
+    conn.execute(labels.delete().where(labels.c.id == label_id))
     _forget_keys(conn)
-    label_event(conn, action="delete", before=name, after=None, origin=origin, actor=actor)
+    label_event(conn, action=label_action, before=name, after=successor_name, origin=origin, actor=actor)
     return len(shas)
 
 
