@@ -86,6 +86,9 @@ _ENV = {
 }
 
 
+_READ_ELSEWHERE = ("jobs",)  # [[jobs]]: collection jobs, read by harvest.jobs.config
+
+
 def load_settings(root: Path, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
     """Read `root/gleaner.toml`, apply environment variables, then explicit overrides."""
     path = root / CONFIG_NAME
@@ -95,7 +98,7 @@ def load_settings(root: Path, overrides: Mapping[str, Mapping[str, Any]] | None 
         data = {}
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise GleanerError(f"{path}: invalid TOML: {exc}") from exc
-    unknown = set(data) - set(_SECTIONS)
+    unknown = set(data) - set(_SECTIONS) - set(_READ_ELSEWHERE)
     if unknown:
         raise GleanerError(f"{path}: unknown section(s): {', '.join(sorted(unknown))} (known: {', '.join(_SECTIONS)})")
     layers: dict[str, dict[str, Any]] = {}
