@@ -101,6 +101,14 @@ def _v7_frontier_error_kind_and_leases(conn: Connection) -> None:
         )
 
 
+def _v9_shared_politeness(conn: Connection) -> None:
+    """Per-host request times and robots.txt answers in the catalog, shared by workers on several machines.
+
+    checkfirst: a catalog downgraded by hand (tests) may still have them."""
+    schema.hosts.create(conn, checkfirst=True)
+    schema.robots_answers.create(conn, checkfirst=True)
+
+
 # Steps from version N-1 to N. Version 1 is the initial schema and has no step.
 MIGRATIONS: list[Migration] = [
     (2, "transform-aware hashes, quality metrics and flags", _v2_hashes_and_quality),
@@ -109,6 +117,7 @@ MIGRATIONS: list[Migration] = [
     (5, "image details in the frontier", _v5_frontier_extra),
     (6, "near-duplicate candidates and decisions", _v6_duplicate_review),
     (7, "frontier error kinds and claim leases", _v7_frontier_error_kind_and_leases),
+    (9, "per-host politeness and robots.txt answers shared by workers", _v9_shared_politeness),
 ]
 
 

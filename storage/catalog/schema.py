@@ -29,6 +29,7 @@ __all__ = [
     "duplicate_candidates",
     "duplicate_decisions",
     "frontier",
+    "hosts",
     "image_quality",
     "images",
     "jobs",
@@ -39,13 +40,14 @@ __all__ = [
     "predictions",
     "quality_flags",
     "review_events",
+    "robots_answers",
     "runs",
     "snapshots",
     "sources",
     "targets",
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 
 metadata = MetaData()
 
@@ -269,4 +271,28 @@ duplicate_decisions = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),  # history is kept: revoking only stamps
     Index("ix_duplicate_decisions_a", "sha_a"),
+)
+
+# v9: politeness shared by workers on several machines (storage/catalog/hosts.py). Times are seconds since the
+# epoch on the database's clock, so workers whose clocks disagree still space their requests correctly.
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("host", String(300), primary_key=True),  # host[:port], as the fetch layer keys its limits
+    Column("next_at", Float, nullable=False),  # GCRA's theoretical arrival time of the next request
+    Column("hold_until", Float, nullable=False),  # no request before this (Retry-After)
+    Column("updated_at", Float, nullable=False),
+)
+
+robots_answers = Table(
+    "robots_answers",
+    metadata,
+    Column("scope", String(200), primary_key=True),  # the run (or job) whose workers share the answer
+    Column("origin", String(300), primary_key=True),  # scheme://host[:port]
+    Column("state", String(16), nullable=False),  # fetching | done
+    Column("owner", String(200), nullable=False),  # the worker fetching it (host:pid:run)
+    Column("claimed_until", Float, nullable=False),  # another worker takes over a fetch that lapsed
+    Column("status", Integer, nullable=True),  # HTTP status, NULL when unreachable
+    Column("body", LargeBinary, nullable=True),  # NULL unless a 2xx body was read whole
+    Column("expires_at", Float, nullable=True),  # NULL: kept for the whole scope
 )
