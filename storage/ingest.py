@@ -26,6 +26,7 @@ from storage.catalog.duplicates import Candidate, load_decisions, record_candida
 from storage.errors import StoreError
 from storage.imaging import Rejected, analyze
 from storage.keys import image_key
+from storage.localfiles import read_regular_file
 from storage.neardup import NearDuplicateIndex, PixelVerifier
 from storage.parallel import WorkerDied, process_map
 from storage.settings import IngestSettings
@@ -111,17 +112,9 @@ class IngestSummary:
 
 
 def read_file(path: str, max_bytes: int) -> bytes:
-    """Read a file for ingest, refusing non-files and files over the size limit with a reason."""
-    try:
-        info = os.stat(path)
-        if not os.path.isfile(path):
-            raise Rejected("not a regular file")
-        if info.st_size > max_bytes:
-            raise Rejected(f"file is {info.st_size:,} bytes, over the {max_bytes:,}-byte limit")
-        with open(path, "rb") as handle:
-            return handle.read(max_bytes + 1)
-    except OSError as exc:
-        raise Rejected(f"unreadable path: {exc.strerror or exc}") from None
+    """Read a file for ingest, refusing non-files (decided on the opened descriptor: a path swapped for a FIFO
+    must not hang a worker) and files over the size limit with a reason."""
+    return read_regular_file(path, max_bytes)
 
 
 def prepare(item: IngestItem, store: ObjectStore, limits: IngestSettings, *, durable: bool = True) -> Prepared:

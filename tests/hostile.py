@@ -7,13 +7,17 @@ and the decompression bomb stays under half a megabyte on disk while declaring 3
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import random
 import re
 import struct
+import subprocess
+import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from PIL import Image
@@ -23,10 +27,12 @@ __all__ = [
     "PHOTOS",
     "bomb_png",
     "frames_bomb_gif",
+    "make_fifo",
     "make_hostile_corpus",
     "png_bytes",
     "png_chunk",
     "scans_bomb_jpeg",
+    "swapping_link",
     "tiny_bomb_webp",
     "valid_png",
 ]
@@ -186,3 +192,41 @@ def make_hostile_corpus(dir: Path, *, photo: Path | None = None) -> dict[str, st
     os.symlink(dir / "no-such-target.jpg", link)
     expected["dangling.jpg"] = "unreadable"
     return expected
+
+
+# -- files that are not what they were a moment ago (issue 16, item 5) ---------------------------------------
+
+_SWAPPER = """
+import os, sys
+link, regular, fifo, parent = sys.argv[1:5]
+tmp = link + ".swap"
+while os.getppid() == int(parent):  # the test that started it is gone: stop too
+    for target in (regular, fifo):
+        try:
+            os.symlink(target, tmp)
+        except FileExistsError:
+            os.unlink(tmp)
+            continue
+        os.replace(tmp, link)
+"""
+
+
+def make_fifo(path: Path) -> Path:
+    """A named pipe at `path`: opening it for reading blocks until a writer comes, which none ever does."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)
+    return path
+
+
+@contextlib.contextmanager
+def swapping_link(link: Path, regular: Path) -> Iterator[Path]:
+    """`link`, a symlink that another process swaps between `regular` and a FIFO as fast as it can, for the
+    life of the block: a check that it is a regular file says nothing about what an open() then finds."""
+    fifo = make_fifo(link.parent / f".{link.name}.fifo")
+    os.symlink(regular, link)
+    swapper = subprocess.Popen([sys.executable, "-c", _SWAPPER, str(link), str(regular), str(fifo), str(os.getpid())])
+    try:
+        yield link
+    finally:
+        swapper.kill()
+        swapper.wait()
