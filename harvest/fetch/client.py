@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -26,6 +26,7 @@ import urllib3.exceptions
 
 from harvest.fetch.connection import GuardedAdapter
 from harvest.fetch.content import SNIFF_BYTES, image_type_ok, noai_directive, sniff_image, sniff_non_image
+from harvest.fetch.deadline import Watchdog
 from harvest.fetch.policy import FetchPolicy
 from harvest.fetch.ratelimit import HostLimiter, HostLimits, HostPaused, LimiterTimeout
 from harvest.fetch.robots import RobotsCache
@@ -160,6 +161,24 @@ def _host_key(url: str) -> str:
     return urlsplit(url).netloc.lower()
 
 
+def _watched_pools(manager: Any, watchdog: Watchdog) -> None:
+    """Make every connection a pool hands out known to the watchdog (the one place a request's connection
+    shows itself before the status line and headers are read)."""
+
+    def watched(pool_class: type) -> type:
+        class WatchedPool(pool_class):
+            def _get_conn(self, timeout: float | None = None) -> Any:
+                connection = super()._get_conn(timeout)
+                watchdog.attach(connection)
+                return connection
+
+        return WatchedPool
+
+    manager.pool_classes_by_scheme = {
+        scheme: watched(pool_class) for scheme, pool_class in manager.pool_classes_by_scheme.items()
+    }
+
+
 def _socket_of(response: requests.Response) -> socket.socket | None:
     connection = getattr(response.raw, "connection", None)
     return getattr(connection, "sock", None)
@@ -198,6 +217,7 @@ class Fetcher:
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()  # set by close(): fetches in progress stop at their next step
+        self._watchdog = Watchdog()  # cuts a request off at the item deadline, headers included
 
     # -- public API -------------------------------------------------------------------------------------
 
@@ -244,6 +264,7 @@ class Fetcher:
             sessions, self._sessions = self._sessions, []
         for session in sessions:
             session.close()
+        self._watchdog.close()
 
     def __enter__(self) -> Fetcher:
         return self
@@ -259,6 +280,7 @@ class Fetcher:
             session = requests.Session()
             session.trust_env = False  # no proxies from the environment: the guard must see the real address
             adapter = GuardedAdapter(self.guard, pool_connections=64, pool_maxsize=4)
+            _watched_pools(adapter.poolmanager, self._watchdog)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers["User-Agent"] = self.policy.user_agent
@@ -395,13 +417,25 @@ class Fetcher:
                 if remaining <= 0:
                     raise FetchError("timeout", f"no answer within the {policy.item_deadline:g}-s item deadline")
                 timeout = (min(policy.connect_timeout, remaining), min(policy.read_timeout, remaining))
-                response = self._session().get(
-                    url, headers=headers, stream=True, allow_redirects=False, timeout=timeout
-                )
-                try:
-                    outcome = self._handle(response, url, kind, clock, trace, max_bytes=max_bytes)
-                finally:
-                    response.close()
+                with self._watchdog.watch(time.monotonic() + remaining) as watch:
+                    try:
+                        response = self._session().get(
+                            url, headers=headers, stream=True, allow_redirects=False, timeout=timeout
+                        )
+                        try:
+                            outcome = self._handle(response, url, kind, clock, trace, max_bytes=max_bytes)
+                        finally:
+                            response.close()
+                    except (FetchError, _Retryable):
+                        raise
+                    except Exception:
+                        if watch.fired:  # the watchdog cut the connection: that is the deadline, not the server
+                            raise FetchError(
+                                "timeout",
+                                f"no complete answer within the {policy.item_deadline:g}-s item deadline",
+                                trace.status,
+                            ) from None
+                        raise
             self.limiter.record(host, ok=True)
             return outcome
         except HostPaused as exc:

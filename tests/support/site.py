@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["GIF_PIXEL", "Handler", "Hit", "Request", "Response", "Site", "serve"]
+__all__ = ["GIF_PIXEL", "Handler", "Hit", "Request", "Response", "Site", "hostile_fetch_routes", "serve"]
 
 GIF_PIXEL = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
@@ -95,6 +95,7 @@ class Response:
     body: bytes | Iterable[bytes] = b""
     headers: dict[str, str] = field(default_factory=dict)
     length: int | None = None  # Content-Length to announce for a streamed body
+    raw: bool = False  # the body is the whole answer, status line and headers included (hostile servers)
 
     @classmethod
     def html(cls, text: str, status: int = 200) -> Response:
@@ -295,6 +296,12 @@ class Site:
 
     @staticmethod
     def _send(raw: _RequestHandler, response: Response) -> None:
+        if response.raw:
+            raw.close_connection = True
+            for chunk in [response.body] if isinstance(response.body, bytes) else response.body:
+                raw.wfile.write(chunk)
+                raw.wfile.flush()
+            return
         raw.send_response(response.status)
         body = response.body
         headers = dict(response.headers)
@@ -452,3 +459,37 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- hostile fetch routes (issue 16, item 6): answers that never finish arriving ------------------------------
+
+
+def _trickle_headers(request: Request) -> Response:
+    """A status line, then a header that never ends, a byte every `delay` seconds (0.2): no read times out."""
+    delay = float(request.arg("delay", "0.2") or 0.2)
+
+    def body() -> Iterator[bytes]:
+        yield b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Trickle: "
+        while True:
+            time.sleep(delay)
+            yield b"a"
+
+    return Response(body=body(), raw=True)
+
+
+def _endless_continue(request: Request) -> Response:
+    """`100 Continue` interim answers for ever, one every `delay` seconds (0.05): the final status never comes."""
+    delay = float(request.arg("delay", "0.05") or 0.05)
+
+    def body() -> Iterator[bytes]:
+        while True:
+            yield b"HTTP/1.1 100 Continue\r\n\r\n"
+            time.sleep(delay)
+
+    return Response(body=body(), raw=True)
+
+
+def hostile_fetch_routes(site: Site) -> None:
+    """/hostile/trickle-headers?delay=S and /hostile/endless-continue?delay=S (see their docstrings)."""
+    site.route("/hostile/trickle-headers", _trickle_headers)
+    site.route("/hostile/endless-continue", _endless_continue)
