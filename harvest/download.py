@@ -7,7 +7,10 @@ thread fetches an image and prepares it right away; only the facts (a few hundre
 The parent keeps what must be serial: the catalog transaction (ingest step 3) and the frontier.
 
 Politeness stays per run, not per process: the workers share one SharedHostLimiter (per-host rate,
-concurrency, Retry-After, failure pauses) and one robots.txt folder (one fetch per origin).
+concurrency, Retry-After, failure pauses) and one robots.txt folder (one fetch per origin). With `shared`
+(a PostgreSQL catalog, or a job run several workers serve) the rate, Crawl-delay, Retry-After holds and
+robots.txt answers are shared through the catalog instead, with every worker on every machine
+(harvest.fetch.catalogshare); concurrency caps and failure pauses stay with this worker's processes.
 
 A worker that dies (out-of-memory killer, a crash in a decoder) loses only its tasks in flight, which come
 back as failed downloads (retried by a rerun), and a fresh worker takes its place. With `processes=0` the
@@ -32,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from harvest.fetch import Fetcher, FetchPolicy, FetchResult, Resolver
+from harvest.fetch.catalogshare import CatalogHostLimiter, CatalogRobotsStore, SharedPoliteness
 from harvest.fetch.ratelimit import HostLimiter, HostLimits
+from harvest.fetch.robots import RobotsStore
 from harvest.fetch.sharedlimit import SharedHostLimiter
 from storage.catalog import SourceInfo
 from storage.ingest import IngestItem, Prepared, prepare
@@ -70,10 +75,27 @@ class _Setup:
     resolver: Resolver | None
     limiter: HostLimits
     robots_dir: Path | None
+    robots_store: RobotsStore | None
     store_url: str
     store_options: dict[str, Any]
     limits: IngestSettings
     threads: int
+
+
+def _process_limiter(limiter: HostLimits) -> SharedHostLimiter | None:
+    """The limiter the pool's processes share in memory (bound per member, forgotten when one dies), if any."""
+    inner = limiter.local if isinstance(limiter, CatalogHostLimiter) else limiter
+    return inner if isinstance(inner, SharedHostLimiter) else None
+
+
+def _fetcher(setup: _Setup) -> Fetcher:
+    return Fetcher(
+        setup.policy,
+        resolver=setup.resolver,
+        limiter=setup.limiter,
+        robots_dir=setup.robots_dir,
+        robots_store=setup.robots_store,
+    )
 
 
 def _download(fetcher: Fetcher, setup: _Setup, store: Any, key: int, url: str, referer: str | None) -> Download:
@@ -90,9 +112,9 @@ def _serve(conn: Connection, setup: _Setup, member: int, in_process: bool) -> No
     if not in_process:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
     try:
-        if isinstance(setup.limiter, SharedHostLimiter):
-            setup.limiter.bind(member)
-        fetcher = Fetcher(setup.policy, resolver=setup.resolver, limiter=setup.limiter, robots_dir=setup.robots_dir)
+        if (shared := _process_limiter(setup.limiter)) is not None:
+            shared.bind(member)
+        fetcher = _fetcher(setup)
         store = open_store(setup.store_url, setup.store_options)
     except BaseException:
         conn.close()  # the parent sees the pipe close before the worker was ready
@@ -182,7 +204,8 @@ class DownloadPool:
     TASKS_PER_THREAD tasks per thread handed out and not yet answered, so memory stays bounded. Collectors that
     find URLs as they go (scrape) push them with `submit` while `room()` says so and read `collect(timeout)`.
     `share_with_parent`: the calling process also fetches (pages) and takes part in the per-host limits and
-    the robots.txt folder through `parent_fetcher()`.
+    the robots.txt folder through `parent_fetcher()`. `shared`: politeness shared through the catalog with
+    the other workers of the run (see the module's docstring).
     """
 
     def __init__(
@@ -196,11 +219,14 @@ class DownloadPool:
         threads: int,
         resolver: Resolver | None = None,
         share_with_parent: bool = False,
+        shared: SharedPoliteness | None = None,
     ) -> None:
         self.processes = processes
         self._context = pool_context() if processes > 0 else None
-        self._robots_dir = Path(tempfile.mkdtemp(prefix="gleaner-robots-")) if processes > 0 else None
-        limiter_args = (policy.per_host_rate, policy.per_host_burst, policy.per_host_concurrency)
+        local_robots = processes > 0 and shared is None
+        self._robots_dir = Path(tempfile.mkdtemp(prefix="gleaner-robots-")) if local_robots else None
+        rate = 0.0 if shared is not None else policy.per_host_rate  # shared: the catalog keeps the rate
+        limiter_args = (rate, policy.per_host_burst, policy.per_host_concurrency)
         limiter_options: dict[str, Any] = {"failure_limit": policy.host_failure_limit, "pause": policy.host_pause}
         limiter: HostLimits = (
             SharedHostLimiter(
@@ -209,8 +235,12 @@ class DownloadPool:
             if self._context is not None
             else HostLimiter(*limiter_args, **limiter_options)
         )
+        robots_store: RobotsStore | None = None
+        if shared is not None:
+            limiter = CatalogHostLimiter(shared.catalog_url, limiter, policy.per_host_rate, policy.per_host_burst)
+            robots_store = CatalogRobotsStore(shared.catalog_url, shared.scope, shared.owner)
         self._setup = _Setup(
-            policy, resolver, limiter, self._robots_dir, store_url, store_options, limits, max(1, threads)
+            policy, resolver, limiter, self._robots_dir, robots_store, store_url, store_options, limits, max(1, threads)
         )
         self._window = TASKS_PER_THREAD * self._setup.threads
         self._restarts = 0
@@ -225,12 +255,12 @@ class DownloadPool:
 
     def parent_fetcher(self) -> Fetcher:
         """A Fetcher for this process that shares the workers' per-host limits and robots.txt folder."""
-        limiter = self._setup.limiter
-        if isinstance(limiter, SharedHostLimiter):
+        limiter = _process_limiter(self._setup.limiter)
+        if limiter is not None:
             if limiter.members <= self.processes:
                 raise RuntimeError("make the pool with share_with_parent=True to fetch in this process too")
             limiter.bind(self.processes)
-        return Fetcher(self._setup.policy, resolver=self._setup.resolver, limiter=limiter, robots_dir=self._robots_dir)
+        return _fetcher(self._setup)
 
     @property
     def outstanding(self) -> int:
@@ -309,8 +339,8 @@ class DownloadPool:
         worker.conn.close()
         if not worker.ready:
             raise RuntimeError(f"a download worker failed to start (exit code {code}); see the messages above")
-        if isinstance(self._setup.limiter, SharedHostLimiter):
-            self._setup.limiter.forget(worker.member, getattr(worker.runner, "pid", None))
+        if (shared := _process_limiter(self._setup.limiter)) is not None:
+            shared.forget(worker.member, getattr(worker.runner, "pid", None))
         self._restarts += 1
         if self._restarts > MAX_RESTARTS:
             raise RuntimeError(f"download workers died {self._restarts} times; giving up")

@@ -6,7 +6,9 @@ engine owns what each collector used to repeat:
 - the run record: `Engine.record()` is a context manager that writes the `runs` row at the start and its
   status (done, interrupted, failed) and summary at the end, whatever happens in between;
 - frontier claims with leases (`Engine.claims`): a job's pending rows are taken in batches under this
-  process's name, so several workers can share one job, and a killed worker's claims are freed on the next run;
+  process's name, so several workers can share one job; a heartbeat renews a live worker's leases, so a killed
+  worker's claims lapse within LEASE_SECONDS (at once on its own host), and with `join` the other workers
+  wait for the job's held rows and take over what a dead worker leaves;
 - per-host politeness and the fetch policy: one `FetchOptions` (user agent, per-host rate and concurrency,
   robots, SSRF guard) for every web source;
 - worker processes with per-task crash isolation that validate, hash and store (files are read and URLs
@@ -29,8 +31,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from harvest.fetch.policy import DEFAULT_USER_AGENT, FetchPolicy
+from harvest.heartbeat import Heartbeat
 from storage.catalog import FrontierUpdate, finish_run, mark_batch, start_run
 from storage.catalog.frontier import claim, lease_owner, release_claims, release_stale
+from storage.catalog.hosts import held_by_others
 from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome, Prepared, commit_due
 from storage.workspace import Workspace
 
@@ -54,7 +58,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CLAIM_BATCH = 1000  # frontier rows claimed per query (a source with few in flight claims fewer, to share a job)
-LEASE_SECONDS = 900.0  # a claim lapses after this long without the row being marked
+LEASE_SECONDS = 120.0  # a claim lapses after this long unless the worker's heartbeat renews it
+HEARTBEAT_SECONDS = 30.0  # how often a live worker renews its leases
+JOIN_POLL_SECONDS = 2.0  # how often a worker waiting for the others' claims looks again
 FLUSH_EVERY = 256  # frontier updates per write transaction
 FLUSH_SECONDS = 1.0
 
@@ -167,7 +173,16 @@ class Engine:
         policy: FetchPolicy | None = None,
         resolver: Resolver | None = None,
         on_outcome: OutcomeCallback | None = None,
+        shared: bool | None = None,
+        scope: str | None = None,
     ) -> None:
+        """`shared`: politeness (rate, robots.txt) through the catalog and `join`, for runs several workers
+        serve; None means on a PostgreSQL catalog. `scope`: what the workers of one run share robots.txt
+        answers under (a job run's id), else this run's."""
+        self.shared = workspace.catalog.dialect == "postgresql" if shared is None else shared
+        self.scope = scope
+        self.current: Run | None = None
+        self._heartbeats: dict[int, Heartbeat] = {}
         self.workspace = workspace
         self.workers = workers
         self.fetch = fetch or FetchOptions()
@@ -182,6 +197,7 @@ class Engine:
         """Start a run row; at the end record its status and summary, also after an error or Ctrl-C."""
         with self.workspace.catalog.write() as conn:
             run = Run(id=start_run(conn, kind, config), kind=kind)
+        self.current = run
         status = "interrupted"
         try:
             yield run
@@ -190,6 +206,8 @@ class Engine:
             status = "failed"
             raise
         finally:
+            if (heartbeat := self._heartbeats.pop(run.id, None)) is not None:
+                heartbeat.stop()
             run.status = status
             with self.workspace.catalog.write() as conn:
                 finish_run(conn, run.id, status, {**run.summary.to_json(), **run.report, "seconds": run.seconds})
@@ -202,7 +220,26 @@ class Engine:
             check()
         with self.record(source.kind, source.config()) as run:
             source.collect(self, run)
+            while self.shared and self._take_over(source, run):
+                source.collect(self, run)  # a dead worker's rows: resume the job where it stopped
         return run
+
+    def _take_over(self, source: Source, run: Run) -> bool:
+        """After a complete pass over a shared job: wait while other workers hold its rows; True when a dead
+        worker's rows came free (collect again), False when nobody holds any (the job's work is done)."""
+        job = run.report.get("job")
+        limited = getattr(getattr(source, "result", None), "limited", False)  # --max-images: stop here
+        if not isinstance(job, str) or limited:
+            return False
+        owner = lease_owner(run.id)
+        while not run.stop.is_set():
+            if self.free_stale_claims(job):
+                return True
+            with self.workspace.catalog.read() as conn:
+                if not held_by_others(conn, job, owner):
+                    return False
+            run.stop.wait(JOIN_POLL_SECONDS)
+        return False
 
     # --- workers ----------------------------------------------------------------------------------------
 
@@ -241,10 +278,16 @@ class Engine:
     def download_pool(self, concurrency: int, *, share_with_parent: bool = False) -> DownloadPool:
         """Worker processes (threads each) that fetch, validate, hash and store; politeness shared across them."""
         from harvest.download import DownloadPool
+        from harvest.fetch.catalogshare import SharedPoliteness
 
         count = self.worker_count()
         processes = count if count > 1 else 0  # one worker: threads of this process
         settings = self.workspace.settings
+        shared = None
+        if self.shared:
+            run_id = self.current.id if self.current is not None else None
+            scope = self.scope or f"run:{run_id}"
+            shared = SharedPoliteness(self.workspace.catalog.url, scope, lease_owner(run_id))
         return DownloadPool(
             self.policy,
             store_url=self.workspace.store.url,
@@ -254,6 +297,7 @@ class Engine:
             threads=-(-concurrency // max(1, processes)),
             resolver=self.resolver,
             share_with_parent=share_with_parent,
+            shared=shared,
         )
 
     # --- the frontier -----------------------------------------------------------------------------------
@@ -276,17 +320,25 @@ class Engine:
         self, run: Run, job: str, kind: str | None = None, *, limit: int = CLAIM_BATCH, after_id: int | None = None
     ) -> list[dict[str, Any]]:
         """One batch of the job's pending rows nobody else holds, claimed for this run (in insertion order)."""
+        heartbeat = self._heartbeats.get(run.id)
+        if heartbeat is None:
+            heartbeat = Heartbeat(
+                self.workspace.catalog, lease_owner(run.id), lease_seconds=LEASE_SECONDS, every=HEARTBEAT_SECONDS
+            )
+            self._heartbeats[run.id] = heartbeat
+        heartbeat.watch(job)
         with self.workspace.catalog.write() as conn:
             return claim(
                 conn, job, lease_owner(run.id), kind=kind, limit=limit, lease_seconds=LEASE_SECONDS, after_id=after_id
             )
 
-    def free_stale_claims(self, job: str) -> None:
+    def free_stale_claims(self, job: str) -> int:
         """Free the claims of runs that are gone (killed on this host, or lapsed): a rerun resumes at once."""
         with self.workspace.catalog.write() as conn:
             freed = release_stale(conn, job)
         if freed:
             log.info("freed %d frontier claims of runs that are gone", freed)
+        return freed
 
     def release_claims(self, run: Run, job: str) -> None:
         with self.workspace.catalog.write() as conn:

@@ -29,7 +29,7 @@ from harvest.fetch.content import SNIFF_BYTES, image_type_ok, noai_directive, sn
 from harvest.fetch.deadline import Watchdog
 from harvest.fetch.policy import FetchPolicy
 from harvest.fetch.ratelimit import HostLimiter, HostLimits, HostPaused, LimiterTimeout
-from harvest.fetch.robots import RobotsCache
+from harvest.fetch.robots import RobotsCache, RobotsStore
 from harvest.fetch.ssrf import AddressGuard, BlockedAddress, Resolver
 
 __all__ = ["ERROR_KINDS", "FetchKind", "FetchResult", "Fetcher", "parse_retry_after"]
@@ -189,7 +189,8 @@ class Fetcher:
 
     `resolver` replaces the DNS cache (tests point names at chosen addresses with `Resolver(overrides=...)`).
     Fetchers in several processes share one politeness budget when given the same `limiter`
-    (a SharedHostLimiter) and `robots_dir` (see harvest.download).
+    (a SharedHostLimiter) and `robots_dir` (see harvest.download); fetchers on several machines, a
+    CatalogHostLimiter and `robots_store` (harvest.fetch.catalogshare).
     """
 
     def __init__(
@@ -199,6 +200,7 @@ class Fetcher:
         resolver: Resolver | None = None,
         limiter: HostLimits | None = None,
         robots_dir: Path | None = None,
+        robots_store: RobotsStore | None = None,
     ) -> None:
         self.policy = policy
         self.resolver = resolver or Resolver(ttl=policy.dns_ttl)
@@ -212,7 +214,7 @@ class Fetcher:
             failure_limit=policy.host_failure_limit,
             pause=policy.host_pause,
         )
-        self.robots = RobotsCache(self._fetch_robots, policy.user_agent, shared_dir=robots_dir)
+        self.robots = RobotsCache(self._fetch_robots, policy.user_agent, shared_dir=robots_dir, store=robots_store)
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._lock = threading.Lock()

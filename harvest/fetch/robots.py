@@ -8,6 +8,8 @@ Availability (RFC 9309 2.3.1): 2xx → the rules; 4xx → no rules, allow all; 5
 (connection error, timeout) → disallow all, remembered for `retry_after` seconds, after which the next
 request asks again. Such rules carry `unavailable` (the fetch error kind), so that collectors report the
 host's trouble as a retryable failure instead of a final robots refusal.
+Processes of one run share the answers through a `RobotsStore`: a folder on one machine (FolderRobotsStore),
+the catalog across machines (harvest.fetch.catalogshare.CatalogRobotsStore).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from protego import Protego
 
-__all__ = ["RobotsCache", "RobotsRules", "parse_robots"]
+__all__ = ["FolderRobotsStore", "RobotsCache", "RobotsRules", "RobotsStore", "SharedAnswer", "parse_robots"]
 
 # What a robots fetch reports: HTTP status (None when unreachable) and the body (None unless 2xx).
 RobotsFetch = Callable[[str], tuple[int | None, bytes | None]]
@@ -71,21 +74,41 @@ class _Cached:
     expires: float  # monotonic; inf for a file that was read
 
 
+# A shared answer: HTTP status (None when unreachable), body (None unless a 2xx body was read whole), and the
+# seconds it stays valid (inf: for good).
+SharedAnswer = tuple[int | None, bytes | None, float]
+
+
+class RobotsStore(Protocol):
+    """Where the processes of one run share robots.txt answers: `share` returns the answer another process
+    left, else calls `load` (fetch it now), keeps its answer for the others and returns it. One `load` per
+    origin at a time across all the processes, so the site sees one request."""
+
+    def share(self, origin: str, load: Callable[[], SharedAnswer]) -> SharedAnswer: ...
+
+
 class RobotsCache:
     """robots.txt fetched once per origin (scheme, host, port); threads asking at once wait for one fetch.
 
-    With `shared_dir`, processes that share the folder also share the answers: the first to need an
-    origin's file fetches it under a file lock and leaves it there for the others (worker processes of
-    one run), so the site still sees one request per origin.
+    With a `store` (or `shared_dir`, a FolderRobotsStore), processes that share it also share the answers:
+    the first to need an origin's file fetches it and leaves the answer for the others (worker processes of
+    one run, on one machine through a folder or on many through the catalog), so the site still sees one
+    request per origin.
     """
 
     def __init__(
-        self, fetch: RobotsFetch, agent: str, *, retry_after: float = 60.0, shared_dir: Path | None = None
+        self,
+        fetch: RobotsFetch,
+        agent: str,
+        *,
+        retry_after: float = 60.0,
+        shared_dir: Path | None = None,
+        store: RobotsStore | None = None,
     ) -> None:
         self.fetch = fetch
         self.agent = agent.split("/", 1)[0].strip() or agent
         self.retry_after = retry_after
-        self.shared_dir = shared_dir
+        self.store = store if store is not None else FolderRobotsStore(shared_dir) if shared_dir else None
         self._cache: dict[str, _Cached] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -116,44 +139,15 @@ class RobotsCache:
         return cached.rules
 
     def _load(self, origin: str) -> _Cached:
-        if self.shared_dir is not None:
-            return self._load_shared(origin, self.shared_dir)
-        return self._interpret(*self.fetch(origin + "/robots.txt"))
+        if self.store is None:
+            return self._interpret(*self.fetch(origin + "/robots.txt"))
 
-    def _load_shared(self, origin: str, folder: Path) -> _Cached:
-        """The answer another process left in `folder`, else fetch it (one process at a time per origin).
-
-        A file holds "STATUS EXPIRES HAS_BODY\n" and the body; STATUS -1 is unreachable, EXPIRES is wall-clock
-        time (processes do not share a monotonic origin) or inf, HAS_BODY 0 when a 2xx body could not be read
-        (too large, cut off), which must stay "disallow for now", not become an empty file that allows all.
-        """
-        name = hashlib.sha256(origin.encode()).hexdigest()[:32]
-        answer = folder / f"{name}.robots"
-        with open(folder / f"{name}.lock", "ab") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            left = self._read_shared(answer)
-            if left is not None:
-                return left
+        def load() -> SharedAnswer:
             status, body = self.fetch(origin + "/robots.txt")
-            cached = self._interpret(status, body)
-            expires_wall = cached.expires - time.monotonic() + time.time()
-            partial = answer.with_suffix(".part")
-            header = f"{-1 if status is None else status} {expires_wall!r} {int(body is not None)}\n"
-            partial.write_bytes(header.encode() + (body or b""))
-            partial.replace(answer)
-            return cached
+            return status, body, self._interpret(status, body).expires - time.monotonic()
 
-    def _read_shared(self, answer: Path) -> _Cached | None:
-        try:
-            header, _, body = answer.read_bytes().partition(b"\n")
-            status_text, expires_text, has_body = header.split()
-            status, expires = int(status_text), float(expires_text) - time.time() + time.monotonic()
-        except (FileNotFoundError, ValueError):
-            return None
-        if expires <= time.monotonic():
-            return None
-        rules = self._interpret(status if status >= 0 else None, body if has_body == b"1" else None).rules
-        return _Cached(rules, expires)
+        status, body, valid = self.store.share(origin, load)
+        return _Cached(self._interpret(status, body).rules, time.monotonic() + valid)
 
     def _interpret(self, status: int | None, body: bytes | None) -> _Cached:
         if status is not None and 200 <= status < 300 and body is not None:
@@ -166,3 +160,42 @@ class RobotsCache:
             kind, note = ("rate_limited" if status == 429 else "http_5xx"), f"HTTP {status}"
         rules = RobotsRules(disallow_all=True, unavailable=kind, note=note)
         return _Cached(rules, time.monotonic() + self.retry_after)
+
+
+class FolderRobotsStore:
+    """Answers shared through a folder by the processes of one machine, one file per origin under a file lock.
+
+    A file holds "STATUS EXPIRES HAS_BODY\n" and the body; STATUS -1 is unreachable, EXPIRES is wall-clock time
+    (processes do not share a monotonic origin) or inf, HAS_BODY 0 when a 2xx body could not be read (too
+    large, cut off), which must stay "disallow for now", not become an empty file that allows all.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def share(self, origin: str, load: Callable[[], SharedAnswer]) -> SharedAnswer:
+        name = hashlib.sha256(origin.encode()).hexdigest()[:32]
+        answer = self.folder / f"{name}.robots"
+        with open(self.folder / f"{name}.lock", "ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            left = self._read(answer)
+            if left is not None:
+                return left
+            status, body, valid = load()
+            header = f"{-1 if status is None else status} {time.time() + valid!r} {int(body is not None)}\n"
+            partial = answer.with_suffix(".part")
+            partial.write_bytes(header.encode() + (body or b""))
+            partial.replace(answer)
+            return status, body, valid
+
+    @staticmethod
+    def _read(answer: Path) -> SharedAnswer | None:
+        try:
+            header, _, body = answer.read_bytes().partition(b"\n")
+            status_text, expires_text, has_body = header.split()
+            status, valid = int(status_text), float(expires_text) - time.time()
+        except (FileNotFoundError, ValueError):
+            return None
+        if valid <= 0:
+            return None
+        return (status if status >= 0 else None), (body if has_body == b"1" else None), valid

@@ -109,6 +109,11 @@ def _v9_shared_politeness(conn: Connection) -> None:
     schema.robots_answers.create(conn, checkfirst=True)
 
 
+def _v10_run_workers(conn: Connection) -> None:
+    """The workers serving each job run, with heartbeats: several `harvest jobs run NAME` share one run."""
+    schema.run_workers.create(conn, checkfirst=True)
+
+
 # Steps from version N-1 to N. Version 1 is the initial schema and has no step.
 MIGRATIONS: list[Migration] = [
     (2, "transform-aware hashes, quality metrics and flags", _v2_hashes_and_quality),
@@ -118,6 +123,7 @@ MIGRATIONS: list[Migration] = [
     (6, "near-duplicate candidates and decisions", _v6_duplicate_review),
     (7, "frontier error kinds and claim leases", _v7_frontier_error_kind_and_leases),
     (9, "per-host politeness and robots.txt answers shared by workers", _v9_shared_politeness),
+    (10, "workers of job runs", _v10_run_workers),
 ]
 
 

@@ -41,13 +41,14 @@ __all__ = [
     "quality_flags",
     "review_events",
     "robots_answers",
+    "run_workers",
     "runs",
     "snapshots",
     "sources",
     "targets",
 ]
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 metadata = MetaData()
 
@@ -295,4 +296,18 @@ robots_answers = Table(
     Column("status", Integer, nullable=True),  # HTTP status, NULL when unreachable
     Column("body", LargeBinary, nullable=True),  # NULL unless a 2xx body was read whole
     Column("expires_at", Float, nullable=True),  # NULL: kept for the whole scope
+)
+
+# v10: the processes serving a job run (harvest jobs run NAME started while a run is in progress joins it). A row
+# per worker: a stale one (its pid gone on this host, or its heartbeat lapsed) no longer holds the run open.
+run_workers = Table(
+    "run_workers",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("owner", String(200), primary_key=True),  # host:pid
+    Column("joined_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("left_at", DateTime(timezone=True), nullable=True),  # NULL while it works
+    Column("status", String(16), nullable=True),  # done | interrupted | failed, when it left
+    Column("summary", JSON, nullable=True),  # its share of the run's counts, when it left
 )
