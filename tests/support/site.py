@@ -298,8 +298,9 @@ class Site:
     def _send(raw: _RequestHandler, response: Response) -> None:
         if response.raw:
             raw.close_connection = True
-            for chunk in [response.body] if isinstance(response.body, bytes) else response.body:
-                raw.wfile.write(chunk)
+            whole = response.body
+            for piece in (whole,) if isinstance(whole, bytes | bytearray) else whole:
+                raw.wfile.write(piece)
                 raw.wfile.flush()
             return
         raw.send_response(response.status)
