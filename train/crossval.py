@@ -190,7 +190,7 @@ def run_crossval(
                    for t in report["targets"]]  # fmt: skip
         with workspace.catalog.write() as conn:
             written = write_predictions(conn, run_id, rows)
-            replace_run_targets(conn, targets, run_id)
+            replace_run_targets(conn, targets, run_id, measured=whole.labels, origin=str(out.resolve()))
         warnings = [report["versus_baseline"]["text"]] if report["versus_baseline"]["verdict"] != "above" else []
         status = "done"
         summary = {

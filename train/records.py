@@ -1,8 +1,9 @@
 """What a training run writes to the catalog: its status, per-image predictions, and the collection targets.
 
 The feedback to collection goes through the catalog's `targets` table (harvest reads it; no imports across
-packages), written only through storage.catalog.targets. A run replaces the open targets that earlier runs made;
-targets a person set by hand stay. The catalog owns the queries; this module names what training uses of them.
+packages), written only through storage.catalog.targets. A run replaces the open targets that earlier runs made for
+the labels it measured; targets a person set by hand stay. The catalog owns the queries; this module names what
+training uses of them.
 """
 
 from __future__ import annotations

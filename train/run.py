@@ -346,7 +346,7 @@ def run_training(
         }
         with workspace.catalog.write() as conn:
             summary["predictions"] = write_predictions(conn, run_id, _prediction_rows(data, results))
-            replace_run_targets(conn, targets, run_id)
+            replace_run_targets(conn, targets, run_id, measured=data.labels, origin=str(run_dir.resolve()))
         outcome = {k: v for k, v in summary.items() if k != "per_class"}
         return summary
     except KeyboardInterrupt:

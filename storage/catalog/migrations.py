@@ -109,6 +109,33 @@ def _v9_shared_politeness(conn: Connection) -> None:
     schema.robots_answers.create(conn, checkfirst=True)
 
 
+def _v8_targets_that_move(conn: Connection) -> None:
+    """Targets name their run's folder, keep their --source URLs and when they closed (collected counts while
+    open); `done` becomes `closed`. A run target's folder comes from the run's recorded `run_dir`."""
+    preparer = conn.dialect.identifier_preparer
+    columns: dict[str, sa.types.TypeEngine[Any]] = {
+        "origin": sa.Text(),
+        "sources": sa.JSON(),
+        "closed_at": sa.DateTime(timezone=True),
+    }
+    for name, column_type in columns.items():
+        type_sql = column_type.compile(dialect=conn.dialect)
+        conn.execute(sa.text(f"ALTER TABLE targets ADD COLUMN {preparer.quote(name)} {type_sql}"))
+    table = schema.targets
+    conn.execute(table.update().where(table.c.status == "done").values(status="closed"))
+    conn.execute(table.update().where(table.c.status != "open").values(closed_at=table.c.updated_at))
+    conn.execute(table.update().where(table.c.run_id.is_(None)).values(origin="manual"))
+    folders = {
+        int(run_id): str(config["run_dir"])
+        for run_id, config in conn.execute(select(schema.runs.c.id, schema.runs.c.config))
+        if isinstance(config, dict) and config.get("run_dir")
+    }
+    run_ids = {int(r) for r in conn.execute(select(table.c.run_id).where(table.c.run_id.is_not(None))).scalars()}
+    for run_id in run_ids:
+        origin = folders.get(run_id, f"run {run_id}")
+        conn.execute(table.update().where(table.c.run_id == run_id).values(origin=origin))
+
+
 def _v10_run_workers(conn: Connection) -> None:
     """The workers serving each job run, with heartbeats: several `harvest jobs run NAME` share one run."""
     schema.run_workers.create(conn, checkfirst=True)
@@ -122,6 +149,7 @@ MIGRATIONS: list[Migration] = [
     (5, "image details in the frontier", _v5_frontier_extra),
     (6, "near-duplicate candidates and decisions", _v6_duplicate_review),
     (7, "frontier error kinds and claim leases", _v7_frontier_error_kind_and_leases),
+    (8, "targets: run folder, sources, closing time", _v8_targets_that_move),
     (9, "per-host politeness and robots.txt answers shared by workers", _v9_shared_politeness),
     (10, "workers of job runs", _v10_run_workers),
 ]

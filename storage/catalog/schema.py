@@ -136,11 +136,14 @@ targets = Table(
     Column("label", String(200), nullable=False),
     Column("want", Integer, nullable=False),
     Column("reason", Text, nullable=False),
-    Column("status", String(16), nullable=False, default="open"),  # open | done | dropped
+    Column("status", String(16), nullable=False, default="open"),  # open | met | closed | dropped
     Column("priority", Integer, nullable=False, default=0),
     Column("run_id", Integer, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),  # when it opened: collected counts from here
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("origin", Text, nullable=True),  # v8: the run's folder, or "manual"
+    Column("sources", JSON, nullable=True),  # v8: URLs to collect from (`harvest targets set --source`)
+    Column("closed_at", DateTime(timezone=True), nullable=True),  # v8: when it stopped counting
 )
 
 snapshots = Table(

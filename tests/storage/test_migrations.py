@@ -40,6 +40,8 @@ def _downgrade_to_v1(catalog: Catalog) -> None:
         conn.execute(sa.text("ALTER TABLE images DROP COLUMN content_pixels"))
         for column in ("error_kind", "lease_owner", "lease_until"):  # added by version 7
             conn.execute(sa.text(f"ALTER TABLE frontier DROP COLUMN {column}"))
+        for column in ("origin", "sources", "closed_at"):  # added by version 8
+            conn.execute(sa.text(f"ALTER TABLE targets DROP COLUMN {column}"))
         conn.execute(sa.text("UPDATE meta SET value = '1' WHERE key = 'schema_version'"))
 
 
