@@ -11,6 +11,7 @@ from rich.table import Table
 from harvest.display import escaped, plain
 from harvest.engine import FetchOptions
 from harvest.importer import import_paths
+from harvest.jobs.schedule_cli import schedule_app
 from harvest.targets import targets_app
 from storage.clikit import (
     App,
@@ -29,6 +30,7 @@ from storage.workspace import init_workspace, open_workspace
 app = App(help="Collect images into a Gleaner workspace.", no_args_is_help=True, add_completion=False)
 add_version_option(app, "harvest")
 app.add_typer(targets_app, name="targets")
+app.add_typer(schedule_app, name="schedule")
 
 
 @app.command("init")
