@@ -263,13 +263,16 @@ class ChildRunner:
     The child has its own session: Ctrl-C reaches the scheduler only, which passes one SIGINT on and waits
     up to `grace` seconds for the child to record its run as interrupted before it kills it."""
 
-    def __init__(self, root: Path, *, grace: float = 60.0) -> None:
+    def __init__(
+        self, root: Path, *, grace: float = 60.0, command: Callable[[str, Path], list[str]] = job_command
+    ) -> None:
         self.root = root
         self.grace = grace
+        self._command = command
 
     def __call__(self, job: Job) -> JobResult:
         started = datetime.now(UTC)
-        command = job_command(job.name, self.root)
+        command = self._command(job.name, self.root)
         child = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True
         )

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import typer.main
 
 from harvest.cli import app
 from harvest.jobs.config import Job, JobSource
-from harvest.jobs.schedule import JobResult, Scheduler, due_now, is_due, next_run, parse_job_output
+from harvest.jobs.schedule import ChildRunner, JobResult, Scheduler, due_now, is_due, next_run, parse_job_output
 from storage.catalog import Catalog
 from storage.catalog.runs import get_run, last_job_runs, start_run
 from storage.workspace import init_workspace
@@ -256,6 +257,44 @@ def test_last_job_runs_reads_the_newest_start_of_each_job(
     assert all(when.tzinfo is not None and when.utcoffset() == timedelta(0) for when in found.values())
     assert found["digits"].replace(tzinfo=None) == started[latest].replace(tzinfo=None)
     assert started[first] <= started[latest]
+
+
+# ---- the child process runner, with stand-in children
+
+
+def _child(script: str) -> Callable[[str, Path], list[str]]:
+    """A command that runs `script` (with the job name and workspace as arguments) instead of harvest."""
+    return lambda name, root: [sys.executable, "-c", script, name, str(root)]
+
+
+def test_a_child_that_crashes_is_a_failed_result(tmp_path: Path) -> None:
+    runner = ChildRunner(tmp_path, command=_child("import os; os.abort()"))
+    result = runner(job())
+    assert result.status == "failed" and "killed by signal" in (result.error or "")
+    printed = ChildRunner(
+        tmp_path,
+        command=_child(
+            "import json, sys; print(json.dumps({'status': 'done', 'job': sys.argv[1], 'run_id': 7, 'added': 5}))"
+        ),
+    )
+    assert (printed(job()).run_id, printed(job()).counts["added"]) == (7, 5)
+
+
+def test_ctrl_c_is_passed_to_the_running_job_which_ends_cleanly(tmp_path: Path) -> None:
+    marker = tmp_path / "interrupted"
+    script = (
+        "import os, signal, sys, pathlib\n"
+        "def stop(*_):\n"
+        f"    pathlib.Path({str(marker)!r}).write_text('recorded as interrupted')\n"
+        "    sys.exit(130)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "os.kill(os.getppid(), signal.SIGINT)  # as if the person pressed Ctrl-C at the scheduler\n"
+        "while True: signal.pause()\n"
+    )
+    runner = ChildRunner(tmp_path, command=_child(script), grace=120)
+    with pytest.raises(KeyboardInterrupt):
+        runner(job())
+    assert marker.read_text() == "recorded as interrupted"  # the child got one SIGINT and finished its way
 
 
 # ---- the command, with real child processes
