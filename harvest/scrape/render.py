@@ -2,31 +2,39 @@
 
 Playwright's sync API must be driven from the thread that started it, so one private thread owns the
 browser and every `render()` call (from any crawler thread) is handed to it. The browser and its context
-are started once and reused; each page gets a fresh tab that is closed afterwards. Requests the page makes
-go through route interception, so the SSRF guard and robots.txt apply to sub-resources as they do to the
-crawler's own fetches. A page that times out or crashes becomes an error result, never an exception; a
-browser that died is started again for the next page.
+are started once and reused; each page gets a fresh tab, and every tab (pop-ups too) is closed afterwards.
+All the browser's traffic goes through an in-process forward proxy (`harvest.fetch.proxy`) that applies the
+SSRF guard to every connection, redirect hops included, and dials the address it checked; route
+interception adds robots.txt for the requests the page makes. A page that times out or crashes becomes an
+error result, never an exception; a browser that died is started again for the next page, and one that
+stopped answering is killed (its whole process tree) before a fresh one takes over.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import queue
+import signal
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from harvest.fetch.client import Fetcher
-from harvest.fetch.ssrf import BlockedAddress
+from harvest.fetch.proxy import REFUSED_HEADER, GuardedProxy
+from harvest.fetch.ssrf import AddressGuard, BlockedAddress, Resolver
 
-__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "RenderedPage", "Renderer", "UrlCheck", "url_check"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "FetcherCheck", "RenderedPage", "Renderer", "UrlCheck", "url_check"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,8 @@ CHROMIUM_ARGS = (
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    "--disable-quic",  # QUIC (and WebTransport over it) cannot go through the proxy
+    "--webrtc-ip-handling-policy=disable_non_proxied_udp",  # WebRTC: no UDP of its own, only the proxy
 )
 # Returns None when the URL may be requested, else (error_kind, message), e.g. ("robots", "...").
 UrlCheck = Callable[[str], tuple[str, str] | None]
@@ -84,15 +94,20 @@ class Renderer:
         settle: float = 1.5,
         executable: str = CHROMIUM,
         deadline: float | None = None,
+        guard: AddressGuard | None = None,
+        chromium_args: Sequence[str] = (),
     ) -> None:
         self.check_url = check_url
+        # The proxy's guard: the fetcher's (`url_check` carries it), else the strict default (fail closed).
+        self.guard = guard or getattr(check_url, "guard", None) or AddressGuard(Resolver())
+        self.chromium_args = tuple(chromium_args)
         self.user_agent = user_agent
         self.scroll_rounds = max(0, scroll_rounds)
         self.timeout = timeout
         self.settle = settle
         self.executable = executable
         self.deadline = deadline or 2 * timeout + self.scroll_rounds * (settle + 2.0) + 10.0
-        self.blocked: list[tuple[str, str]] = []  # sub-resource requests refused by the guard: (url, reason)
+        self.blocked: list[tuple[str, str]] = []  # requests refused by the guard or the proxy: (url, reason)
         self._lock = threading.Lock()
         self._worker = _BrowserThread(self)
 
@@ -114,6 +129,7 @@ class Renderer:
             with self._lock:
                 if self._worker is worker:
                     worker.abandon()
+                    worker.kill()  # a stuck Chromium would spin on; the stuck call then fails and the thread ends
                     self._worker = _BrowserThread(self)
             message = f"page did not settle within {self.deadline:.0f}s"
             return RenderedPage(url, url, error_kind="timeout", error=message)
@@ -125,7 +141,8 @@ class Renderer:
         """Close the browser (on its own thread) and stop the thread."""
         with self._lock:
             worker = self._worker
-        worker.stop(timeout=30.0)
+        if not worker.stop(timeout=30.0):
+            worker.kill()
 
     def __enter__(self) -> Renderer:
         return self
@@ -143,6 +160,8 @@ class _BrowserThread:
         self._playwright: Any = None
         self._browser: Any = None
         self._context: Any = None
+        self._proxy: GuardedProxy | None = None
+        self._marker = f"--gleaner-render={uuid.uuid4().hex}"  # finds this thread's Chromium in /proc
         self._thread = threading.Thread(target=self._run, name="render", daemon=True)
         self._thread.start()
 
@@ -157,9 +176,17 @@ class _BrowserThread:
         self._drain()
         self._queue.put(None)
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float) -> bool:
+        """Ask the thread to close its browser; whether it finished within `timeout`."""
         self._queue.put(None)
         self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def kill(self) -> None:
+        """SIGKILL this thread's Chromium and every process under it (renderers, zygotes, GPU process)."""
+        for pid in _process_tree(self._marker):
+            with contextlib.suppress(OSError):  # gone already
+                os.kill(pid, signal.SIGKILL)
 
     def _drain(self) -> None:
         while True:
@@ -194,29 +221,52 @@ class _BrowserThread:
     def _start(self) -> None:
         from playwright.sync_api import sync_playwright
 
+        config = self.config
+        self._proxy = GuardedProxy(
+            config.guard, idle_timeout=max(config.timeout, 5.0), on_refuse=self._proxy_refused
+        ).start()
         if self._playwright is None:
             self._playwright = sync_playwright().start()
+        args = [
+            *CHROMIUM_ARGS,
+            f"--proxy-server={self._proxy.url}",
+            "--proxy-bypass-list=<-loopback>",  # loopback goes through the proxy (and its guard) too
+            *config.chromium_args,
+            self._marker,
+        ]
         self._browser = self._playwright.chromium.launch(
-            executable_path=self.config.executable, args=list(CHROMIUM_ARGS), headless=True
+            executable_path=config.executable,
+            args=args,
+            headless=True,
+            ignore_default_args=["--disable-popup-blocking"],  # Chromium's own pop-up blocker stays on
         )
         options: dict[str, Any] = {"service_workers": "block", "accept_downloads": False}
-        if self.config.user_agent:
-            options["user_agent"] = self.config.user_agent
+        if config.user_agent:
+            options["user_agent"] = config.user_agent
         self._context = self._browser.new_context(**options)
-        self._context.set_default_timeout(self.config.timeout * 1000)
+        self._context.set_default_timeout(config.timeout * 1000)
         self._context.route("**/*", self._route)
+        self._context.route_web_socket("**/*", lambda ws: ws.close())  # no WebSocket reaches any server
+
+    def _proxy_refused(self, target: str, kind: str, reason: str) -> None:
+        self.config.blocked.append((target, f"{kind}: {reason}"))
+
+    def _close_proxy(self) -> None:
+        if self._proxy is not None:
+            self._proxy.close()
 
     def _stop(self) -> None:
         for closer in (
             lambda: self._context and self._context.close(),
             lambda: self._browser and self._browser.close(),
             lambda: self._playwright and self._playwright.stop(),
+            self._close_proxy,
         ):
             try:
                 closer()
             except Exception as exc:
                 log.debug("browser shutdown step failed: %r", exc)
-        self._context = self._browser = self._playwright = None
+        self._context = self._browser = self._playwright = self._proxy = None
 
     def _route(self, route: Any, request: Any) -> None:
         url = request.url
@@ -262,12 +312,17 @@ class _BrowserThread:
                 return
 
         page = None
+        refused_before = len(self.config.blocked)
         try:
             page = self._context.new_page()
             page.on("response", on_response)
             page.on("crash", lambda _page: crashed.append(True))
+            page.on("popup", _close_quietly)
             response = page.goto(url, wait_until="load", timeout=self.config.timeout * 1000)
             status = response.status if response is not None else None
+            refused = response.headers.get(REFUSED_HEADER.lower()) if response is not None else None
+            if refused:  # the proxy refused the document (a redirect hop to a guarded address)
+                return RenderedPage(url, page.url, status, error_kind=refused, error=_last_reason(self.config))
             if status is not None and status >= 400:
                 kind = "http_4xx" if status < 500 else "http_5xx"
                 return RenderedPage(url, page.url, status, error_kind=kind, error=f"HTTP {status}")
@@ -281,13 +336,22 @@ class _BrowserThread:
             return RenderedPage(url, url, error_kind="timeout", error=_first_line(exc))
         except PlaywrightError as exc:
             kind = "crash" if crashed else "render"
+            tunnel = "ERR_TUNNEL_CONNECTION_FAILED" in str(exc) and len(self.config.blocked) > refused_before
+            if tunnel:  # an https:// hop of the document that the proxy refused
+                return RenderedPage(url, url, error_kind="ssrf", error=_last_reason(self.config))
             return RenderedPage(url, url, error_kind=kind, error=_first_line(exc))
         finally:
-            if page is not None:
-                try:
-                    page.close()
-                except Exception as exc:
-                    log.debug("closing a page failed: %r", exc)
+            self._close_pages()
+
+    def _close_pages(self) -> None:
+        """Close every tab of the context, the visited one and any pop-up that got through."""
+        try:
+            pages = list(self._context.pages)
+        except Exception as exc:
+            log.debug("listing pages failed: %r", exc)
+            return
+        for page in pages:
+            _close_quietly(page)
 
     def _query(self, page: Any, script: str) -> Any:
         """Run a script in the page with a timeout: `page.evaluate` has none, and waits for ever on a page
@@ -317,10 +381,18 @@ class _BrowserThread:
         return rounds
 
 
-def url_check(fetcher: Fetcher, obey_robots: bool) -> UrlCheck:
-    """The fetch layer's rules as a yes/no for the browser: scheme, SSRF guard, robots.txt."""
+class FetcherCheck:
+    """The fetch layer's rules as a yes/no for the browser: scheme, SSRF guard, robots.txt.
 
-    def check(url: str) -> tuple[str, str] | None:
+    It carries the fetcher's `guard`, so a Renderer built from it gives its proxy the same guard.
+    """
+
+    def __init__(self, fetcher: Fetcher, obey_robots: bool) -> None:
+        self.fetcher = fetcher
+        self.guard = fetcher.guard
+        self.obey_robots = obey_robots
+
+    def __call__(self, url: str) -> tuple[str, str] | None:
         try:
             parts = urlsplit(url)
             host = parts.hostname
@@ -329,16 +401,54 @@ def url_check(fetcher: Fetcher, obey_robots: bool) -> UrlCheck:
         if parts.scheme not in ("http", "https") or not host:
             return ("scheme", f"only http and https URLs are fetched: {url[:200]}")
         try:
-            fetcher.guard.addresses(host)
+            self.guard.addresses(host)
         except BlockedAddress as exc:
             return ("ssrf", str(exc))
         except (OSError, UnicodeError, ValueError) as exc:
             return ("connection", f"cannot resolve {host}: {exc}")
-        if obey_robots and not fetcher.allowed_by_robots(url):
+        if self.obey_robots and not self.fetcher.allowed_by_robots(url):
             return ("robots", "disallowed by robots.txt")
         return None
 
-    return check
+
+def url_check(fetcher: Fetcher, obey_robots: bool) -> FetcherCheck:
+    """The check `Renderer` applies to pages and their requests, from `fetcher`'s policy."""
+    return FetcherCheck(fetcher, obey_robots)
+
+
+def _close_quietly(page: Any) -> None:
+    try:
+        page.close()
+    except Exception as exc:  # closed already, or the browser is gone
+        log.debug("closing a page failed: %r", exc)
+
+
+def _last_reason(config: Renderer) -> str:
+    return config.blocked[-1][1] if config.blocked else "refused by the SSRF guard"
+
+
+def _process_tree(marker: str) -> list[int]:
+    """Pids of the processes whose command line holds `marker`, and of all their descendants (from /proc)."""
+    parents: dict[int, int] = {}
+    roots: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        if marker.encode() in cmdline.split(b"\0"):
+            roots.append(int(entry.name))
+    tree, frontier = list(roots), list(roots)
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree += children
+        frontier += children
+    return tree
 
 
 def _first_line(exc: BaseException) -> str:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import socket
 import ssl
 import threading
 import time
@@ -60,7 +61,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["GIF_PIXEL", "Handler", "Hit", "Request", "Response", "Site", "hostile_fetch_routes", "serve"]
+__all__ = [
+    "GIF_PIXEL",
+    "Handler",
+    "Hit",
+    "LoopbackTarget",
+    "Request",
+    "Response",
+    "Site",
+    "add_escape_routes",
+    "hostile_fetch_routes",
+    "serve",
+]
 
 GIF_PIXEL = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
@@ -437,6 +449,138 @@ def serve_files(site: Site, prefix: str, files: dict[str, bytes], content_type: 
         return Response.image(data, content_type) if data is not None else Response.text("not found", 404)
 
     site.route(prefix, handler)
+
+
+# -- hostile: a page on an allowed host that tries to reach a loopback service (issue 16, item 1) ----------
+
+
+class LoopbackTarget:
+    """A hostile loopback service that counts whatever reaches it: TCP connections (any protocol, TLS and
+    WebSocket included) and UDP datagrams (STUN, QUIC) on one port. `paths` holds each HTTP request's
+    target (or "TLS" for a handshake); each TCP connection is answered with a 1x1 GIF and closed."""
+
+    def __init__(self, host: str = "127.0.0.2", port: int = 0) -> None:
+        self.tcp = socket.create_server((host, port), backlog=64)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind((host, self.port))
+        self.host = host
+        self.connections = 0
+        self.datagrams = 0
+        self.paths: list[str] = []
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=loop, daemon=True) for loop in (self._accept, self._receive)]
+
+    @property
+    def port(self) -> int:
+        return int(self.tcp.getsockname()[1])
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def hits(self) -> int:
+        with self._lock:
+            return self.connections + self.datagrams
+
+    def __enter__(self) -> LoopbackTarget:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for sock in (self.tcp, self.udp):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(5.0)
+            data = conn.recv(65536)
+            words = data.split(b" ", 2)
+            path = "TLS" if data[:1] == b"\x16" else words[1].decode("latin-1") if len(words) > 1 else "?"
+            with self._lock:
+                self.paths.append(path)
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\nContent-Length: {len(GIF_PIXEL)}\r\n"
+            conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + GIF_PIXEL)
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                self.udp.recvfrom(65536)
+            except OSError:
+                return
+            with self._lock:
+                self.datagrams += 1
+
+
+def add_escape_routes(site: Site, target: str, rebind_origin: str) -> None:
+    """`/t/escape/page?run=N`: a page that tries every way out to `target` (an origin such as
+    http://127.0.0.2:PORT): 302s from an img, an iframe, fetch() and a CSS background, WebSockets (ws and
+    wss), a STUN request (WebRTC) and an img on `rebind_origin` (a name that a browser resolving it itself
+    would send to the target). Its load event waits (`/t/escape/hold`) until the script's attempts have all
+    settled and it has called `/t/escape/done`, so a renderer cannot close the page before they ran."""
+    host_port = target.split("://", 1)[1]
+
+    def event(request: Request) -> threading.Event:
+        flag: threading.Event = request.site.flags.setdefault(f"escape:{request.arg('run', '0')}", threading.Event())
+        return flag
+
+    def page(request: Request) -> Response:
+        run = request.arg("run", "0")
+        hop = f"/fault/redirect?to={target}"
+        script = f"""
+const settle = (p) => Promise.race([p, new Promise((done) => setTimeout(done, 5000))]);
+const socketTry = (url) => new Promise((done) => {{
+  try {{ const ws = new WebSocket(url); ws.onopen = ws.onerror = ws.onclose = () => {{ done(); }}; }}
+  catch (e) {{ done(); }}
+}});
+const stunTry = () => new Promise((done) => {{
+  try {{
+    const pc = new RTCPeerConnection({{iceServers: [{{urls: 'stun:{host_port}'}}]}});
+    pc.createDataChannel('x');
+    pc.onicecandidate = (e) => {{ if (!e.candidate) done(); }};
+    pc.createOffer().then((offer) => pc.setLocalDescription(offer)).catch(done);
+  }} catch (e) {{ done(); }}
+}});
+Promise.allSettled([
+  fetch('{hop}/fetch', {{mode: 'no-cors'}}).catch(() => null),
+  settle(socketTry('ws://{host_port}/ws')),
+  settle(socketTry('wss://{host_port}/wss')),
+  settle(stunTry()),
+]).then(() => fetch('/t/escape/done?run={run}')).catch(() => fetch('/t/escape/done?run={run}'));
+"""
+        return Response.html(
+            "<!doctype html><html><head><style>"
+            f".bg {{ background-image: url('{hop}/css'); width: 20px; height: 20px; }}</style></head><body>"
+            f"<div class='bg'></div><img src='{hop}/img'><iframe src='{hop}/frame'></iframe>"
+            f"<img src='{rebind_origin}/t/escape/rebind'><img src='/t/escape/hold?run={run}'>"
+            f"<script>{script}</script></body></html>"
+        )
+
+    def hold(request: Request) -> Response:
+        event(request).wait(20.0)
+        return Response.image(GIF_PIXEL, "image/gif")
+
+    def done(request: Request) -> Response:
+        event(request).set()
+        return Response.text("ok")
+
+    site.route("/t/escape/page", page)
+    site.route("/t/escape/hold", hold)
+    site.route("/t/escape/done", done)
+    site.route("/t/escape/rebind", lambda _r: Response.image(GIF_PIXEL, "image/gif"))
 
 
 @contextlib.contextmanager

@@ -1,0 +1,146 @@
+"""The render path's SSRF guard (issue 16, item 1): a page on an allowed host cannot reach a loopback service.
+
+`allowed.test` and `rebind.test` resolve to 127.0.0.1 for the guard, and 127.0.0.1/32 is let through
+(`allow_networks`), so the fixture site plays an allowed public host; the hostile service listens on
+127.0.0.2, a loopback address the guard refuses, on the site's own port. Chromium is told (with
+`--host-resolver-rules`) that `rebind.test` is 127.0.0.2: a browser resolving names itself would go there.
+The same page in a bare Chromium (no proxy) reaches the hostile service through every vector, which proves
+each attempt really runs; through the Renderer, the hostile service sees nothing at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harvest.fetch.client import Fetcher
+from harvest.fetch.policy import FetchPolicy
+from harvest.fetch.proxy import REFUSED_HEADER, GuardedProxy
+from harvest.fetch.ssrf import AddressGuard, Resolver
+from harvest.scrape.render import CHROMIUM, Renderer, url_check
+from tests.support.site import LoopbackTarget, Site, add_escape_routes
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"
+)
+
+RULES = "--host-resolver-rules=MAP allowed.test 127.0.0.1, MAP rebind.test 127.0.0.2"
+BARE_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+VECTORS = {"/css", "/img", "/frame", "/fetch", "/ws", "TLS", "/t/escape/rebind"}  # what the bare browser leaks
+
+
+@pytest.fixture
+def target(site: Site) -> Iterator[LoopbackTarget]:
+    """The hostile loopback service, on 127.0.0.2 and the fixture site's port."""
+    with LoopbackTarget("127.0.0.2", site.port) as hostile:
+        add_escape_routes(site, hostile.origin, f"http://rebind.test:{site.port}")
+        yield hostile
+
+
+def guarded_fetcher(**policy: object) -> Fetcher:
+    resolver = Resolver(overrides={"allowed.test": ["127.0.0.1"], "rebind.test": ["127.0.0.1"]})
+    return Fetcher(FetchPolicy(allow_networks=("127.0.0.1/32",), **policy), resolver=resolver)  # type: ignore[arg-type]
+
+
+def bare_chromium_visits(urls: list[str]) -> None:
+    """The attack pages in Chromium without the proxy: what the renderer used to be exposed to."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*BARE_ARGS, RULES])
+        try:
+            page = browser.new_page()
+            for url in urls:
+                with contextlib.suppress(PlaywrightError):  # a document that is a GIF: it was requested all the same
+                    page.goto(url, wait_until="load", timeout=30_000)
+        finally:
+            browser.close()
+
+
+def test_a_bare_browser_reaches_the_loopback_service_through_every_vector(site: Site, target: LoopbackTarget) -> None:
+    """The control: without the proxy, every attempt of the page lands on the hostile service."""
+    origin = f"http://allowed.test:{site.port}"
+    bare_chromium_visits([f"{origin}/t/escape/page?run=bare", f"{origin}/fault/redirect?to={target.origin}/main"])
+    assert site.hits["/t/escape/done"] >= 1  # the page's attempts had all settled
+    assert VECTORS | {"/main"} <= set(target.paths)
+    assert target.datagrams > 0  # the STUN request of the page's RTCPeerConnection
+
+
+def test_rendered_pages_cannot_reach_a_loopback_service(site: Site, target: LoopbackTarget) -> None:
+    origin = f"http://allowed.test:{site.port}"
+    done_before, rebind_before = site.hits["/t/escape/done"], site.hits["/t/escape/rebind"]
+    with guarded_fetcher() as fetcher:
+        renderer = Renderer(check_url=url_check(fetcher, True), timeout=30, scroll_rounds=1, chromium_args=[RULES])
+        try:
+            page = renderer.render(f"{origin}/t/escape/page?run=guarded")
+            main = renderer.render(f"{origin}/fault/redirect?to={target.origin}/main")
+            tls = renderer.render(f"{origin}/fault/redirect?to=https://127.0.0.2:{target.port}/main")
+        finally:
+            renderer.close()
+    assert page.ok, page.error
+    assert site.hits["/t/escape/done"] == done_before + 1  # every attempt ran and settled
+    assert site.hits["/t/escape/rebind"] == rebind_before + 1  # fetched from the address the guard checked
+    assert (main.error_kind, tls.error_kind) == ("ssrf", "ssrf")
+    assert "127.0.0.2" in (main.error or "") and "loopback" in (main.error or "")
+    assert (target.connections, target.datagrams, target.paths) == (0, 0, [])
+    refused = " ".join(url for url, _ in renderer.blocked)
+    assert f"127.0.0.2:{target.port}" in refused
+
+
+# -- the proxy itself, spoken to directly -------------------------------------------------------------------------
+
+
+def ask(proxy: GuardedProxy, request: bytes, then: bytes = b"") -> bytes:
+    """Send `request` (and `then`) to the proxy and read until it closes the connection."""
+    port = int(proxy.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        if then:
+            reply = sock.recv(65536)
+            sock.sendall(then)
+        else:
+            reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_the_proxy_checks_each_request_and_refuses_what_it_cannot_check(site: Site, target: LoopbackTarget) -> None:
+    guard = AddressGuard(Resolver(overrides={"allowed.test": ["127.0.0.1"]}), allow_networks=("127.0.0.1/32",))
+    refusals: list[tuple[str, str, str]] = []
+    allowed, hostile = f"allowed.test:{site.port}", f"127.0.0.2:{target.port}"
+    name = site.photo_names[0]
+    with GuardedProxy(guard, idle_timeout=5, on_refuse=lambda *r: refusals.append(r)) as proxy:
+        ok = ask(proxy, f"GET http://{allowed}/img/{name} HTTP/1.1\r\nHost: {allowed}\r\n\r\n".encode())
+        assert ok.startswith(b"HTTP/1.1 200") and ok.endswith(site.photo(name))
+        assert b"\r\nConnection: close\r\n" in ok
+
+        blocked = ask(proxy, f"GET http://{hostile}/x HTTP/1.1\r\nHost: {hostile}\r\n\r\n".encode())
+        assert blocked.startswith(b"HTTP/1.1 403") and f"{REFUSED_HEADER}: ssrf".encode() in blocked
+        assert ask(proxy, f"CONNECT {hostile} HTTP/1.1\r\n\r\n".encode()).startswith(b"HTTP/1.1 403")
+        metadata = ask(proxy, b"CONNECT 169.254.169.254:80 HTTP/1.1\r\n\r\n")
+        assert metadata.startswith(b"HTTP/1.1 403") and b"metadata" in metadata
+
+        upgrade = f"GET http://{allowed}/img/{name} HTTP/1.1\r\nHost: {allowed}\r\nUpgrade: websocket\r\n"
+        assert ask(proxy, (upgrade + "Connection: Upgrade\r\n\r\n").encode()).startswith(b"HTTP/1.1 403")
+        assert ask(proxy, b"GET ftp://allowed.test/x HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 403")
+        assert ask(proxy, b"GET /relative HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.1 403")
+        # A tunnel to an allowed host carries TLS only: a plaintext (ws://) handshake ends the tunnel.
+        site.reset()
+        tunnel = ask(proxy, f"CONNECT {allowed} HTTP/1.1\r\n\r\n".encode(), then=b"GET /img/x HTTP/1.1\r\n\r\n")
+        assert tunnel.startswith(b"HTTP/1.1 200") and site.hits["/img/x"] == 0
+        # A second request on the same browser connection is not passed to the first request's server.
+        two = f"GET http://{allowed}/img/{name} HTTP/1.1\r\nHost: {allowed}\r\n\r\n"
+        ask(proxy, f"{two}GET http://{hostile}/y HTTP/1.1\r\nHost: {hostile}\r\n\r\n".encode())
+        assert site.hits[f"/img/{name}"] == 1 and site.hits["/y"] == 0
+    assert (target.connections, target.datagrams) == (0, 0)
+    assert {kind for _, kind, _ in refusals} == {"ssrf", "scheme"}
+
+    with GuardedProxy(AddressGuard(Resolver(), allow_private=True), idle_timeout=5) as open_proxy:
+        reply = ask(open_proxy, f"GET http://{hostile}/open HTTP/1.1\r\nHost: {hostile}\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.1 200") and target.paths == ["/open"]  # --allow-private lets it through
