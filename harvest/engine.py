@@ -5,6 +5,8 @@ engine owns what each collector used to repeat:
 
 - the run record: `Engine.record()` is a context manager that writes the `runs` row at the start and its
   status (done, interrupted, failed) and summary at the end, whatever happens in between;
+- an admission hook (`Admission`, e.g. a targets-driven job's gate): asked per image before it is fetched
+  (frontier rows carry their label) or ingested (local files), so no source repeats the filtering;
 - frontier claims with leases (`Engine.claims`): a job's pending rows are taken in batches under this
   process's name, so several workers can share one job; a heartbeat renews a live worker's leases, so a killed
   worker's claims lapse within LEASE_SECONDS (at once on its own host), and with `join` the other workers
@@ -34,8 +36,8 @@ from harvest.fetch.policy import DEFAULT_USER_AGENT, FetchPolicy
 from harvest.heartbeat import Heartbeat
 from storage.catalog import FrontierUpdate, finish_run, mark_batch, start_run
 from storage.catalog.frontier import claim, lease_owner, release_claims, release_stale
-from storage.catalog.targets import refresh_targets
 from storage.catalog.hosts import held_by_others
+from storage.catalog.targets import refresh_targets
 from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome, Prepared, commit_due
 from storage.workspace import Workspace
 
@@ -46,10 +48,12 @@ if TYPE_CHECKING:  # the web sources' modules load on first use: `harvest import
 __all__ = [
     "RETRIED_ERRORS",
     "SOURCES",
+    "Admission",
     "BatchCommitter",
     "Engine",
     "FetchOptions",
     "FrontierWriter",
+    "Refusal",
     "Run",
     "Source",
     "frontier_state",
@@ -131,6 +135,26 @@ class Run:
         return {**self.summary.to_json(), **self.report, "run_id": self.id, "seconds": round(self.seconds, 3)}
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why an admission hook passed an image over: `kind` becomes the frontier row's error kind (so a later run
+    can re-queue it by kind), `reason` the text."""
+
+    kind: str
+    reason: str
+
+
+@runtime_checkable
+class Admission(Protocol):
+    """Whether the run takes an image with this label, asked before it is fetched or ingested (a targets-driven
+    job's gate: harvest.jobs.gate). It counts what it admits; once `closed`, claims return nothing."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def admit(self, label: str | None) -> Refusal | None: ...
+
+
 @runtime_checkable
 class Source(Protocol):
     """Where images come from. `collect` feeds them through the engine into `run`; it returns when done (or
@@ -176,10 +200,13 @@ class Engine:
         on_outcome: OutcomeCallback | None = None,
         shared: bool | None = None,
         scope: str | None = None,
+        admission: Admission | None = None,
     ) -> None:
         """`shared`: politeness (rate, robots.txt) through the catalog and `join`, for runs several workers
         serve; None means on a PostgreSQL catalog. `scope`: what the workers of one run share robots.txt
-        answers under (a job run's id), else this run's."""
+        answers under (a job run's id), else this run's. `admission`: asked per image before it is fetched or
+        ingested."""
+        self.admission = admission
         self.shared = workspace.catalog.dialect == "postgresql" if shared is None else shared
         self.scope = scope
         self.current: Run | None = None
@@ -207,8 +234,7 @@ class Engine:
             status = "failed"
             raise
         finally:
-            if (heartbeat := self._heartbeats.pop(run.id, None)) is not None:
-                heartbeat.stop()
+            self.end(run)
             run.status = status
             with self.workspace.catalog.write() as conn:
                 finish_run(conn, run.id, status, {**run.summary.to_json(), **run.report, "seconds": run.seconds})
@@ -221,17 +247,28 @@ class Engine:
         if callable(check):
             check()
         with self.record(source.kind, source.config()) as run:
-            source.collect(self, run)
-            while self.shared and self._take_over(source, run):
-                source.collect(self, run)  # a dead worker's rows: resume the job where it stopped
+            self.serve(source, run)
         return run
+
+    def serve(self, source: Source, run: Run) -> None:
+        """Collect from `source` into a run that is already recorded (a job run serves several sources); on a
+        shared job, wait for the other workers' claims and take over a dead worker's rows."""
+        self.current = run
+        source.collect(self, run)
+        while self.shared and self._take_over(source, run):
+            source.collect(self, run)  # a dead worker's rows: resume the job where it stopped
+
+    def end(self, run: Run) -> None:
+        """Stop renewing the run's leases (its rows were marked or given back)."""
+        if (heartbeat := self._heartbeats.pop(run.id, None)) is not None:
+            heartbeat.stop()
 
     def _take_over(self, source: Source, run: Run) -> bool:
         """After a complete pass over a shared job: wait while other workers hold its rows; True when a dead
         worker's rows came free (collect again), False when nobody holds any (the job's work is done)."""
         job = run.report.get("job")
         limited = getattr(getattr(source, "result", None), "limited", False)  # --max-images: stop here
-        if not isinstance(job, str) or limited:
+        if not isinstance(job, str) or limited or (self.admission is not None and self.admission.closed):
             return False
         owner = lease_owner(run.id)
         while not run.stop.is_set():
@@ -258,11 +295,18 @@ class Engine:
         """Ingest items whose bytes the workers read themselves (`path`), in batches; each outcome is counted in
         the run's summary and reported to `on_outcome`. A worker that dies fails only the item it had."""
         ingestor = self.ingestor(run, origin=origin)
+        if self.admission is not None:
+            items = self._admitted(items, self.admission)
         for outcome in ingestor.ingest_many(items, workers=self.workers):
             run.summary.add(outcome)
             if self.on_outcome:
                 self.on_outcome(outcome)
             yield outcome
+
+    @staticmethod
+    def _admitted(items: Iterable[IngestItem], admission: Admission) -> Iterator[IngestItem]:
+        """Local files whose label the admission hook takes (it counts the ones it passes over)."""
+        return (item for item in items if admission.admit(item.label) is None)
 
     def reject(self, run: Run, item: str, reason: str) -> Outcome:
         """An item refused before any worker saw it (a label that cannot be made valid): one problem entry,
@@ -329,10 +373,39 @@ class Engine:
             )
             self._heartbeats[run.id] = heartbeat
         heartbeat.watch(job)
+        if self.admission is not None:
+            return self._claim_admitted(run, job, kind, self.admission, limit=limit, after_id=after_id)
         with self.workspace.catalog.write() as conn:
             return claim(
                 conn, job, lease_owner(run.id), kind=kind, limit=limit, lease_seconds=LEASE_SECONDS, after_id=after_id
             )
+
+    def _claim_admitted(
+        self, run: Run, job: str, kind: str | None, admission: Admission, *, limit: int, after_id: int | None
+    ) -> list[dict[str, Any]]:
+        """Claim as `claim` does, asking `admission` about each image row: a refused row is marked skipped with
+        the refusal's kind and reason in the same transaction, and claiming goes on until `limit` rows were
+        taken or the job has no more (so a caller that reads a short batch as the end is right)."""
+        kept: list[dict[str, Any]] = []
+        while not admission.closed:
+            with self.workspace.catalog.write() as conn:
+                rows = claim(
+                    conn, job, lease_owner(run.id), kind=kind, limit=limit, lease_seconds=LEASE_SECONDS,
+                    after_id=after_id,
+                )  # fmt: skip
+                refused = []
+                for row in rows:
+                    why = admission.admit(row.get("label")) if row["kind"] == "image" else None
+                    if why is None:
+                        kept.append(row)
+                    else:
+                        refused.append(FrontierUpdate(row["kind"], row["url"], "skipped", why.reason, why.kind))
+                if refused:
+                    mark_batch(conn, job, refused)
+            if len(kept) >= limit or len(rows) < limit:
+                break
+            after_id = int(rows[-1]["id"])
+        return kept
 
     def free_stale_claims(self, job: str) -> int:
         """Free the claims of runs that are gone (killed on this host, or lapsed): a rerun resumes at once."""

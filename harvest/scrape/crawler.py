@@ -73,6 +73,7 @@ __all__ = [
     "ScrapeResult",
     "ScrapeSource",
     "scrape",
+    "scrape_job",
 ]
 
 log = logging.getLogger(__name__)
@@ -232,6 +233,20 @@ def _normalize_seeds(seeds: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def scrape_job(options: ScrapeOptions) -> str:
+    """The frontier job of a scrape: its seeds and the options that change what is found, so that the same
+    command (or a collection job with the same source) resumes it."""
+    max_depth = options.max_depth
+    return job_key(
+        "scrape",
+        *sorted(_normalize_seeds(options.seeds)),
+        f"select={options.select or ''}",
+        f"follow={options.follow or ''}",
+        f"depth={'all' if max_depth is None else max_depth}",
+        f"render={int(options.render)}",
+    )
+
+
 def _host(url: str) -> str:
     netloc = urlsplit(url).netloc
     return netloc.rpartition("@")[2].lower()
@@ -282,15 +297,7 @@ class _Crawl:
         if options.depth is not None and options.depth < 0:
             raise GleanerError("--depth must be zero or more")
         self.scope = {_host(seed) for seed in self.seeds}
-        max_depth = options.max_depth
-        self.job = job_key(
-            "scrape",
-            *sorted(self.seeds),
-            f"select={options.select or ''}",
-            f"follow={options.follow or ''}",
-            f"depth={'all' if max_depth is None else max_depth}",
-            f"render={int(options.render)}",
-        )
+        self.job = scrape_job(options)
         self.progress = ScrapeProgress()
         self.summary = IngestSummary()
         self.limited = False
