@@ -11,6 +11,7 @@ from rich.table import Table
 from harvest.display import escaped, plain
 from harvest.engine import FetchOptions
 from harvest.importer import import_paths
+from harvest.jobs.cli import jobs_app
 from harvest.jobs.schedule_cli import schedule_app
 from harvest.targets import targets_app
 from storage.clikit import (
@@ -31,6 +32,7 @@ app = App(help="Collect images into a Gleaner workspace.", no_args_is_help=True,
 add_version_option(app, "harvest")
 app.add_typer(targets_app, name="targets")
 app.add_typer(schedule_app, name="schedule")
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.command("init")
