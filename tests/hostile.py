@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import io
+import json
 import os
 import random
 import re
@@ -27,6 +29,7 @@ __all__ = [
     "PHOTOS",
     "bomb_png",
     "frames_bomb_gif",
+    "hostile_url_lists",
     "make_fifo",
     "make_hostile_corpus",
     "png_bytes",
@@ -230,3 +233,47 @@ def swapping_link(link: Path, regular: Path) -> Iterator[Path]:
     finally:
         swapper.kill()
         swapper.wait()
+
+
+# -- URL lists that break their parsers (issue 16, item 16) --------------------------------------------------
+
+HUGE_FIELD = 17 * 1024 * 1024  # characters: over csv's 16 MiB field limit
+
+
+def _csv_list(*lines: str) -> str:
+    return "url,label\n" + "".join(f"{line}\n" for line in lines)
+
+
+def hostile_url_lists(dir: Path, good: list[str]) -> dict[str, Path]:
+    """URL lists, each holding the `good` URLs (at least three) around one hostile row or a hostile shape:
+    name → path. `huge-field.csv` (a 17 MB field), `unterminated.csv` (a quote opened on the last data line and
+    never closed), `bad-quote.csv` (text after a closing quote), `deep.jsonl` (100,000 nested arrays),
+    `long-number.jsonl` (a 5,000-digit integer), `long-line.txt` (one 17 MB line), `not-gzip.csv.gz` (plain
+    text under a .gz name), `truncated.csv.gz` (a gzip cut in half: the good URLs, then 2,000 more rows)."""
+    dir.mkdir(parents=True, exist_ok=True)
+    first, *middle, last = good
+    middle_rows = [f"{url},a" for url in middle]
+    huge = "http://x/" + "a" * HUGE_FIELD
+    texts = {
+        "huge-field.csv": _csv_list(f"{first},a", f"{huge},b", *middle_rows, f"{last},a"),
+        "unterminated.csv": _csv_list(f"{first},a", *middle_rows, f'"{last},a', "http://x/lost.jpg,a"),
+        "bad-quote.csv": _csv_list(f"{first},a", '"http://x/q.jpg"junk,a', *middle_rows, f"{last},a"),
+        "deep.jsonl": "".join(
+            [json.dumps({"url": first}) + "\n", "[" * 100_000 + "]" * 100_000 + "\n"]
+            + [json.dumps({"url": u}) + "\n" for u in [*middle, last]]
+        ),
+        "long-number.jsonl": "".join(
+            [json.dumps({"url": first}) + "\n", '{"url": "http://x/n.jpg", "n": ' + "9" * 5000 + "}\n"]
+            + [json.dumps({"url": u}) + "\n" for u in [*middle, last]]
+        ),
+        "long-line.txt": "\n".join([first, huge, *middle, last]) + "\n",
+        "not-gzip.csv.gz": _csv_list(*good),
+    }
+    paths = {}
+    for name, text in texts.items():
+        (dir / name).write_text(text)
+        paths[name] = dir / name
+    whole = gzip.compress(_csv_list(*good, *(f"http://x/{n}.jpg,a" for n in range(2000))).encode(), mtime=0)
+    (dir / "truncated.csv.gz").write_bytes(whole[: len(whole) // 2])
+    paths["truncated.csv.gz"] = dir / "truncated.csv.gz"
+    return paths
