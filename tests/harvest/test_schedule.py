@@ -14,9 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import typer.main
 
-from harvest.cli import app
 from harvest.jobs.config import Job, JobSource
 from harvest.jobs.schedule import ChildRunner, JobResult, Scheduler, due_now, is_due, next_run, parse_job_output
 from storage.catalog import Catalog
@@ -300,10 +298,6 @@ def test_ctrl_c_is_passed_to_the_running_job_which_ends_cleanly(tmp_path: Path) 
 # ---- the command, with real child processes
 
 
-def _has_jobs_run() -> bool:
-    return "jobs" in typer.main.get_command(app).commands  # type: ignore[attr-defined]
-
-
 def _harvest(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "harvest", *args], capture_output=True, text=True, timeout=300, env=env
@@ -317,7 +311,6 @@ def _workspace_with(root: Path, jobs_toml: str) -> Path:
     return root
 
 
-@pytest.mark.skipif(not _has_jobs_run(), reason="waits for `harvest jobs run` (the jobs runner of issue 13)")
 def test_schedule_once_runs_a_due_folder_job_then_nothing(tmp_path: Path, photo_files: list[Path]) -> None:
     inbox = tmp_path / "ws" / "inbox"
     inbox.mkdir(parents=True)
