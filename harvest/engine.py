@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from harvest.fetch.policy import DEFAULT_USER_AGENT, FetchPolicy
 from harvest.heartbeat import Heartbeat
 from storage.catalog import FrontierUpdate, finish_run, mark_batch, start_run
-from storage.catalog.frontier import claim, lease_owner, release_claims, release_stale
-from storage.catalog.hosts import held_by_others
+from storage.catalog.frontier import claim, frontier_counts, lease_owner, release_claims, release_stale
+from storage.catalog.hosts import claimable, held_by_others
 from storage.catalog.targets import refresh_targets
 from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome, Prepared, commit_due
 from storage.workspace import Workspace
@@ -65,7 +65,8 @@ log = logging.getLogger(__name__)
 CLAIM_BATCH = 1000  # frontier rows claimed per query (a source with few in flight claims fewer, to share a job)
 LEASE_SECONDS = 120.0  # a claim lapses after this long unless the worker's heartbeat renews it
 HEARTBEAT_SECONDS = 30.0  # how often a live worker renews its leases
-JOIN_POLL_SECONDS = 2.0  # how often a worker waiting for the others' claims looks again
+JOIN_POLL_SECONDS = 1.0  # how often a worker waiting for the others' claims looks again
+SHARED_CLAIM_BATCH = 32  # rows per claim on a shared job: claimed as needed, so that every worker gets a share
 FLUSH_EVERY = 256  # frontier updates per write transaction
 FLUSH_SECONDS = 1.0
 
@@ -211,6 +212,7 @@ class Engine:
         self.scope = scope
         self.current: Run | None = None
         self._heartbeats: dict[int, Heartbeat] = {}
+        self._passes: dict[int, int] = {}  # run id -> frontier rows ended when its last pass over a job ended
         self.workspace = workspace
         self.workers = workers
         self.fetch = fetch or FetchOptions()
@@ -264,19 +266,28 @@ class Engine:
             heartbeat.stop()
 
     def _take_over(self, source: Source, run: Run) -> bool:
-        """After a complete pass over a shared job: wait while other workers hold its rows; True when a dead
-        worker's rows came free (collect again), False when nobody holds any (the job's work is done)."""
+        """After a complete pass over a shared job: wait while other workers hold its rows; True when rows came
+        free for this worker (a dead worker's, or ones the others added since), so it collects again; False
+        when nobody holds any (the job's work is done), or when its last pass could not finish a single row
+        of those it found free (rows it leaves by design: --retry-failed takes only the failed ones)."""
         job = run.report.get("job")
         limited = getattr(getattr(source, "result", None), "limited", False)  # --max-images: stop here
         if not isinstance(job, str) or limited or (self.admission is not None and self.admission.closed):
             return False
         owner = lease_owner(run.id)
+        with self.workspace.catalog.read() as conn:
+            ended = _ended(conn, job)
+        stalled = self._passes.get(run.id) == ended  # the pass before ended no row
+        self._passes[run.id] = ended
         while not run.stop.is_set():
-            if self.free_stale_claims(job):
-                return True
+            freed = self.free_stale_claims(job)
             with self.workspace.catalog.read() as conn:
-                if not held_by_others(conn, job, owner):
-                    return False
+                free, held = claimable(conn, job), held_by_others(conn, job, owner)
+            if freed or (free and not stalled):
+                return True
+            if not held:
+                return False
+            stalled = False  # the others still work: what they add or leave is new
             run.stop.wait(JOIN_POLL_SECONDS)
         return False
 
@@ -373,6 +384,8 @@ class Engine:
             )
             self._heartbeats[run.id] = heartbeat
         heartbeat.watch(job)
+        if self.shared:
+            limit = min(limit, SHARED_CLAIM_BATCH)
         if self.admission is not None:
             return self._claim_admitted(run, job, kind, self.admission, limit=limit, after_id=after_id)
         with self.workspace.catalog.write() as conn:
@@ -421,6 +434,12 @@ class Engine:
 
     def frontier_writer(self, job: str) -> FrontierWriter:
         return FrontierWriter(self.workspace, job)
+
+
+def _ended(conn: Any, job: str) -> int:
+    """Rows of the job that are no longer pending (done, failed or skipped)."""
+    counts = frontier_counts(conn, job)
+    return sum(count for state, count in counts.items() if state != "pending")
 
 
 class FrontierWriter:

@@ -332,7 +332,7 @@ class _Crawl:
                 self._sightings[url] = _Sighting(row["referrer"], extra.get("alt"), extra.get("via", "img"))
         if rows:
             self._cursor[kind] = int(rows[-1]["id"])
-        self._dirty[kind] = len(rows) >= _BATCH
+        self._dirty[kind] = bool(rows)  # a short batch is not the end: a shared job hands out small ones
 
     def _available(self, kind: str) -> bool:
         queue = self._queues[kind]

@@ -32,6 +32,7 @@ __all__ = [
     "RobotsAnswer",
     "RobotsClaim",
     "claim_robots",
+    "claimable",
     "db_clock",
     "held_by_others",
     "hold_host",
@@ -167,3 +168,12 @@ def held_by_others(conn: Connection, job: str, owner: str) -> int:
         & (frontier.c.lease_until >= stamp)
     )
     return int(conn.execute(select(func.count()).select_from(frontier).where(held)).scalar_one())
+
+
+def claimable(conn: Connection, job: str) -> int:
+    """Pending rows of `job` nobody holds (never claimed, given back, or their lease lapsed): work a worker that
+    finished its pass can still join in on."""
+    stamp = datetime.now(UTC)
+    free = frontier.c.lease_owner.is_(None) | (frontier.c.lease_until < stamp)
+    query = select(func.count()).select_from(frontier).where((frontier.c.job == job) & (frontier.c.state == "pending"))
+    return int(conn.execute(query.where(free)).scalar_one())
