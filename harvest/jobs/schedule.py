@@ -33,6 +33,7 @@ __all__ = [
     "due_now",
     "is_due",
     "job_command",
+    "next_due",
     "next_run",
     "parse_job_output",
 ]
@@ -212,7 +213,7 @@ class Scheduler:
                 self._on_finish(result)
         at = _utc(self.clock.now())
         last = self.last()
-        return Pass(at=at, ran=ran, next=[(job.name, _upcoming(job, last.get(job.name), at)) for job in jobs])
+        return Pass(at=at, ran=ran, next=[(job.name, next_due(job, last.get(job.name), at)) for job in jobs])
 
     def run_forever(self, on_pass: Callable[[Pass], None] | None = None, passes: int | None = None) -> None:
         """Pass after pass, sleeping until the next slot (at most `max_wait`); until Ctrl-C, or `passes`."""
@@ -240,8 +241,11 @@ class Scheduler:
             return JobResult(job=job.name, status="failed", started_at=now, error=f"{type(exc).__name__}: {exc}")
 
 
-def _upcoming(job: Job, last: datetime | None, now: datetime) -> datetime | None:
-    """When the job runs next: now when it is due (never run, or a slot missed), else its next slot."""
+def next_due(job: Job, last: datetime | None, now: datetime) -> datetime | None:
+    """When a scheduler runs the job next, given its last start: `now` when it is due (never run, or a slot
+    missed since), else its next slot; None without a schedule. What `harvest jobs list` can show as next_run."""
+    if job.schedule is None:
+        return None
     if last is None or is_due(job, last, now):
         return now
     return next_run(job, last)

@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 
 from harvest.jobs.config import Job, JobSource
-from harvest.jobs.schedule import ChildRunner, JobResult, Scheduler, due_now, is_due, next_run, parse_job_output
+from harvest.jobs.schedule import (
+    ChildRunner,
+    JobResult,
+    Scheduler,
+    due_now,
+    is_due,
+    next_due,
+    next_run,
+    parse_job_output,
+)
 from storage.catalog import Catalog
 from storage.catalog.runs import get_run, last_job_runs, start_run
 from storage.workspace import init_workspace
@@ -142,6 +151,14 @@ def test_due_when_never_run_or_a_slot_passed_since_the_last_run() -> None:
     assert not is_due(daily, utc("2026-01-10T03:00:05"), utc("2026-01-11T02:59"))
     assert is_due(daily, utc("2026-01-10T03:00:05"), utc("2026-01-11T03:00"))
     assert [j.name for j in due_now([daily, job("other")], {"digits": utc("2026-01-10T04:00")}, T0)] == ["other"]
+
+
+def test_next_due_is_now_for_a_due_job_and_the_next_slot_otherwise() -> None:
+    daily = job()
+    assert next_due(daily, None, T0) == T0
+    assert next_due(daily, utc("2026-01-07T03:00"), T0) == T0  # slots missed: runs at once, once
+    assert next_due(daily, utc("2026-01-10T03:00:01"), T0) == utc("2026-01-11T03:00")
+    assert next_due(job(schedule=None), None, T0) is None
 
 
 # ---- the scheduler on a fake clock

@@ -201,6 +201,18 @@ def test_systemd_is_a_oneshot_service_and_a_persistent_timer_per_job(cloud: Path
     assert_no_secrets("".join(export(cloud, "systemd")[0]))
 
 
+def test_systemd_reads_the_units_without_a_complaint(cloud: Path, tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed here: the units are not checked by systemd")
+    folder = tmp_path / "units"
+    folder.mkdir()
+    for name, body in export_jobs(ExportRequest(root=cloud, format="systemd")).files.items():
+        (folder / name).write_text(body, encoding="utf-8")
+    units = sorted(str(path) for path in folder.iterdir())
+    verify = subprocess.run(["systemd-analyze", "verify", "--man=no", *units], capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+
+
 def test_cron_day_of_month_or_week_becomes_two_calendar_lines(tmp_path: Path) -> None:
     assert on_calendar("0 0 1,15 * sun") == ["Sun *-*-* 00:00:00 UTC", "*-*-01,15 00:00:00 UTC"]
     root = tmp_path / "ws"
