@@ -181,3 +181,41 @@ def test_a_killed_workers_claims_are_taken_over_and_the_crawl_finishes(
             assert first_seen[hit.path] <= killed_at, f"{hit.path} fetched twice by live workers"
         first_seen.setdefault(hit.path, hit.at)
     assert max(Counter(hit.path for hit in site.log if hit.path != "/robots.txt").values()) <= 2
+
+
+def test_three_job_workers_share_one_run_and_one_robots_fetch(site: Site, shared_workspace: tuple[Path, str]) -> None:
+    """`harvest jobs run NAME` three times: one run, served by three workers, robots.txt fetched once for it."""
+    root, pg_url = shared_workspace
+    photos = register_galleries(site)
+    (root / "gleaner.toml").write_text(
+        (root / "gleaner.toml").read_text()
+        + f"""
+[[jobs]]
+name = "crawl"
+
+[[jobs.sources]]
+scrape = ["{site.url("/scale/index.html")}"]
+follow = "a.g"
+depth = 1
+label = "photo"
+allow_private = true
+per_host_rate = {RATE}
+concurrency = 4
+"""
+    )
+    site.reset()
+    env = {**os.environ, "GLEANER_WORKERS": "1"}
+    command = [str(HARVEST), "jobs", "run", "crawl", "-w", str(root), "--json"]
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)
+    ]
+    results = finish(workers)
+    for code, _out, err in results:
+        assert code == 0, err[-2000:]
+    assert len({json.loads(out)["run_id"] for _, out, _ in results}) == 1  # one run, three workers
+    fetched = Counter(hit.path for hit in site.log)
+    assert fetched["/robots.txt"] == 1
+    assert all(n == 1 for n in fetched.values()), {p: n for p, n in fetched.items() if n > 1}
+    check_catalog(pg_url, photos, site)
+    times = [hit.at for hit in site.log]
+    assert most_in_window(times, 1.0) <= BURST + RATE * 1.0 + 3
