@@ -110,6 +110,7 @@ class Renderer:
         self.blocked: list[tuple[str, str]] = []  # requests refused by the guard or the proxy: (url, reason)
         self._lock = threading.Lock()
         self._worker = _BrowserThread(self)
+        self._abandoned: list[_BrowserThread] = []  # joined by close(): a live Playwright thread at exit crashes
 
     def render(self, url: str) -> RenderedPage:
         """Load, scroll and snapshot one page; every failure comes back as an error result."""
@@ -130,6 +131,7 @@ class Renderer:
                 if self._worker is worker:
                     worker.abandon()
                     worker.kill()  # a stuck Chromium would spin on; the stuck call then fails and the thread ends
+                    self._abandoned.append(worker)
                     self._worker = _BrowserThread(self)
             message = f"page did not settle within {self.deadline:.0f}s"
             return RenderedPage(url, url, error_kind="timeout", error=message)
@@ -137,12 +139,27 @@ class Renderer:
             return RenderedPage(url, url, error_kind="browser", error=_first_line(exc))
         return page if page is not None else RenderedPage(url, url, error_kind="browser", error="no result")
 
+    def open_tabs(self) -> int:
+        """Tabs open in the browser between pages: 0 unless pop-ups or pages leak (diagnostics and tests)."""
+        with self._lock:
+            worker = self._worker
+        return int(worker.call(worker.open_tabs).result(timeout=START_TIMEOUT))
+
+    def processes(self) -> list[int]:
+        """Pids of the current Chromium's process tree, browser first (diagnostics and tests)."""
+        with self._lock:
+            worker = self._worker
+        return worker.processes()
+
     def close(self) -> None:
         """Close the browser (on its own thread) and stop the thread."""
         with self._lock:
-            worker = self._worker
+            worker, abandoned, self._abandoned = self._worker, self._abandoned, []
         if not worker.stop(timeout=30.0):
             worker.kill()
+        for old in abandoned:  # killed already; their threads end once the stuck call has failed
+            if not old.stop(timeout=30.0):
+                old.kill()
 
     def __enter__(self) -> Renderer:
         return self
@@ -156,7 +173,7 @@ class _BrowserThread:
 
     def __init__(self, config: Renderer) -> None:
         self.config = config
-        self._queue: queue.Queue[tuple[str | None, Future[RenderedPage | None]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Callable[[], Any], Future[Any]] | None] = queue.Queue()
         self._playwright: Any = None
         self._browser: Any = None
         self._context: Any = None
@@ -167,9 +184,21 @@ class _BrowserThread:
 
     def submit(self, url: str | None) -> Future[RenderedPage | None]:
         """Render `url` on the browser thread; `None` only makes sure the browser runs."""
-        future: Future[RenderedPage | None] = Future()
-        self._queue.put((url, future))
+        return self.call(self._ensure_browser if url is None else lambda: self._render(url))
+
+    def call(self, job: Callable[[], Any]) -> Future[Any]:
+        """Run `job` on the browser thread (the only thread that may touch Playwright's objects)."""
+        future: Future[Any] = Future()
+        self._queue.put((job, future))
         return future
+
+    def open_tabs(self) -> int:
+        """How many tabs the context has open (on the browser thread)."""
+        return len(self._context.pages) if self._context is not None else 0
+
+    def processes(self) -> list[int]:
+        """Pids of this thread's Chromium process tree."""
+        return _process_tree(self._marker)
 
     def abandon(self) -> None:
         """Stop taking work; the thread closes its browser if the stuck call ever returns."""
@@ -184,7 +213,7 @@ class _BrowserThread:
 
     def kill(self) -> None:
         """SIGKILL this thread's Chromium and every process under it (renderers, zygotes, GPU process)."""
-        for pid in _process_tree(self._marker):
+        for pid in self.processes():
             with contextlib.suppress(OSError):  # gone already
                 os.kill(pid, signal.SIGKILL)
 
@@ -203,15 +232,11 @@ class _BrowserThread:
                 job = self._queue.get()
                 if job is None:
                     break
-                url, future = job
+                work, future = job
                 if not future.set_running_or_notify_cancel():
                     continue
                 try:
-                    if url is None:
-                        self._ensure_browser()
-                        future.set_result(None)
-                    else:
-                        future.set_result(self._render(url))
+                    future.set_result(work())
                 except BaseException as exc:  # never let one page kill the thread
                     future.set_exception(exc)
         finally:
@@ -344,14 +369,21 @@ class _BrowserThread:
             self._close_pages()
 
     def _close_pages(self) -> None:
-        """Close every tab of the context, the visited one and any pop-up that got through."""
-        try:
-            pages = list(self._context.pages)
-        except Exception as exc:
-            log.debug("listing pages failed: %r", exc)
-            return
-        for page in pages:
-            _close_quietly(page)
+        """Close every tab of the context: the visited one and any pop-up that got through, including one
+        whose creation was still on its way (a round trip to the browser makes it known before the check)."""
+        for _ in range(5):
+            try:
+                pages = list(self._context.pages)
+                if not pages:
+                    self._context.cookies()  # a round trip: pages opened meanwhile are announced by now
+                    pages = list(self._context.pages)
+            except Exception as exc:
+                log.debug("listing pages failed: %r", exc)
+                return
+            if not pages:
+                return
+            for page in pages:
+                _close_quietly(page)
 
     def _query(self, page: Any, script: str) -> Any:
         """Run a script in the page with a timeout: `page.evaluate` has none, and waits for ever on a page

@@ -1,4 +1,5 @@
-"""The render path's SSRF guard (issue 16, item 1): a page on an allowed host cannot reach a loopback service.
+"""A hostile world for `--render` (issue 16): a page on an allowed host cannot reach a loopback service (item 1);
+pop-ups do not pile up and a browser that stops answering is killed, process tree and all (item 10).
 
 `allowed.test` and `rebind.test` resolve to 127.0.0.1 for the guard, and 127.0.0.1/32 is let through
 (`allow_networks`), so the fixture site plays an allowed public host; the hostile service listens on
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,12 +26,13 @@ from harvest.fetch.policy import FetchPolicy
 from harvest.fetch.proxy import REFUSED_HEADER, GuardedProxy
 from harvest.fetch.ssrf import AddressGuard, Resolver
 from harvest.scrape.render import CHROMIUM, Renderer, url_check
-from tests.support.site import LoopbackTarget, Site, add_escape_routes
+from tests.support.site import LoopbackTarget, Site, add_escape_routes, add_unruly_routes
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 RULES = "--host-resolver-rules=MAP allowed.test 127.0.0.1, MAP rebind.test 127.0.0.2"
 BARE_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 VECTORS = {"/css", "/img", "/frame", "/fetch", "/ws", "TLS", "/t/escape/rebind"}  # what the bare browser leaks
@@ -144,3 +149,79 @@ def test_the_proxy_checks_each_request_and_refuses_what_it_cannot_check(site: Si
     with GuardedProxy(AddressGuard(Resolver(), allow_private=True), idle_timeout=5) as open_proxy:
         reply = ask(open_proxy, f"GET http://{hostile}/open HTTP/1.1\r\nHost: {hostile}\r\n\r\n".encode())
     assert reply.startswith(b"HTTP/1.1 200") and target.paths == ["/open"]  # --allow-private lets it through
+
+
+# -- pop-ups and a browser that stops answering (issue 16, item 10) ------------------------------------------------
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until_gone(pids: list[int], limit: float = 60.0) -> bool:
+    """Whether every pid has exited (or is a zombie) within `limit` seconds: killing is asynchronous."""
+    deadline = time.monotonic() + limit
+    while any(alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def test_pop_ups_are_closed_and_a_stuck_browser_is_killed_with_its_processes(site: Site) -> None:
+    add_unruly_routes(site)
+    with Fetcher(FetchPolicy(allow_private=True)) as fetcher:
+        # Playwright's own timeout (300 s) is far past the wait below: only the kill can end the stuck page.
+        renderer = Renderer(check_url=url_check(fetcher, True), timeout=300, scroll_rounds=1, settle=0.3)
+        try:
+            for _ in range(3):
+                page = renderer.render(site.url("/t/unruly/popups"))
+                assert page.ok, page.error
+                assert renderer.open_tabs() == 0  # no window of the page outlives its visit
+            first = renderer.processes()
+            assert first and alive(first[0])  # the browser, found by the marker on its command line
+
+            renderer.deadline = 3.0
+            stuck = renderer.render(site.url("/t/unruly/forever"))
+            assert stuck.error_kind == "timeout" and "did not settle" in (stuck.error or "")
+            assert wait_until_gone(first)  # the spinning renderer is not left burning a core
+
+            renderer.deadline = 120.0
+            again = renderer.render(site.url("/t/unruly/popups"))
+            assert again.ok, again.error
+            second = renderer.processes()
+            assert second and set(second).isdisjoint(first)
+        finally:
+            renderer.close()
+    assert wait_until_gone(second)  # closing leaves no Chromium behind
+
+
+EXITING = """
+import sys
+from harvest.fetch.client import Fetcher
+from harvest.fetch.policy import FetchPolicy
+from harvest.scrape.render import Renderer, url_check
+
+with Fetcher(FetchPolicy(allow_private=True)) as fetcher:
+    renderer = Renderer(check_url=url_check(fetcher, True), timeout=300, scroll_rounds=0)
+    assert renderer.render(sys.argv[1] + "/t/unruly/child").ok
+    print(*renderer.processes(), flush=True)
+    renderer.deadline = 3.0
+    print(renderer.render(sys.argv[1] + "/t/unruly/forever").error_kind, flush=True)
+    renderer.close()
+"""
+
+
+def test_a_run_that_abandoned_a_stuck_browser_exits_cleanly(site: Site) -> None:
+    """The process used to die with SIGSEGV at exit (a Playwright thread still stuck) and leave Chromium spinning."""
+    add_unruly_routes(site)
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING, site.base_url], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    pids, kind = done.stdout.splitlines()
+    assert kind == "timeout"
+    assert wait_until_gone([int(pid) for pid in pids.split()])

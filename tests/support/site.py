@@ -70,7 +70,9 @@ __all__ = [
     "Response",
     "Site",
     "add_escape_routes",
+    "add_unruly_routes",
     "hostile_fetch_routes",
+    "hostile_page_routes",
     "serve",
 ]
 
@@ -583,6 +585,21 @@ Promise.allSettled([
     site.route("/t/escape/rebind", lambda _r: Response.image(GIF_PIXEL, "image/gif"))
 
 
+# -- hostile: pages that open windows without end or never settle (issue 16, item 10) --------------------------
+
+
+def add_unruly_routes(site: Site) -> None:
+    """`/t/unruly/popups` opens 50 windows at once and one more every 20 ms (each loads `/t/unruly/child`);
+    `/t/unruly/forever` spins in an inline script, so its load event never comes and its tab burns a core."""
+    popups = (
+        "<script>for (let i = 0; i < 50; i++) window.open('/t/unruly/child?n=' + i);"
+        "setInterval(() => window.open('/t/unruly/child'), 20);</script>"
+    )
+    site.route("/t/unruly/popups", lambda _r: Response.html(f"<html><body><h1>pop</h1>{popups}</body></html>"))
+    site.route("/t/unruly/child", lambda _r: Response.html("<html><body>child</body></html>"))
+    site.route("/t/unruly/forever", lambda _r: Response.html("<html><body><script>for (;;) {}</script></body></html>"))
+
+
 @contextlib.contextmanager
 def serve(photos_dir: Path | None = None) -> Iterator[Site]:
     with Site(photos_dir) as site:
@@ -638,3 +655,33 @@ def hostile_fetch_routes(site: Site) -> None:
     """/hostile/trickle-headers?delay=S and /hostile/endless-continue?delay=S (see their docstrings)."""
     site.route("/hostile/trickle-headers", _trickle_headers)
     site.route("/hostile/endless-continue", _endless_continue)
+
+
+# -- hostile pages (issue 16, item 9): markup that costs far more to parse than to send -----------------------
+
+
+def _dense_page(request: Request) -> Response:
+    """`mb` megabytes (20) of `<i></i>` between two photos (`first`, `last`: photo names, default the first
+    two): BeautifulSoup held such a page at about 70 times its size."""
+    size = int(float(request.arg("mb", "20") or 20) * 1024 * 1024)
+    names = request.site.photo_names
+    first, last = request.arg("first") or names[0], request.arg("last") or names[1]
+    head = f"<!doctype html><html><head><title>dense</title></head><body><img src='/img/{first}'>".encode()
+    tail = f"<img src='/img/{last}'></body></html>".encode()
+    spam = b"<i></i>" * (64 * 1024 // 7)
+    count, rest = divmod(max(0, size - len(head) - len(tail)), len(spam))
+
+    def body() -> Iterator[bytes]:
+        yield head
+        for _ in range(count):
+            yield spam
+        yield spam[: rest - rest % 7]
+        yield tail
+
+    length = len(head) + count * len(spam) + rest - rest % 7 + len(tail)
+    return Response(200, body(), {"Content-Type": "text/html; charset=utf-8"}, length=length)
+
+
+def hostile_page_routes(site: Site) -> None:
+    """/hostile/dense?mb=N[&first=NAME&last=NAME] (see its docstring)."""
+    site.route("/hostile/dense", _dense_page)
