@@ -33,6 +33,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "SECRET",
     "SECRET_KEYS",
+    "WORKSPACE_MAP",
     "Export",
     "ExportRequest",
     "export_jobs",
@@ -40,7 +41,8 @@ __all__ = [
 ]
 
 DEFAULT_IMAGE: Final = "gleaner:latest"
-CONFIG_MAP: Final = "gleaner-config"  # written with the CronJobs: nothing in it is secret
+CONFIG_MAP: Final = "gleaner-config"  # the settings as environment variables; nothing in it is secret
+WORKSPACE_MAP: Final = "gleaner-workspace"  # gleaner.toml as a file (its key is no variable name for envFrom)
 SECRET: Final = "gleaner-credentials"  # created by the operator (README: Running in the cloud), never written here
 SECRET_KEYS: Final = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD")
 WORKSPACE_IN_POD: Final = "/workspace"
@@ -240,7 +242,7 @@ def _k8s(plan: _Plan) -> Export:
             f"job(s) {', '.join(on_disk)} read files or folders of this machine: a pod sees them only where its "
             f"image or a volume puts them under {WORKSPACE_IN_POD}"
         )
-    documents: list[dict[str, Any]] = [_config_map(plan)]
+    documents: list[dict[str, Any]] = [*_config_maps(plan)]
     documents += [_cron_job(plan, job) for job in plan.jobs]
     text = yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
     return Export({"gleaner-cronjobs.yaml": text}, warnings)
@@ -273,23 +275,22 @@ def _k8s_name(name: str, *, limit: int) -> str:
     return slug[:limit].rstrip("-")
 
 
-def _config_map(plan: _Plan) -> dict[str, Any]:
+def _config_maps(plan: _Plan) -> list[dict[str, Any]]:
+    """The settings a pod reads from its environment, and the workspace's gleaner.toml it mounts."""
     settings = plan.settings
-    data = {
+    env = {
         "GLEANER_STORE": settings.store.url,
         "GLEANER_CATALOG": public_catalog_url(settings.catalog_url),
     }
     if settings.store.endpoint_url:
-        data["AWS_ENDPOINT_URL_S3"] = _no_userinfo(settings.store.endpoint_url)
+        env["AWS_ENDPOINT_URL_S3"] = _no_userinfo(settings.store.endpoint_url)
     if settings.store.addressing_style != "auto":
-        data["GLEANER_S3_ADDRESSING_STYLE"] = settings.store.addressing_style
-    data[CONFIG_NAME] = _public_config(plan)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": CONFIG_MAP, "labels": _labels()},
-        "data": data,
-    }
+        env["GLEANER_S3_ADDRESSING_STYLE"] = settings.store.addressing_style
+    return [_config_map(CONFIG_MAP, env), _config_map(WORKSPACE_MAP, {CONFIG_NAME: _public_config(plan)})]
+
+
+def _config_map(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": _labels()}, "data": data}
 
 
 def _public_config(plan: _Plan) -> str:
@@ -359,7 +360,7 @@ def _cron_job(plan: _Plan, job: Job) -> dict[str, Any]:
             "containers": [container],
             "volumes": [
                 {"name": "workspace", "emptyDir": {}},
-                {"name": "config", "configMap": {"name": CONFIG_MAP, "items": [_CONFIG_ITEM]}},
+                {"name": "config", "configMap": {"name": WORKSPACE_MAP, "items": [_CONFIG_ITEM]}},
             ],
         },
     }

@@ -91,10 +91,10 @@ def test_k8s_is_a_config_map_and_a_forbid_cron_job_per_scheduled_job(cloud: Path
     text, warnings = export(cloud, "k8s")
     assert_no_secrets(text)
     documents = list(yaml.safe_load_all(text))
-    assert [d["kind"] for d in documents] == ["ConfigMap", "CronJob", "CronJob"]  # by_hand has no schedule
+    assert [d["kind"] for d in documents] == ["ConfigMap", "ConfigMap", "CronJob", "CronJob"]  # not by_hand
     assert warnings[0] == "not exported (no schedule): by_hand"
     assert warnings[1].startswith("job(s) paris read files or folders of this machine")
-    config, digits, paris = documents
+    config, workspace, digits, paris = documents
     for cron_job in (digits, paris):
         assert cron_job["apiVersion"] == "batch/v1"
         assert cron_job["spec"]["concurrencyPolicy"] == "Forbid"
@@ -109,7 +109,16 @@ def test_k8s_is_a_config_map_and_a_forbid_cron_job_per_scheduled_job(cloud: Path
     assert config["data"]["GLEANER_CATALOG"] == "postgresql://gleaner@db.internal:5432/gleaner"
     assert config["data"]["GLEANER_STORE"] == "s3://shoe-bucket/shoes"
     assert config["data"]["AWS_ENDPOINT_URL_S3"] == "http://seaweed.internal:8333"
-    assert 'name = "digits"' in config["data"]["gleaner.toml"]
+    env_names = {"GLEANER_STORE", "GLEANER_CATALOG", "AWS_ENDPOINT_URL_S3", "GLEANER_S3_ADDRESSING_STYLE"}
+    assert set(config["data"]) == env_names  # every key a variable name (envFrom)
+    # the workspace's gleaner.toml, mounted where --workspace points
+    toml = workspace["data"]["gleaner.toml"]
+    assert 'name = "digits"' in toml and 'url = "postgresql://gleaner@db.internal:5432/gleaner"' in toml
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "config"]
+    assert mount["mountPath"] == "/workspace/gleaner.toml"
+    assert container["command"][-2:] == ["--workspace", "/workspace"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    assert volume["configMap"]["name"] == workspace["metadata"]["name"]
     # credentials by reference to the Secret
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"]}
     assert set(refs) == set(SECRET_KEYS) >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PGPASSWORD"}
@@ -119,7 +128,7 @@ def test_k8s_is_a_config_map_and_a_forbid_cron_job_per_scheduled_job(cloud: Path
 
 def test_k8s_parallelism_is_an_indexed_job_of_n_workers(cloud: Path) -> None:
     text, _ = export(cloud, "k8s", job="digits", parallelism=3, image="registry.example/gleaner:1.2")
-    _, cron_job = yaml.safe_load_all(text)
+    *_, cron_job = yaml.safe_load_all(text)
     job_spec = cron_job["spec"]["jobTemplate"]["spec"]
     assert (job_spec["completionMode"], job_spec["completions"], job_spec["parallelism"]) == ("Indexed", 3, 3)
     (container,) = job_spec["template"]["spec"]["containers"]
@@ -135,7 +144,7 @@ def test_k8s_names_are_dns_names_and_distinct(tmp_path: Path) -> None:
         for name in ("Shoes_A", "shoes-a", "x" * 80)
     )
     (root / "gleaner.toml").write_text(jobs, encoding="utf-8")
-    names = [d["metadata"]["name"] for d in yaml.safe_load_all(export(root, "k8s")[0])][1:]
+    names = [d["metadata"]["name"] for d in yaml.safe_load_all(export(root, "k8s")[0]) if d["kind"] == "CronJob"]
     assert len(set(names)) == 3
     assert all(len(name) <= 52 and name == name.lower() and name[-1].isalnum() for name in names)
     assert names[1] == "gleaner-shoes-a"
@@ -158,7 +167,7 @@ def test_a_local_workspace_warns_and_still_writes_the_manifests(tmp_path: Path) 
     )
     result = CliRunner().invoke(app, ["schedule", "export", "--format", "k8s", "--workspace", str(root)])
     assert result.exit_code == 0
-    assert [d["kind"] for d in yaml.safe_load_all(result.stdout)] == ["ConfigMap", "CronJob"]
+    assert [d["kind"] for d in yaml.safe_load_all(result.stdout)] == ["ConfigMap", "ConfigMap", "CronJob"]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "store and catalog are local" in warnings[0] and "S3" in warnings[0]
 
@@ -304,7 +313,7 @@ def test_out_writes_the_file_and_systemd_a_folder_of_units(cloud: Path, tmp_path
     target = tmp_path / "jobs.yaml"
     done = runner.invoke(app, ["schedule", "export", "--format", "k8s", "--out", str(target), "-w", str(cloud)])
     assert done.exit_code == 0 and done.stdout == ""
-    assert [d["kind"] for d in yaml.safe_load_all(target.read_text())] == ["ConfigMap", "CronJob", "CronJob"]
+    assert [d["kind"] for d in yaml.safe_load_all(target.read_text())] == ["ConfigMap"] * 2 + ["CronJob"] * 2
     units = tmp_path / "units"
     done = runner.invoke(app, ["schedule", "export", "--format", "systemd", "--out", str(units), "-w", str(cloud)])
     assert done.exit_code == 0
