@@ -12,7 +12,9 @@ each attempt really runs; through the Renderer, the hostile service sees nothing
 from __future__ import annotations
 
 import contextlib
+import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -225,3 +227,33 @@ def test_a_run_that_abandoned_a_stuck_browser_exits_cleanly(site: Site) -> None:
     pids, kind = done.stdout.splitlines()
     assert kind == "timeout"
     assert wait_until_gone([int(pid) for pid in pids.split()])
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+def test_a_tunnel_to_an_allowed_host_carries_tls_and_close_cuts_it(tmp_path: Path, photos_dir: Path) -> None:
+    """CONNECT to a checked host relays TLS end to end (the certificate is the site's own, for its name);
+    closing the proxy cuts a tunnel still open, so no thread outlives the browser."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=images.test", "-addext", "subjectAltName=DNS:images.test"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    guard = AddressGuard(Resolver(overrides={"images.test": ["127.0.0.1"]}), allow_networks=("127.0.0.1/32",))
+    with Site(photos_dir, ssl_context=server_context) as tls_site, GuardedProxy(guard, idle_timeout=30) as proxy:
+        name = tls_site.photo_names[0]
+        port = int(proxy.url.rsplit(":", 1)[1])
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        raw.sendall(f"CONNECT images.test:{tls_site.port} HTTP/1.1\r\n\r\n".encode())
+        assert raw.recv(65536).startswith(b"HTTP/1.1 200")
+        with client_context.wrap_socket(raw, server_hostname="images.test") as tls:
+            tls.sendall(f"GET /img/{name} HTTP/1.1\r\nHost: images.test\r\n\r\n".encode())
+            reply = b""
+            while not reply.endswith(tls_site.photo(name)):
+                reply += tls.recv(65536)
+            assert reply.startswith(b"HTTP/1.1 200") and tls_site.hits[f"/img/{name}"] == 1
+            proxy.close()  # the tunnel is idle and keep-alive: only close() ends it
+            assert tls.recv(65536) == b""
