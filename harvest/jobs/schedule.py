@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from harvest.jobs.config import Job
+from storage.errors import GleanerError
 
 __all__ = [
     "ChildRunner",
@@ -215,17 +216,33 @@ class Scheduler:
         last = self.last()
         return Pass(at=at, ran=ran, next=[(job.name, next_due(job, last.get(job.name), at)) for job in jobs])
 
-    def run_forever(self, on_pass: Callable[[Pass], None] | None = None, passes: int | None = None) -> None:
-        """Pass after pass, sleeping until the next slot (at most `max_wait`); until Ctrl-C, or `passes`."""
+    def run_forever(
+        self,
+        on_pass: Callable[[Pass], None] | None = None,
+        passes: int | None = None,
+        on_error: Callable[[str], None] | None = None,
+    ) -> None:
+        """Pass after pass, sleeping until the next slot (at most `max_wait`); until Ctrl-C, or `passes`.
+
+        An error in the first pass (a typo in gleaner.toml, no catalog) stops the scheduler, so a mistake is seen
+        at once; a later one (gleaner.toml edited badly, the database restarting) is reported to `on_error` and
+        the pass tried again after `max_wait`, so a scheduler left running survives it."""
         done = 0
         while passes is None or done < passes:
-            result = self.run_pass()
+            try:
+                result: Pass | None = self.run_pass()
+            except Exception as exc:
+                if done == 0:
+                    raise
+                result = None
+                if on_error:
+                    on_error(f"{type(exc).__name__}: {exc}" if not isinstance(exc, GleanerError) else str(exc))
             done += 1
-            if on_pass:
+            if result is not None and on_pass:
                 on_pass(result)
             if passes is not None and done >= passes:
                 return
-            self.clock.sleep(self._wait(result))
+            self.clock.sleep(self._wait(result) if result is not None else self._max_wait)
 
     def _wait(self, result: Pass) -> float:
         upcoming = [when for _, when in result.next if when is not None]

@@ -18,7 +18,15 @@ from harvest.jobs.config import Job, load_jobs
 from harvest.jobs.export import DEFAULT_IMAGE, EXPORT_FORMATS, ExportRequest, export_jobs
 from harvest.jobs.schedule import ChildRunner, JobResult, Pass, Scheduler
 from storage.catalog.runs import last_job_runs
-from storage.clikit import JsonOption, WorkspaceOption, emit_json, err_console, out_console, user_errors
+from storage.clikit import (
+    JsonOption,
+    WorkspaceOption,
+    emit_json,
+    err_console,
+    one_line,
+    out_console,
+    user_errors,
+)
 from storage.errors import GleanerError
 from storage.workspace import Workspace, open_workspace
 
@@ -53,7 +61,9 @@ def schedule_command(
         try:
             with _sigterm_as_interrupt():
                 err_console.print(f"scheduler on {escaped(str(ws.root))}: Ctrl-C stops it", highlight=False)
-                scheduler.run_forever(on_pass=lambda result: _show_pass(result, json_output, lines=True))
+                scheduler.run_forever(
+                    on_pass=lambda result: _show_pass(result, json_output, lines=True), on_error=_pass_failed
+                )
         except KeyboardInterrupt:
             err_console.print("scheduler stopped")
 
@@ -69,6 +79,12 @@ def _scheduler(ws: Workspace, json_output: bool) -> Scheduler:
         runner=ChildRunner(ws.root),
         on_start=_started,
         on_finish=_finished,
+    )
+
+
+def _pass_failed(message: str) -> None:
+    err_console.print(
+        f"[yellow]warning:[/] {escaped(one_line(message))} (tried again in a minute)", highlight=False, soft_wrap=True
     )
 
 

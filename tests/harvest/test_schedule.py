@@ -28,6 +28,7 @@ from harvest.jobs.schedule import (
 )
 from storage.catalog import Catalog
 from storage.catalog.runs import get_run, last_job_runs, start_run
+from storage.errors import GleanerError
 from storage.workspace import init_workspace
 
 T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -201,6 +202,32 @@ def test_the_loop_sleeps_until_the_nearest_slot_and_no_longer_than_max_wait() ->
     capped = Scheduler(lambda: jobs, catalog, runner, clock, max_wait=60)
     capped.run_forever(passes=2)
     assert clock.slept[-1] == 60
+
+
+def test_a_bad_edit_of_the_jobs_later_is_reported_and_the_scheduler_goes_on() -> None:
+    loads: list[int] = []
+
+    def jobs() -> list[Job]:
+        loads.append(1)
+        if len(loads) == 2:
+            raise GleanerError("gleaner.toml: [[jobs]] #1: `schedule` 'every day' is not a cron expression")
+        return [job()]
+
+    clock = FakeClock(T0)
+    catalog = FakeCatalog()
+    runner = FakeRunner(clock, catalog)
+    errors: list[str] = []
+    sched = Scheduler(jobs, catalog, runner, clock, max_wait=86400)
+    sched.run_forever(passes=3, on_error=errors.append)
+    assert errors == ["gleaner.toml: [[jobs]] #1: `schedule` 'every day' is not a cron expression"]
+    assert runner.calls == [("digits", T0), ("digits", utc("2026-01-12T03:00"))]  # waited max_wait, then on
+
+    def broken() -> list[Job]:
+        raise GleanerError("gleaner.toml: invalid TOML")
+
+    first = Scheduler(broken, catalog, runner, clock)
+    with pytest.raises(GleanerError):  # at start a mistake stops the scheduler: the person is there to see it
+        first.run_forever(passes=3, on_error=errors.append)
 
 
 def test_runs_started_elsewhere_count_as_last_runs() -> None:
