@@ -14,6 +14,7 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -126,17 +127,17 @@ class GuardedProxy:
         return sock
 
     def _serve(self, client: socket.socket) -> None:
-        upstream: socket.socket | None = None
+        opened = [client]  # this connection's sockets, the upstream one once dialled: all closed at the end
         try:
             client.settimeout(self.idle_timeout)
             self._track(client)
-            head, rest = _read_head(client)
+            head, rest = _read_head(client, b"", time.monotonic() + self.idle_timeout)
             method, target, version, headers = _parse_request(head)
             try:
                 if method == "CONNECT":
-                    upstream = self._tunnel(client, target, rest)
+                    self._tunnel(client, target, rest, opened)
                 else:
-                    upstream = self._forward(client, method, target, version, headers, rest)
+                    self._forward(client, method, target, version, headers, rest, opened)
             except _Refused as refusal:
                 if self.on_refuse is not None and refusal.kind != "connection":
                     self.on_refuse(target, refusal.kind, refusal.reason)
@@ -144,16 +145,15 @@ class GuardedProxy:
         except (OSError, ValueError):
             pass  # a broken, slow or malformed connection: drop it
         finally:
-            for sock in (client, upstream):
-                if sock is not None:
-                    with self._lock:
-                        self._open.discard(sock)
-                    sock.close()
+            for sock in opened:
+                with self._lock:
+                    self._open.discard(sock)
+                sock.close()
             with self._lock:
                 self._threads.discard(threading.current_thread())
             self._slots.release()
 
-    def _dial(self, host: str, port: int) -> socket.socket:
+    def _dial(self, host: str, port: int, opened: list[socket.socket]) -> socket.socket:
         """Connect to an address of `host` that the guard checked (never to a fresh lookup of the name)."""
         try:
             addresses = self.guard.addresses(host)
@@ -169,27 +169,34 @@ class GuardedProxy:
                 last = exc
                 continue
             sock.settimeout(self.idle_timeout)
+            opened.append(sock)
             return self._track(sock)
         raise _Refused(502, "connection", f"cannot connect to {host}:{port}: {last}")
 
-    def _tunnel(self, client: socket.socket, target: str, rest: bytes) -> socket.socket:
+    def _tunnel(self, client: socket.socket, target: str, rest: bytes, opened: list[socket.socket]) -> None:
         host, port = _authority(target, None)
-        upstream = self._dial(host, port)
+        upstream = self._dial(host, port, opened)
         client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         first = rest or client.recv(65536)
         if not first:
-            return upstream
+            return
         if first[0] != _TLS_HANDSHAKE:  # plaintext in a tunnel: a ws:// socket or a protocol we cannot check
             if self.on_refuse is not None:
                 self.on_refuse(target, "scheme", "only TLS may be tunnelled (WebSockets are refused)")
-            return upstream
+            return
         upstream.sendall(first)
         _relay(client, upstream, self.idle_timeout, forward_client=True)
-        return upstream
 
     def _forward(
-        self, client: socket.socket, method: str, target: str, version: str, headers: list[tuple[str, str]], rest: bytes
-    ) -> socket.socket:
+        self,
+        client: socket.socket,
+        method: str,
+        target: str,
+        version: str,
+        headers: list[tuple[str, str]],
+        rest: bytes,
+        opened: list[socket.socket],
+    ) -> None:
         parts = urlsplit(target)
         if parts.scheme != "http" or not parts.hostname:
             raise _Refused(403, "scheme", f"only http:// requests and CONNECT are proxied: {target[:200]}")
@@ -200,7 +207,7 @@ class GuardedProxy:
             raise _Refused(411, "scheme", "request bodies need a Content-Length")
         length = int(next((v for n, v in headers if n.lower() == "content-length"), "0"))
         host, port = _authority(parts.netloc, 80)
-        upstream = self._dial(host, port)
+        upstream = self._dial(host, port, opened)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         named = [token.strip().lower() for n, v in headers if n.lower() == "connection" for token in v.split(",")]
         dropped = _HOP_HEADERS | set(named)  # headers the Connection header names are hop-by-hop too
@@ -214,17 +221,17 @@ class GuardedProxy:
         while remaining > 0:
             chunk = client.recv(min(remaining, 65536))
             if not chunk:
-                return upstream
+                return
             upstream.sendall(chunk)
             remaining -= len(chunk)
         self._answer(client, upstream)
-        return upstream
 
     def _answer(self, client: socket.socket, upstream: socket.socket) -> None:
         """Pass the response on with `Connection: close`, so each browser connection carries one request."""
         rest = b""
+        deadline = time.monotonic() + self.idle_timeout  # for the final head, however many 1xx come first
         while True:
-            head, rest = _read_head(upstream, rest)
+            head, rest = _read_head(upstream, rest, deadline)
             status_line, *header_lines = head.decode("latin-1").split("\r\n")
             status = int(status_line.split(" ", 2)[1])
             if status == 101:  # no upgrade was asked for: nothing to pass on
@@ -261,16 +268,26 @@ def _relay(a: socket.socket, b: socket.socket, idle: float, *, forward_client: b
                 a.sendall(data)
 
 
-def _read_head(sock: socket.socket, buffered: bytes = b"") -> tuple[bytes, bytes]:
-    """The bytes up to the blank line that ends an HTTP head, and whatever arrived after it."""
+def _read_head(sock: socket.socket, buffered: bytes, deadline: float) -> tuple[bytes, bytes]:
+    """The bytes up to the blank line that ends an HTTP head, and whatever arrived after it.
+
+    The head must be complete by `deadline` (a `time.monotonic()` value): a server dripping its headers a
+    byte at a time would otherwise hold one of the proxy's bounded connections for ever.
+    """
     data = buffered
+    timeout = sock.gettimeout()
     while b"\r\n\r\n" not in data:
         if len(data) > MAX_HEAD:
             raise ValueError("HTTP head too large")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("HTTP head not complete in time")
+        sock.settimeout(left)
         chunk = sock.recv(65536)
         if not chunk:
             raise ValueError("connection closed inside an HTTP head")
         data += chunk
+    sock.settimeout(timeout)
     head, _, rest = data.partition(b"\r\n\r\n")
     return head, rest
 

@@ -28,7 +28,7 @@ from harvest.fetch.policy import FetchPolicy
 from harvest.fetch.proxy import REFUSED_HEADER, GuardedProxy
 from harvest.fetch.ssrf import AddressGuard, Resolver
 from harvest.scrape.render import CHROMIUM, Renderer, url_check
-from tests.support.site import LoopbackTarget, Site, add_escape_routes, add_unruly_routes
+from tests.support.site import LoopbackTarget, Site, add_escape_routes, add_unruly_routes, hostile_fetch_routes
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"
@@ -257,3 +257,15 @@ def test_a_tunnel_to_an_allowed_host_carries_tls_and_close_cuts_it(tmp_path: Pat
             assert reply.startswith(b"HTTP/1.1 200") and tls_site.hits[f"/img/{name}"] == 1
             proxy.close()  # the tunnel is idle and keep-alive: only close() ends it
             assert tls.recv(65536) == b""
+
+
+def test_a_server_that_never_finishes_its_head_does_not_hold_a_proxy_connection(site: Site) -> None:
+    """Headers dripped a byte at a time, or `100 Continue` for ever: the proxy gives up on the response head
+    after its idle timeout instead of serving that one request for hours."""
+    hostile_fetch_routes(site)
+    guard = AddressGuard(Resolver(), allow_private=True)
+    with GuardedProxy(guard, idle_timeout=2) as proxy:
+        trickle = ask(proxy, f"GET {site.url('/hostile/trickle-headers')} HTTP/1.1\r\n\r\n".encode())
+        endless = ask(proxy, f"GET {site.url('/hostile/endless-continue')} HTTP/1.1\r\n\r\n".encode())
+    assert trickle == b""
+    assert endless.startswith(b"HTTP/1.1 100") and b" 200 " not in endless
