@@ -99,6 +99,19 @@ def test_rendered_pages_cannot_reach_a_loopback_service(site: Site, target: Loop
     assert f"127.0.0.2:{target.port}" in refused
 
 
+def test_a_renderer_given_no_guard_refuses_private_addresses(site: Site) -> None:
+    """A check that carries no guard (not built by `url_check`) gets the strict default: fail closed."""
+    add_unruly_routes(site)
+    before = site.hits["/t/unruly/child"]
+    renderer = Renderer(check_url=lambda _url: None, timeout=30, scroll_rounds=0)
+    try:
+        page = renderer.render(site.url("/t/unruly/child"))
+    finally:
+        renderer.close()
+    assert page.error_kind == "ssrf" and "loopback" in (page.error or "")
+    assert site.hits["/t/unruly/child"] == before
+
+
 # -- the proxy itself, spoken to directly -------------------------------------------------------------------------
 
 
