@@ -199,10 +199,10 @@ class Scheduler:
     def run_pass(self) -> Pass:
         """Run every job due now, in the order gleaner.toml lists them, then say when each runs next."""
         jobs = [job for job in self._jobs() if job.schedule is not None]
-        last = self.last()
         ran: list[JobResult] = []
         for job in jobs:
             now = _utc(self.clock.now())
+            last = self.last()  # again for each job: one that ran long gave others time to start runs elsewhere
             if not is_due(job, last.get(job.name), now):
                 continue
             self._attempts[job.name] = now

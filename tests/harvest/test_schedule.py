@@ -237,6 +237,20 @@ def test_runs_started_elsewhere_count_as_last_runs() -> None:
     assert runner.calls == []
 
 
+def test_a_run_started_elsewhere_while_another_job_ran_counts() -> None:
+    clock, catalog = FakeClock(T0), FakeCatalog()
+    inner = FakeRunner(clock, catalog)
+
+    def long_then_someone_runs_short(j: Job) -> JobResult:
+        clock.current += timedelta(hours=2)  # "long" takes two hours; meanwhile a pod ran "short"
+        catalog.last["short"] = T0 + timedelta(hours=1)
+        return inner(j)
+
+    sched = Scheduler(lambda: [job("long"), job("short")], catalog, long_then_someone_runs_short, clock)
+    assert [r.job for r in sched.run_pass().ran] == ["long"]
+    assert [name for name, _ in inner.calls] == ["long"]
+
+
 def test_a_broken_job_fails_alone_and_is_not_retried_before_its_next_slot() -> None:
     jobs = [job("broken"), job("fine")]
     sched, clock, runner, _ = scheduler(jobs, T0, failing=frozenset({"broken"}))
