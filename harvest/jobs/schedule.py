@@ -145,7 +145,7 @@ class JobResult:
 class JobRunner(Protocol):
     """Runs one job to its end and says how it went; never raises for a job that failed."""
 
-    def __call__(self, job: Job) -> JobResult: ...
+    def __call__(self, job: Job, /) -> JobResult: ...
 
 
 @dataclass(frozen=True)
