@@ -17,6 +17,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,15 @@ from harvest.fetch.policy import FetchPolicy
 from harvest.fetch.proxy import REFUSED_HEADER, GuardedProxy
 from harvest.fetch.ssrf import AddressGuard, Resolver
 from harvest.scrape.render import CHROMIUM, Renderer, url_check
-from tests.support.site import LoopbackTarget, Site, add_escape_routes, add_unruly_routes, hostile_fetch_routes
+from tests.support.site import (
+    LoopbackTarget,
+    Request,
+    Response,
+    Site,
+    add_escape_routes,
+    add_unruly_routes,
+    hostile_fetch_routes,
+)
 
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason=f"Chromium not installed at {CHROMIUM} (apt-get install chromium)"
@@ -53,13 +62,13 @@ def guarded_fetcher(**policy: object) -> Fetcher:
     return Fetcher(FetchPolicy(allow_networks=("127.0.0.1/32",), **policy), resolver=resolver)  # type: ignore[arg-type]
 
 
-def bare_chromium_visits(urls: list[str]) -> None:
+def bare_chromium_visits(urls: list[str], *extra: str) -> None:
     """The attack pages in Chromium without the proxy: what the renderer used to be exposed to."""
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*BARE_ARGS, RULES])
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*BARE_ARGS, RULES, *extra])
         try:
             page = browser.new_page()
             for url in urls:
@@ -110,6 +119,66 @@ def test_a_renderer_given_no_guard_refuses_private_addresses(site: Site) -> None
         renderer.close()
     assert page.error_kind == "ssrf" and "loopback" in (page.error or "")
     assert site.hits["/t/unruly/child"] == before
+
+
+def make_certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return key, cert
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+def test_an_https_page_cannot_reach_the_loopback_service_over_webtransport(tmp_path: Path, photos_dir: Path) -> None:
+    """WebTransport (HTTP/3 over UDP, https pages only) never goes through an HTTP proxy; a bare browser
+    sends its QUIC packets straight to loopback, the renderer sends none. The page itself and its image come
+    through the proxy's TLS tunnel (the certificate is self-made, hence --ignore-certificate-errors)."""
+    key, cert = make_certificate(tmp_path, "allowed.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with Site(photos_dir, ssl_context=context) as tls_site, LoopbackTarget("127.0.0.2") as hostile:
+        name = tls_site.photo_names[0]
+        script = (
+            f"new WebTransport('https://127.0.0.2:{hostile.port}/wt').ready"
+            ".then(() => fetch('/t/wt/done'), () => fetch('/t/wt/done'));"
+        )
+        page_html = f"<html><body><img src='/img/{name}'><script>{script}</script><img src='/t/wt/hold'></body></html>"
+        tls_site.route("/t/wt/page", lambda _r: Response.html(page_html))
+        done = threading.Event()
+
+        def finished(_request: Request) -> Response:
+            done.set()
+            return Response.text("ok")
+
+        def hold(_request: Request) -> Response:  # keeps the load event back until the attempt has settled
+            done.wait(20.0)
+            return Response.text("ok")
+
+        tls_site.route("/t/wt/done", finished)
+        tls_site.route("/t/wt/hold", hold)
+        url = f"https://allowed.test:{tls_site.port}/t/wt/page"
+
+        bare_chromium_visits([url], "--ignore-certificate-errors")
+        assert tls_site.hits["/t/wt/done"] == 1 and hostile.datagrams > 0  # the control: QUIC to loopback
+        leaked = hostile.datagrams
+        done.clear()
+
+        resolver = Resolver(overrides={"allowed.test": ["127.0.0.1"]})
+        with Fetcher(FetchPolicy(allow_networks=("127.0.0.1/32",)), resolver=resolver) as fetcher:
+            check = url_check(fetcher, False)  # no robots.txt: the fetcher does not trust the certificate
+            args = ["--ignore-certificate-errors"]
+            renderer = Renderer(check_url=check, timeout=30, scroll_rounds=0, chromium_args=args)
+            try:
+                page = renderer.render(url)
+            finally:
+                renderer.close()
+        assert page.ok, page.error
+        assert tls_site.hits["/t/wt/done"] == 2  # the attempt ran and failed
+        assert f"https://allowed.test:{tls_site.port}/img/{name}" in page.image_urls
+        assert (hostile.connections, hostile.datagrams) == (0, leaked)
 
 
 # -- the proxy itself, spoken to directly -------------------------------------------------------------------------
@@ -246,12 +315,7 @@ def test_a_run_that_abandoned_a_stuck_browser_exits_cleanly(site: Site) -> None:
 def test_a_tunnel_to_an_allowed_host_carries_tls_and_close_cuts_it(tmp_path: Path, photos_dir: Path) -> None:
     """CONNECT to a checked host relays TLS end to end (the certificate is the site's own, for its name);
     closing the proxy cuts a tunnel still open, so no thread outlives the browser."""
-    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
-         "-subj", "/CN=images.test", "-addext", "subjectAltName=DNS:images.test"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    key, cert = make_certificate(tmp_path, "images.test")
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
     client_context = ssl.create_default_context(cafile=str(cert))
