@@ -257,8 +257,16 @@ class Engine:
         shared job, wait for the other workers' claims and take over a dead worker's rows."""
         self.current = run
         source.collect(self, run)
+        self._give_back(run)
         while self.shared and self._take_over(source, run):
             source.collect(self, run)  # a dead worker's rows: resume the job where it stopped
+            self._give_back(run)
+
+    def _give_back(self, run: Run) -> None:
+        """After a complete pass every row this worker took is marked; give back any it still holds."""
+        job = run.report.get("job")
+        if isinstance(job, str):
+            self.release_claims(run, job)
 
     def end(self, run: Run) -> None:
         """Stop renewing the run's leases (its rows were marked or given back)."""
@@ -362,16 +370,20 @@ class Engine:
     def claims(
         self, run: Run, job: str, kind: str | None = None, *, batch: int = CLAIM_BATCH
     ) -> Generator[dict[str, Any], None, None]:
-        """The job's pending rows, claimed in batches under this run's lease; claims still held when the
-        iterator ends (an interrupted run) are given back. Claims of killed runs are freed first."""
+        """The job's pending rows, claimed in batches under this run's lease. Closed early (an interrupted run),
+        it gives back the claims still held; at its end the rows handed out stay claimed until they are marked
+        (they are still in flight: another worker must not take them). Claims of killed runs are freed first."""
         self.free_stale_claims(job)
         after: int | None = None
+        ended = False
         try:
             while rows := self.claim(run, job, kind, limit=batch, after_id=after):
                 yield from rows
                 after = int(rows[-1]["id"])
+            ended = True
         finally:
-            self.release_claims(run, job)
+            if not ended:
+                self.release_claims(run, job)
 
     def claim(
         self, run: Run, job: str, kind: str | None = None, *, limit: int = CLAIM_BATCH, after_id: int | None = None

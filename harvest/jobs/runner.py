@@ -169,7 +169,8 @@ class _Passes:
                     continue  # the files are on the machine of the worker that started the run
                 if not first and (plan.local or not self._has_work(plan)):
                     continue
-                self._serve(plan, plan.source if first else plan.again())
+                fresh = first and self.started  # a joined worker does not read a URL list again (the rows are queued)
+                self._serve(plan, plan.source if fresh else plan.again())
             first = False
             if self.run.stop.is_set():
                 return "interrupted"

@@ -52,7 +52,8 @@ class PlannedSource:
     local: bool = False  # folder and watch: files on the machine of the worker that started the run
 
     def again(self) -> Source:
-        """The source for a later pass of the same run: a URL list is not read again (its rows are queued)."""
+        """The source for a later pass, or a joined worker: a URL list is not read again (its rows are queued),
+        and the URLs earlier runs did are not counted again as duplicates."""
         if isinstance(self.source, UrlListSource):
             return replace(self.source, retry_failed=True, result=None)
         return self.source
