@@ -25,7 +25,14 @@ import requests
 import urllib3.exceptions
 
 from harvest.fetch.connection import GuardedAdapter
-from harvest.fetch.content import SNIFF_BYTES, image_type_ok, noai_directive, sniff_image, sniff_non_image
+from harvest.fetch.content import (
+    PAGE_MAX_BYTES,
+    SNIFF_BYTES,
+    image_type_ok,
+    noai_directive,
+    sniff_image,
+    sniff_non_image,
+)
 from harvest.fetch.deadline import Watchdog
 from harvest.fetch.policy import FetchPolicy
 from harvest.fetch.ratelimit import HostLimiter, HostLimits, HostPaused, LimiterTimeout
@@ -504,6 +511,8 @@ class Fetcher:
         if kind == "image" and not image_type_ok(content_type):
             raise FetchError("content_type", f"Content-Type {content_type} is not an image", status)
         limit = max_bytes if max_bytes is not None else self.policy.max_bytes
+        if kind == "page":
+            limit = min(limit, PAGE_MAX_BYTES)
         declared = headers.get("Content-Length", "")
         if max_bytes is None and declared.isdigit() and int(declared) > limit:
             raise FetchError("too_large", f"Content-Length {int(declared):,} is over the {limit:,}-byte limit", status)

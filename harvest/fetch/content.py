@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["IMAGE_TYPES_ALLOWED", "image_type_ok", "noai_directive", "sniff_image", "sniff_non_image"]
+__all__ = ["IMAGE_TYPES_ALLOWED", "PAGE_MAX_BYTES", "image_type_ok", "noai_directive", "sniff_image", "sniff_non_image"]
 
 IMAGE_TYPES_ALLOWED = ("image/", "application/octet-stream", "binary/octet-stream")
 SNIFF_BYTES = 32
+PAGE_MAX_BYTES = 10 * 1024 * 1024  # an HTML page; real ones are well under 2 MB, and each byte costs memory to parse
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xff\xd8\xff", "jpeg"),

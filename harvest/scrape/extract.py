@@ -5,7 +5,8 @@ One candidate per `img` element (its best source: the largest `srcset`/`data-src
 the largest `srcset` entry would store near-duplicates of the same picture. Without `--select`, `og:image`
 and `a href` links that point straight to image files are taken too. Hostile markup must never raise:
 lxml recovers from broken HTML, oversized URLs are dropped, and the number of images and links taken
-from one page is capped.
+from one page is capped. Pages are parsed in bounded memory (harvest.scrape.prune: only the elements that
+extraction and selectors can use reach BeautifulSoup; at most PAGE_MAX_BYTES of a page are parsed).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
 import soupsieve
 from bs4 import BeautifulSoup, Tag
 
+from harvest.fetch.content import PAGE_MAX_BYTES
+from harvest.scrape.prune import prune_html
 from storage.errors import GleanerError
 
 __all__ = [
@@ -88,17 +91,14 @@ def compile_selector(css: str | None, option: str) -> Any:
 
 
 def parse_html(html: bytes | str, encoding: str | None = None) -> BeautifulSoup:
-    """Parse with lxml (recovering from broken markup); an empty document for anything unparseable.
+    """Parse with lxml (recovering from broken markup), pruned to what extraction can use (bounded memory for
+    any markup); an empty document for anything unparseable.
 
-    `encoding` is the charset from the HTTP header, which outranks a `<meta charset>` in the page.
+    `encoding` is the charset from the HTTP header, which outranks a `<meta charset>` in the page. A page
+    over PAGE_MAX_BYTES (a rendered one: fetched ones are refused past it) is parsed up to there.
     """
     try:
-        if isinstance(html, bytes) and encoding:
-            try:
-                return BeautifulSoup(html, "lxml", from_encoding=encoding)
-            except LookupError:  # an unknown charset name: let the page and the bytes decide
-                pass
-        return BeautifulSoup(html, "lxml")
+        return BeautifulSoup(prune_html(html[:PAGE_MAX_BYTES], encoding).html, "lxml")
     except Exception:  # lxml refuses a few pathological inputs outright; treat them as empty pages
         return BeautifulSoup("", "lxml")
 
