@@ -80,6 +80,7 @@ class Watchdog:
             yield entry
         finally:
             entry.done = True  # dropped from the heap when its turn comes
+            entry.connections.clear()  # (holding nothing until then)
             self._local.entry = None
 
     def attach(self, connection: Any) -> None:
