@@ -302,8 +302,8 @@ def read_url_list(
     path: Path, *, fmt: str | None = None, url_col: str = "url", label_col: str | None = None
 ) -> Iterator[UrlRow]:
     """Rows of a URL list. `label_col` None means: use a column named "label" when there is one."""
-    if not path.is_file():
-        raise GleanerError(f"{path}: no such file")
+    if not path.is_file():  # (a FIFO or a device would block or never end)
+        raise GleanerError(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     name = fmt or detect_format(path)
     if name not in FORMATS:
         raise GleanerError(f"unknown list format {name!r} (known: {', '.join(FORMATS)})")

@@ -8,8 +8,8 @@ picture, a, area, link, meta, base, title, and the document skeleton), every ele
 its own text (ids and classes for --select/--follow, headings for `--label-from css:`), and the ancestors of
 all of these (for descendant selectors). Dropped: empty elements without attributes, comments, processing
 instructions, and script and style elements. Past MAX_KEPT elements only what the extractor reads is kept,
-and past MAX_ELEMENTS nothing more: the parse ends with `pruned` in the summary either way. Selectors that
-count siblings (`:nth-child`, `+`, `~`, `:empty`) may see a page with its empty elements gone.
+and past MAX_ELEMENTS nothing more (`Pruned.capped` says so). Selectors that count siblings (`:nth-child`,
+`+`, `~`, `:empty`) may see a page with its empty elements gone.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import pytest
 from harvest.fetch import Fetcher, FetchPolicy
 from harvest.fetch.content import PAGE_MAX_BYTES
 from harvest.scrape.extract import compile_selector, extract_page, parse_html
+from harvest.scrape.prune import MAX_KEPT, prune_html
 from tests.support.site import Site, hostile_fetch_routes, hostile_page_routes
 
 pytestmark = pytest.mark.timeout(90)  # before the fix these ran for as long as the server kept talking
@@ -115,3 +116,14 @@ def test_scrape_of_a_dense_page_stays_within_its_memory_budget(dense: Site, ws: 
     document = json.loads((tmp_path / "out").read_text())
     assert document["added"] == 2, document
     assert usage.ru_maxrss / 1024 < MEMORY_BUDGET_MB, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB"
+
+
+def test_past_the_element_caps_the_images_are_still_found() -> None:
+    """Dense markup that pruning cannot drop (every element has an attribute) stops being kept at MAX_KEPT;
+    images and links after it are still kept, up to MAX_ELEMENTS."""
+    spam = "<i class='x'></i>" * (MAX_KEPT + 10_000)
+    pruned = prune_html(f"<html><body>{spam}<img src='/late.jpg'><a href='/next'>n</a></body></html>")
+    assert pruned.capped and pruned.kept <= MAX_KEPT + 10
+    soup = parse_html(pruned.html)
+    found = extract_page(soup, "http://x.test/")
+    assert [c.url for c in found.images] == ["http://x.test/late.jpg"] and found.links == ["http://x.test/next"]

@@ -124,3 +124,8 @@ def test_harvest_urls_goes_on_past_hostile_rows(site: Site, ws: Path, tmp_path: 
     assert [line for line in refused.stderr.splitlines() if line.startswith("error")] == [
         f"error: {refused.json()['error']}"
     ]
+
+
+def test_a_url_list_that_is_a_fifo_is_refused_without_opening_it(tmp_path: Path) -> None:
+    with pytest.raises(GleanerError, match="not a regular file"):
+        read_url_list(make_fifo(tmp_path / "list.csv"))
