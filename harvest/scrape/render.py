@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -107,7 +108,9 @@ class Renderer:
         self.settle = settle
         self.executable = executable
         self.deadline = deadline or 2 * timeout + self.scroll_rounds * (settle + 2.0) + 10.0
-        self.blocked: list[tuple[str, str]] = []  # requests refused by the guard or the proxy: (url, reason)
+        # Requests refused by the guard or the proxy, (url, reason): the latest ones, since a hostile page can
+        # make millions of refused requests in one crawl.
+        self.blocked: deque[tuple[str, str]] = deque(maxlen=1000)
         self._lock = threading.Lock()
         self._worker = _BrowserThread(self)
         self._abandoned: list[_BrowserThread] = []  # joined by close(): a live Playwright thread at exit crashes

@@ -465,6 +465,11 @@ class LoopbackTarget:
         self.tcp = socket.create_server((host, port), backlog=64)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind((host, self.port))
+        # Short timeouts, so the loops see `_stop` and end before the sockets close: a socket closed under a
+        # blocked call stays bound, and the next test on the same port could not bind it.
+        for sock in (self.tcp, self.udp):
+            sock.settimeout(0.1)
+        self._stop = threading.Event()
         self.host = host
         self.connections = 0
         self.datagrams = 0
@@ -491,15 +496,18 @@ class LoopbackTarget:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        for sock in (self.tcp, self.udp):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(5.0)
+        self.tcp.close()
+        self.udp.close()
 
     def _accept(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 conn, _ = self.tcp.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
             with self._lock:
@@ -518,9 +526,11 @@ class LoopbackTarget:
             conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + GIF_PIXEL)
 
     def _receive(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 self.udp.recvfrom(65536)
+            except TimeoutError:
+                continue
             except OSError:
                 return
             with self._lock:
