@@ -82,12 +82,12 @@ UserAgentOption = typer.Option(None, "--user-agent", help="User-Agent header (de
 def fetch_options(
     user_agent: str | None, per_host_rate: float, per_host_concurrency: int, allow_private: bool, ignore_robots: bool
 ) -> FetchOptions:
-    return FetchOptions(
+    return FetchOptions.from_flags(
         user_agent=user_agent,
         per_host_rate=per_host_rate,
         per_host_concurrency=per_host_concurrency,
         allow_private=allow_private,
-        obey_robots=not ignore_robots,
+        ignore_robots=ignore_robots,
     )
 
 
@@ -316,19 +316,23 @@ def scrape_command(
     )
     ws = open_workspace(workspace)
     with make_progress() as progress:
-        task = progress.add_task("scraping", total=None, rate="")
+        pages_task = progress.add_task("pages", total=None, rate="")
+        images_task = progress.add_task("images", total=None, rate="")
 
         def on_progress(state: ScrapeProgress) -> None:
             errors = ", ".join(f"{kind} {count}" for kind, count in state.errors.most_common(4))
-            text = f"pages {state.pages_done}/{state.pages_queued} · {state.rate:,.0f} img/s"
+            pages = state.pages_done + state.pages_failed
+            progress.update(pages_task, completed=pages, total=max(state.pages_queued, pages) or None)
             progress.update(
-                task,
+                images_task,
                 completed=state.images_done,
                 total=max(state.images_queued, state.images_done) or None,
-                rate=text + (f" · errors: {errors}" if errors else ""),
+                rate=f"{state.rate:,.0f} img/s" + (f" · errors: {errors}" if errors else ""),
             )
 
         result = scrape(ws, options, on_progress=on_progress)
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escaped(warning)}", highlight=False, soft_wrap=True)
     if result.error is not None:  # nothing it was asked could be done: the summary with --json, and one line
         if json_output:
             emit_json({**result.to_json(), "error": result.error})

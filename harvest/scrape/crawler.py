@@ -146,6 +146,7 @@ class ScrapeResult:
     pages_pending: int
     images_pending: int
     requeued: int
+    warnings: list[str] = field(default_factory=list)  # selectors that matched nothing
 
     @property
     def error(self) -> str | None:
@@ -184,6 +185,7 @@ class ScrapeResult:
             "errors": dict(p.errors),
             "frontier": self.frontier,
             "requeued": self.requeued,
+            "warnings": self.warnings,
             "complete": self.pages_pending == 0 and self.images_pending == 0,
             "limited": self.limited,
             "job": self.job,
@@ -299,6 +301,7 @@ class _Crawl:
         self.scope = {_host(seed) for seed in self.seeds}
         self.job = scrape_job(options)
         self.progress = ScrapeProgress()
+        self._matched: dict[str, list[int]] = {"--select": [0, 0], "--follow": [0, 0]}  # option: [pages, matches]
         self.summary = IngestSummary()
         self.limited = False
         self.renderer: Renderer | None = None
@@ -411,6 +414,10 @@ class _Crawl:
             with self.ws.catalog.write() as conn:
                 _mark_error(conn, self.job, "page", task.url, page.error_kind, reason)
             return
+        for option, count in (("--select", page.extract.selected), ("--follow", page.extract.followed)):
+            if count is not None:
+                self._matched[option][0] += 1
+                self._matched[option][1] += count
         if task.depth == 0:  # a seed that redirected to another host brings that host into scope
             self.scope.add(_host(page.final_url))
         images: list[FrontierEntry] = []
@@ -613,7 +620,17 @@ class _Crawl:
             pages_pending=left.get("page", 0),
             images_pending=left.get("image", 0),
             requeued=requeued,
+            warnings=self._selector_warnings(),
         )
+
+    def _selector_warnings(self) -> list[str]:
+        """A --select or --follow that matched nothing on any page fetched is almost always a wrong selector."""
+        given = {"--select": self.options.select, "--follow": self.options.follow}
+        return [
+            f"{option} {given[option]!r} matched nothing on the {pages} page{'s' if pages > 1 else ''} fetched"
+            for option, (pages, matches) in self._matched.items()
+            if pages and not matches
+        ]
 
 
 class ScrapeSource:

@@ -78,6 +78,8 @@ class PageExtract:
     links: list[str] = field(default_factory=list)
     title: str | None = None
     truncated: bool = False  # more images or links than the per-page caps
+    selected: int | None = None  # elements --select matched here (None: no --select)
+    followed: int | None = None  # elements --follow matched here (None: no --follow, or links not wanted)
 
 
 def compile_selector(css: str | None, option: str) -> Any:
@@ -286,9 +288,10 @@ def _base_url(soup: BeautifulSoup, page_url: str) -> str:
 
 
 def _link_targets(tags: Iterable[Tag]) -> Iterator[Tag]:
-    """The links a selector designates: matched `a`/`area` elements, or the links inside other matches."""
+    """The links a selector designates: matched `a`/`area`/`link` elements (`link[rel=next]` is how many sites
+    paginate), or the links inside other matches."""
     for tag in tags:
-        if tag.name in ("a", "area") and tag.has_attr("href"):
+        if tag.name in ("a", "area", "link") and tag.has_attr("href"):
             yield tag
         else:
             yield from tag.find_all(["a", "area"], href=True)
@@ -308,7 +311,8 @@ def extract_page(
 
     `select`/`follow` are compiled selectors (see `compile_selector`). With `select`, only the matched
     `img` elements are taken (no `og:image`, no image links). Without `follow`, every `a href` that is
-    not an image is a link; `collect_links=False` skips links entirely (depth 0 without --follow).
+    not an image is a link, and so is `<link rel="next">`; `collect_links=False` skips links entirely (depth 0
+    without --follow). `selected`/`followed` count what the selectors matched, for the crawl's warnings.
     """
     soup = html if isinstance(html, BeautifulSoup) else parse_html(html)
     base = _base_url(soup, page_url)
@@ -327,7 +331,8 @@ def extract_page(
         seen.add(url)
         result.images.append(ImageCandidate(url, alt, via))
 
-    images = _select(soup, select) if select is not None else soup.find_all("img")
+    images = list(_select(soup, select)) if select is not None else soup.find_all("img")
+    result.selected = len(images) if select is not None else None
     for img in images:
         if img.name != "img":
             for inner in img.find_all("img"):  # a selector that matches containers means the images inside
@@ -350,9 +355,11 @@ def extract_page(
                 add(url, text, "link")
     if collect_links:
         if follow is not None:
-            anchors: Iterable[Tag] = _link_targets(_select(soup, follow))
-        else:
-            anchors = soup.find_all(["a", "area"], href=True)
+            matched = list(_select(soup, follow))
+            result.followed = len(matched)
+            anchors: Iterable[Tag] = _link_targets(matched)
+        else:  # every link, and the next page a `<link rel="next">` names
+            anchors = soup.find_all(["a", "area"], href=True) + soup.find_all("link", rel="next", href=True)
         linked: set[str] = set()
         for anchor in anchors:
             url = normalize_url(_attr(anchor, "href"), base)
