@@ -82,12 +82,12 @@ UserAgentOption = typer.Option(None, "--user-agent", help="User-Agent header (de
 def fetch_options(
     user_agent: str | None, per_host_rate: float, per_host_concurrency: int, allow_private: bool, ignore_robots: bool
 ) -> FetchOptions:
-    return FetchOptions(
+    return FetchOptions.from_flags(
         user_agent=user_agent,
         per_host_rate=per_host_rate,
         per_host_concurrency=per_host_concurrency,
         allow_private=allow_private,
-        obey_robots=not ignore_robots,
+        ignore_robots=ignore_robots,
     )
 
 

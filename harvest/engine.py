@@ -96,6 +96,25 @@ class FetchOptions:
     allow_private: bool = False
     obey_robots: bool = True
 
+    @classmethod
+    def from_flags(
+        cls,
+        *,
+        user_agent: str | None = None,
+        per_host_rate: float = 10.0,
+        per_host_concurrency: int = 16,
+        allow_private: bool = False,
+        ignore_robots: bool = False,
+    ) -> FetchOptions:
+        """From the web collectors' flags, as the CLI parses them and collection jobs name them."""
+        return cls(
+            user_agent=user_agent,
+            per_host_rate=float(per_host_rate),
+            per_host_concurrency=int(per_host_concurrency),
+            allow_private=allow_private,
+            obey_robots=not ignore_robots,
+        )
+
     def policy(self, **overrides: Any) -> FetchPolicy:
         return FetchPolicy(
             user_agent=self.user_agent or DEFAULT_USER_AGENT,

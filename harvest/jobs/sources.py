@@ -24,20 +24,15 @@ from harvest.watch import WatchOptions, WatchSource
 from storage.catalog.frontier import job_key
 from storage.errors import GleanerError
 
-__all__ = ["WEB_OPTIONS", "PlannedSource", "fetch_options", "plan_source", "target_source"]
+__all__ = ["FETCH_FLAGS", "WEB_OPTIONS", "PlannedSource", "fetch_options", "plan_source", "target_source"]
 
-WEB_OPTIONS = ("concurrency", "allow_private", "ignore_robots", "per_host_rate", "per_host_concurrency", "user_agent")
+FETCH_FLAGS = ("user_agent", "per_host_rate", "per_host_concurrency", "allow_private", "ignore_robots")
+WEB_OPTIONS = ("concurrency", *FETCH_FLAGS)
 
 
 def fetch_options(options: Mapping[str, Any]) -> FetchOptions:
     """The fetch manners every web collector shares, from its flags (`--user-agent`, `--per-host-rate`, ...)."""
-    return FetchOptions(
-        user_agent=options.get("user_agent"),
-        per_host_rate=float(options.get("per_host_rate", 10.0)),
-        per_host_concurrency=int(options.get("per_host_concurrency", 16)),
-        allow_private=bool(options.get("allow_private", False)),
-        obey_robots=not options.get("ignore_robots", False),
-    )
+    return FetchOptions.from_flags(**{key: options[key] for key in FETCH_FLAGS if key in options})
 
 
 @dataclass

@@ -7,16 +7,22 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from storage.catalog import Catalog, frontier_counts, job_key
 from storage.catalog.runs import get_run
-from storage.catalog.workers import job_run_workers
+from storage.catalog.workers import STALE_AFTER, job_run_workers, leave, start_or_join, worker_name
 from tests.harvest.test_import import harvest
 from tests.support.jobs import finish_job_workers, job_config, kill_job_worker, start_job_workers
 from tests.support.site import Site
@@ -189,3 +195,51 @@ def test_sigterm_ends_a_worker_like_ctrl_c_its_claims_given_back_and_the_run_int
         held = conn.execute(sa.text("SELECT count(*) FROM frontier WHERE lease_owner IS NOT NULL")).scalar_one()
     assert held == 0
     assert done_urls(ws, path)["pending"] > 0  # the rest waits for the next run
+
+
+# --- start or join, on both catalogs (storage.catalog.workers, no processes) ---------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Catalog]:
+    url = f"sqlite:///{tmp_path / 'c.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    with Catalog(url) as catalog:
+        yield catalog
+
+
+def test_the_first_worker_starts_the_run_the_next_joins_and_the_last_one_out_finishes_it(any_catalog: Catalog) -> None:
+    here = worker_name()
+    with any_catalog.write() as conn:
+        first = start_or_join(conn, "crawl", {"job": "crawl"}, here)
+        other_job = start_or_join(conn, "other", {"job": "other"}, here)
+        second = start_or_join(conn, "crawl", {"job": "crawl"}, "elsewhere:1")  # alive: its heartbeat is fresh
+    assert first.started and not second.started and second.run_id == first.run_id != other_job.run_id
+    with any_catalog.write() as conn:
+        left = leave(conn, first.run_id, here, "done", {"added": 2, "problems": [{"item": "a", "reason": "b"}]})
+    assert (left.status, left.finished) == ("running", False)
+    with any_catalog.write() as conn:
+        last = leave(conn, first.run_id, "elsewhere:1", "done", {"added": 3, "problems": []})
+        row = get_run(conn, first.run_id)
+    assert last.finished and last.summary is not None and last.summary["added"] == 5
+    assert row is not None and row["status"] == "done" and row["summary"]["workers"] == 2
+    assert row["summary"]["problems"] == [{"item": "a", "reason": "b"}]
+
+
+def test_a_run_whose_workers_are_gone_is_interrupted_and_a_new_one_starts(any_catalog: Catalog) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone_here = f"{socket.gethostname()}:{int(dead.stdout)}"  # a process of this host that has exited
+    with any_catalog.write() as conn:
+        killed = start_or_join(conn, "crawl", {"job": "crawl"}, "elsewhere:7")  # another host, heartbeat fresh
+        silent = start_or_join(conn, "crawl", {"job": "crawl"}, gone_here)  # joins: the run has a live worker
+        conn.execute(
+            sa.text("UPDATE run_workers SET heartbeat_at = :old WHERE owner = 'elsewhere:7'"),
+            {"old": datetime.now(UTC) - timedelta(seconds=STALE_AFTER + 5)},
+        )
+    assert silent.run_id == killed.run_id
+    with any_catalog.write() as conn:
+        fresh = start_or_join(conn, "crawl", {"job": "crawl"}, worker_name())
+        row = get_run(conn, killed.run_id)
+        workers = job_run_workers(conn, killed.run_id)
+    assert fresh.started and fresh.interrupted == [killed.run_id] and fresh.run_id != killed.run_id
+    assert row is not None and row["status"] == "interrupted" and row["finished_at"] is not None
+    assert {w["status"] for w in workers} == {"interrupted"}
