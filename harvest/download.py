@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from harvest.fetch import Fetcher, FetchPolicy, FetchResult, Resolver
-from harvest.fetch.catalogshare import CatalogHostLimiter, CatalogRobotsStore, SharedPoliteness
+from harvest.fetch.catalogshare import CatalogHostLimiter, CatalogRobotsStore, LazyCatalog, SharedPoliteness
 from harvest.fetch.ratelimit import HostLimiter, HostLimits
 from harvest.fetch.robots import RobotsStore
 from harvest.fetch.sharedlimit import SharedHostLimiter
@@ -237,8 +237,9 @@ class DownloadPool:
         )
         robots_store: RobotsStore | None = None
         if shared is not None:
-            limiter = CatalogHostLimiter(shared.catalog_url, limiter, policy.per_host_rate, policy.per_host_burst)
-            robots_store = CatalogRobotsStore(shared.catalog_url, shared.scope, shared.owner)
+            catalog = LazyCatalog(shared.catalog_url)  # one connection pool per process for both
+            limiter = CatalogHostLimiter(catalog, limiter, policy.per_host_rate, policy.per_host_burst)
+            robots_store = CatalogRobotsStore(catalog, shared.scope, shared.owner)
         self._setup = _Setup(
             policy, resolver, limiter, self._robots_dir, robots_store, store_url, store_options, limits, max(1, threads)
         )

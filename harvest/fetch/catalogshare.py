@@ -31,7 +31,7 @@ from harvest.fetch.robots import SharedAnswer
 from storage.catalog import Catalog
 from storage.catalog.hosts import RobotsAnswer, claim_robots, hold_host, reserve_slots, save_robots
 
-__all__ = ["CatalogHostLimiter", "CatalogRobotsStore", "SharedPoliteness"]
+__all__ = ["CatalogHostLimiter", "CatalogRobotsStore", "LazyCatalog", "SharedPoliteness"]
 
 RESERVE_AHEAD = 0.5  # seconds of the host's rate reserved in one round trip
 _POLL_FIRST, _POLL_MAX = 0.05, 0.5  # waiting for another worker's robots.txt fetch
@@ -47,8 +47,9 @@ class SharedPoliteness:
     owner: str
 
 
-class _LazyCatalog:
-    """A catalog handle opened on first use in this process (not pickled: each process opens its own)."""
+class LazyCatalog:
+    """A catalog handle opened on first use in this process (not pickled: each process opens its own). The
+    limiter and the robots store of one pool share one, so a worker process holds one connection pool."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -80,8 +81,10 @@ class _Slots:
 class CatalogHostLimiter:
     """HostLimits whose rate, Crawl-delay and Retry-After holds hold across every worker sharing the catalog."""
 
-    def __init__(self, catalog_url: str, local: HostLimits, rate: float, burst: int, *, batch: int = 8) -> None:
-        self.catalog = _LazyCatalog(catalog_url)
+    def __init__(
+        self, catalog: str | LazyCatalog, local: HostLimits, rate: float, burst: int, *, batch: int = 8
+    ) -> None:
+        self.catalog = catalog if isinstance(catalog, LazyCatalog) else LazyCatalog(catalog)
         self.local = local  # concurrency and failure pauses (built with rate 0: the rate is kept here)
         self.rate = rate
         self.burst = max(1, burst)
@@ -168,8 +171,8 @@ class CatalogHostLimiter:
 class CatalogRobotsStore:
     """robots.txt answers shared by the workers of one scope (a run) through the catalog."""
 
-    def __init__(self, catalog_url: str, scope: str, owner: str, *, lease_seconds: float = 120.0) -> None:
-        self.catalog = _LazyCatalog(catalog_url)
+    def __init__(self, catalog: str | LazyCatalog, scope: str, owner: str, *, lease_seconds: float = 120.0) -> None:
+        self.catalog = catalog if isinstance(catalog, LazyCatalog) else LazyCatalog(catalog)
         self.scope = scope
         self.owner = owner
         self.lease_seconds = lease_seconds  # longer than one robots.txt fetch may take (the item deadline)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from harvest.fetch.catalogshare import CatalogHostLimiter, CatalogRobotsStore
+from harvest.fetch.catalogshare import CatalogHostLimiter, CatalogRobotsStore, LazyCatalog
 from harvest.fetch.ratelimit import HostLimiter
 from harvest.heartbeat import Heartbeat
 from storage.catalog import Catalog, FrontierEntry, add_urls
@@ -23,6 +23,7 @@ from storage.catalog.frontier import claim
 from storage.catalog.hosts import (
     RobotsAnswer,
     claim_robots,
+    claimable,
     held_by_others,
     hold_host,
     host_state,
@@ -152,6 +153,7 @@ def test_a_live_workers_leases_are_renewed_and_counted_as_held(catalog_url: str)
         with catalog.read() as conn:
             assert held_by_others(conn, "beat", "me") == 3
             assert held_by_others(conn, "beat", "host:1:1") == 0
+            assert claimable(conn, "beat") == 2  # the lapsed ones: free for a worker that finished its pass
         heartbeat = Heartbeat(catalog, "host:1:1", lease_seconds=600, every=3600)
         heartbeat.watch("beat")
         assert heartbeat.beat() == 3
@@ -163,3 +165,13 @@ def test_a_live_workers_leases_are_renewed_and_counted_as_held(catalog_url: str)
     if isinstance(first, str):
         first = datetime.fromisoformat(first)
     assert first.replace(tzinfo=first.tzinfo or UTC).timestamp() > datetime.now(UTC).timestamp() + 500
+
+
+def test_a_pools_limiter_and_robots_store_travel_with_one_catalog_handle(catalog_url: str) -> None:
+    shared = LazyCatalog(catalog_url)
+    shared.get()  # opened here: the copies must open their own, once
+    store = CatalogRobotsStore(shared, "run:1", "w")
+    other = CatalogRobotsStore(shared, "run:1", "w2")
+    store_copy, other_copy = pickle.loads(pickle.dumps((store, other)))
+    assert store_copy.catalog is other_copy.catalog and store_copy.catalog._catalog is None
+    shared.get().close()
