@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from harvest.fetch.catalogshare import CatalogHostLimiter, CatalogRobotsStore, LazyCatalog
-from harvest.fetch.ratelimit import HostLimiter
+from harvest.fetch.ratelimit import HostLimiter, LimiterTimeout
 from harvest.heartbeat import Heartbeat
 from storage.catalog import Catalog, FrontierEntry, add_urls
 from storage.catalog.frontier import claim
@@ -175,3 +176,20 @@ def test_a_pools_limiter_and_robots_store_travel_with_one_catalog_handle(catalog
     store_copy, other_copy = pickle.loads(pickle.dumps((store, other)))
     assert store_copy.catalog is other_copy.catalog and store_copy.catalog._catalog is None
     shared.get().close()
+
+
+def test_a_retry_after_one_worker_was_sent_holds_the_other_workers_off(catalog_url: str) -> None:
+    told = CatalogHostLimiter(catalog_url, HostLimiter(0, 1, 4), rate=10.0, burst=2)
+    other = CatalogHostLimiter(catalog_url, HostLimiter(0, 1, 4), rate=10.0, burst=2)  # another machine's worker
+    with other.slot("busy.test", 1e12):
+        pass  # it has reserved times of its own already
+    told.hold_off("busy.test", 30.0)
+    other.hold_off("calm.test", 0.0)  # a hold on another host changes nothing for this one
+    soon = time.monotonic() + 5
+    with pytest.raises(LimiterTimeout) as refused:  # its next times come from the catalog: after the hold
+        for _ in range(8):  # past the times it reserved before the hold
+            with other.slot("busy.test", soon):
+                pass
+    assert refused.value.kind == "rate_limited"
+    with other.slot("calm.test", soon):
+        pass
