@@ -203,17 +203,21 @@ class _Passes:
             return bool(pending_by_kind(conn, plan.frontier))
 
     def _another_pass(self) -> bool:
-        """A label refused for its pass quota whose target is still open: its refused rows are queued again
-        (only when the pass admitted something, so that passes always make progress)."""
+        """Whether targets are still open after a pass that admitted something (some of its images were
+        duplicates or failed): then the rows refused for a pass quota are queued again, and another pass goes
+        on if any web source has rows left. A pass that admitted nothing ends the run, so passes make progress."""
+        if not sum(self.gate.pass_admitted.values()):
+            return False
+        frontiers = sorted({p.frontier for p in self.plans if p.frontier})
         with self.workspace.catalog.write() as conn:
             refresh_targets(conn)
             still = {label_key(t.label) for t in open_targets(conn)}
-            retry = [key for key in self.gate.met_refused if key in still]
-            if not retry or not sum(self.gate.pass_admitted.values()):
+            if not still:
                 return False
-            for frontier in {p.frontier for p in self.plans if p.frontier}:
-                requeue_refused(conn, frontier, [TARGET])
-        return True
+            if any(key in still for key in self.gate.met_refused):
+                for frontier in frontiers:
+                    requeue_refused(conn, frontier, [TARGET])
+            return any(pending_by_kind(conn, frontier) for frontier in frontiers)
 
     def _targets_state(self) -> str | None:
         with self.workspace.catalog.read() as conn:

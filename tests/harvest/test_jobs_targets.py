@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from harvest.importer import import_paths
 from storage.catalog import label_counts
 from storage.catalog.targets import list_targets, set_manual_target
 from storage.workspace import open_workspace
@@ -145,3 +146,17 @@ def test_local_files_are_filtered_before_ingest_by_their_folder_label(ws: Path, 
     assert labelled(ws) == {"cat": 2} and document["added"] == 2
     assert document["skipped"]["by_reason"] == {"no_target": 2, "target_met": 1}
     assert document["targets"][0]["open"] is False
+
+
+def test_a_label_whose_pass_brought_duplicates_gets_another_pass_until_its_target_is_met(
+    ws: Path, fresh_site: Site, zoo: dict[str, list[str]], photos_dir: Path
+) -> None:
+    with open_workspace(ws) as workspace:  # one bee photo is in the catalog already: fetched again, a duplicate
+        import_paths(workspace, [photos_dir / zoo["bee"][0]], label="bee", workers=1)
+    set_target(ws, "bee", 3)
+    zoo_job(ws, fresh_site, "targets = true")
+    document = run_zoo(ws)
+    assert (document["added"], document["duplicates"]) == (3, 1) and labelled(ws) == {"bee": 4}
+    assert document["targets"][0]["collected"] == 3 and document["stopped"] == "targets met"
+    assert all(fresh_site.hits[f"/img/{name}"] == 1 for name in zoo["bee"])
+    assert fetched(fresh_site, zoo["ant"] + zoo["cow"]) == 0
