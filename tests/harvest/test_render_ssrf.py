@@ -99,8 +99,8 @@ def test_rendered_pages_cannot_reach_a_loopback_service(site: Site, target: Loop
         finally:
             renderer.close()
     assert page.ok, page.error
-    assert site.hits["/t/escape/done"] == done_before + 1  # every attempt ran and settled
-    assert site.hits["/t/escape/rebind"] == rebind_before + 1  # fetched from the address the guard checked
+    assert site.hits["/t/escape/done"] > done_before  # every attempt ran and settled
+    assert site.hits["/t/escape/rebind"] > rebind_before  # fetched from the address the guard checked
     assert (main.error_kind, tls.error_kind) == ("ssrf", "ssrf")
     assert "127.0.0.2" in (main.error or "") and "loopback" in (main.error or "")
     assert (target.connections, target.datagrams, target.paths) == (0, 0, [])
