@@ -466,7 +466,10 @@ def _process_tree(marker: str) -> list[int]:
     """Pids of the processes whose command line holds `marker`, and of all their descendants (from /proc)."""
     parents: dict[int, int] = {}
     roots: list[int] = []
-    for entry in Path("/proc").iterdir():
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: nothing to find, the browser is closed the ordinary way
+        return []
+    for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
