@@ -39,6 +39,8 @@ def read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
         data = handle.read()
+    if len(data) < 4:
+        raise ValueError(f"{path} is not an IDX file")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype_code not in _DTYPES:
         raise ValueError(f"{path} is not an IDX file")
@@ -65,20 +67,50 @@ def export_image_folder(
     return counts
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+SPLITS = {"train": "the training split (60,000 images)", "t10k": "the test split (10,000 images)"}
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Export Fashion-MNIST (Debian's dataset-fashion-mnist) as PNG folders."
+        prog="python -m harvest.idx",
+        description="Export Fashion-MNIST (Debian's dataset-fashion-mnist) as an ImageFolder tree of PNGs, "
+        "OUT/<class>/<index>.png, for `harvest import OUT --labels-from-folders`.",
     )
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--split", choices=["train", "t10k"], default="t10k")
-    parser.add_argument("--per-class", type=int, default=None)
-    parser.add_argument("--source", type=Path, default=FASHION_MNIST_DIR)
+    parser.add_argument("out", type=Path, help="folder to write OUT/<class>/<index>.png into (created if needed)")
+    parser.add_argument(
+        "--split",
+        choices=list(SPLITS),
+        default="train",
+        help="which IDX pair to read: "
+        + "; ".join(f"{name}: {text}" for name, text in SPLITS.items())
+        + " (default: train)",
+    )
+    parser.add_argument(
+        "--per-class", type=int, default=None, help="at most this many images of each class (default: all)"
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=FASHION_MNIST_DIR,
+        help="folder holding the *-idx?-ubyte.gz files (default: %(default)s)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.per_class is not None and args.per_class < 1:
+        parser.error(f"--per-class must be at least 1, not {args.per_class}")
     images = args.source / f"{args.split}-images-idx3-ubyte.gz"
     labels = args.source / f"{args.split}-labels-idx1-ubyte.gz"
-    if not images.exists():
-        raise SystemExit(f"error: {images} not found (apt-get install dataset-fashion-mnist)")
-    counts = export_image_folder(images, labels, args.out, FASHION_MNIST_CLASSES, args.per_class)
+    for path in (images, labels):
+        if not path.is_file():
+            raise SystemExit(f"error: {path} not found (apt-get install dataset-fashion-mnist, or pass --source)")
+    try:
+        counts = export_image_folder(images, labels, args.out, FASHION_MNIST_CLASSES, args.per_class)
+    except (OSError, ValueError, EOFError, struct.error) as exc:  # not IDX, truncated, or OUT not writable
+        raise SystemExit(f"error: {exc}") from None
     print(f"wrote {sum(counts.values())} images in {len(counts)} classes to {args.out}")
 
 

@@ -8,9 +8,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from storage.catalog import Catalog
+from storage.config_template import config_text
 from storage.errors import GleanerError, WorkspaceNotFound
 from storage.settings import CONFIG_NAME, Settings, load_settings
 from storage.stores import ObjectStore, open_store
@@ -110,18 +109,11 @@ def init_workspace(
     created = not config_path.exists()
     if created:
         root.mkdir(parents=True, exist_ok=True)
-        store: dict[str, Any] = {"url": store_url or "store"}
-        if endpoint_url:
-            store["endpoint_url"] = endpoint_url
-        if addressing_style:
-            store["addressing_style"] = addressing_style
-        document = {
-            "store": store,
-            "catalog": {"url": catalog_url or "sqlite:///catalog.db"},
-            "ingest": {"min_side": 8},
-        }
-        header = "# Gleaner workspace: relative paths are relative to this folder.\n"
-        config_path.write_text(header + tomli_w.dumps(document), encoding="utf-8")
+        text = config_text(
+            store_url or "store", catalog_url or "sqlite:///catalog.db", endpoint_url=endpoint_url,
+            addressing_style=addressing_style,
+        )  # fmt: skip
+        config_path.write_text(text, encoding="utf-8")
     elif store_url or catalog_url:
         current = load_settings(root)
         if (store_url and store_url != current.store.url) or (catalog_url and catalog_url != current.catalog_url):
