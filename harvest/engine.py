@@ -34,10 +34,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from harvest.fetch.policy import DEFAULT_USER_AGENT, FetchPolicy
 from harvest.heartbeat import Heartbeat
-from storage.catalog import FrontierUpdate, finish_run, mark_batch, start_run
+from storage.catalog import FrontierUpdate, mark_batch
 from storage.catalog.frontier import claim, frontier_counts, lease_owner, release_claims, release_stale
 from storage.catalog.hosts import claimable, held_by_others
 from storage.catalog.targets import refresh_targets
+from storage.catalog.workers import WorkerHeartbeat, end_worker_run, start_worker_run, worker_name
 from storage.ingest import IngestItem, Ingestor, IngestSummary, Outcome, Prepared, commit_due
 from storage.workspace import Workspace
 
@@ -243,13 +244,19 @@ class Engine:
 
     @contextmanager
     def record(self, kind: str, config: dict[str, Any]) -> Iterator[Run]:
-        """Start a run row; at the end record its status and summary, also after an error or Ctrl-C."""
+        """Start a run row; at the end record its status and summary, also after an error or Ctrl-C. The run has
+        a worker row with a heartbeat, so that the next run marks it interrupted if this process is killed."""
+        owner = worker_name()
         with self.workspace.catalog.write() as conn:
-            run = Run(id=start_run(conn, kind, config), kind=kind)
+            started = start_worker_run(conn, kind, config, owner)
+        run = Run(id=started.run_id, kind=kind)
+        if started.interrupted:  # killed runs found on the way (SIGKILL, a dead machine): no longer "running"
+            run.report["interrupted_runs"] = started.interrupted
         self.current = run
         status = "interrupted"
         try:
-            yield run
+            with WorkerHeartbeat(self.workspace.catalog, run.id, owner):
+                yield run
             status = "interrupted" if run.status == "interrupted" else "done"
         except Exception:
             status = "failed"
@@ -258,7 +265,8 @@ class Engine:
             self.end(run)
             run.status = status
             with self.workspace.catalog.write() as conn:
-                finish_run(conn, run.id, status, {**run.summary.to_json(), **run.report, "seconds": run.seconds})
+                summary = {**run.summary.to_json(), **run.report, "seconds": run.seconds}
+                end_worker_run(conn, run.id, owner, status, summary)
                 refresh_targets(conn)  # a target this run's images met closes, whichever collector ran
 
     def run(self, source: Source) -> Run:

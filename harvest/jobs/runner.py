@@ -32,7 +32,7 @@ from harvest.jobs.sources import WEB_OPTIONS, PlannedSource, plan_source, target
 from storage.catalog.frontier import pending_by_kind, requeue_refused
 from storage.catalog.labels import label_key
 from storage.catalog.targets import Target, list_targets, open_targets, refresh_targets
-from storage.catalog.workers import HEARTBEAT_SECONDS, beat, leave, start_or_join, worker_name
+from storage.catalog.workers import WorkerHeartbeat, leave, start_or_join, worker_name
 from storage.errors import GleanerError
 from storage.workspace import Workspace
 
@@ -110,7 +110,7 @@ def run_job(workspace: Workspace, job: Job, *, on_event: EventCallback | None = 
     report.sources = [{"kind": p.kind, "source": p.name, "frontier": p.frontier} for p in plans]
     status = "interrupted"
     try:
-        with _Heartbeat(workspace, run.id, owner), _sigterm_interrupts():
+        with WorkerHeartbeat(catalog, run.id, owner), _sigterm_interrupts():
             report.stopped = _Passes(workspace, job, plans, gate, run, joined.started, tell).go()
         status = "interrupted" if run.stop.is_set() else "done"
     except KeyboardInterrupt:
@@ -222,31 +222,6 @@ class _Passes:
     def _targets_state(self) -> str | None:
         with self.workspace.catalog.read() as conn:
             return None if open_targets(conn) else "targets met"
-
-
-class _Heartbeat:
-    """Says every HEARTBEAT_SECONDS that this worker is alive (a worker on another host is judged by it)."""
-
-    def __init__(self, workspace: Workspace, run_id: int, owner: str) -> None:
-        self.workspace, self.run_id, self.owner = workspace, run_id, owner
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="gleaner-worker-heartbeat", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_SECONDS):
-            try:
-                with self.workspace.catalog.write() as conn:
-                    beat(conn, self.run_id, self.owner)
-            except Exception:  # a catalog hiccup: the next beat tries again, well within STALE_AFTER
-                log.warning("could not record the heartbeat of %s", self.owner, exc_info=True)
 
 
 @contextlib.contextmanager

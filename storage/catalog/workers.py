@@ -10,19 +10,27 @@ A worker is alive while its row is not left and its process exists (a pid of thi
 its heartbeat is younger than `STALE_AFTER`. A running run with no live worker was killed: the next
 `start_or_join` marks it interrupted (its workers' counts kept) and starts a new run, which resumes the
 sources' frontiers where the killed one stopped.
+
+The one-worker runs of `harvest import`, `scrape`, `urls` and `watch` have a worker row too
+(`start_worker_run`, `end_worker_run`), so the next run of any collector marks a killed one interrupted
+instead of leaving it `running` for ever (issue 16 item 18). Runs without worker rows (training runs, runs
+recorded before schema v10) are never judged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import socket
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import Connection, select, text
 
+from storage.catalog.core import Catalog
 from storage.catalog.runs import finish_run, start_run
 from storage.catalog.schema import run_workers, runs
 from storage.catalog.sql import now
@@ -33,13 +41,18 @@ __all__ = [
     "STALE_AFTER",
     "JoinedRun",
     "LeftRun",
+    "WorkerHeartbeat",
     "beat",
+    "end_worker_run",
     "job_run_workers",
     "leave",
     "merge_summaries",
     "start_or_join",
+    "start_worker_run",
     "worker_name",
 ]
+
+log = logging.getLogger(__name__)
 
 JOB_RUN_KIND: Final = "job"
 HEARTBEAT_SECONDS: Final = 20.0  # how often a worker says it is alive
@@ -86,6 +99,39 @@ def start_or_join(conn: Connection, job: str, config: dict[str, Any], owner: str
         run_workers.insert().values(run_id=run_id, owner=owner, joined_at=stamp, heartbeat_at=stamp, left_at=None)
     )
     return JoinedRun(run_id=run_id, started=started, interrupted=interrupted)
+
+
+def start_worker_run(conn: Connection, kind: str, config: dict[str, Any], owner: str) -> JoinedRun:
+    """Start a run that one worker serves (`harvest import`, `scrape`, `urls`, `watch`), after marking
+    interrupted every running run whose workers are all gone."""
+    stamp = now()
+    interrupted = _interrupt_abandoned(conn, stamp)
+    run_id = start_run(conn, kind, config)
+    conn.execute(
+        run_workers.insert().values(run_id=run_id, owner=owner, joined_at=stamp, heartbeat_at=stamp, left_at=None)
+    )
+    return JoinedRun(run_id=run_id, started=True, interrupted=interrupted)
+
+
+def end_worker_run(conn: Connection, run_id: int, owner: str, status: str, summary: dict[str, Any]) -> None:
+    """Finish a one-worker run with its status and summary."""
+    finish_run(conn, run_id, status, summary)
+    conn.execute(
+        run_workers.update()
+        .where((run_workers.c.run_id == run_id) & (run_workers.c.owner == owner))
+        .values(left_at=now(), status=status)
+    )
+
+
+def _interrupt_abandoned(conn: Connection, stamp: datetime) -> list[int]:
+    running = select(runs.c.id).where(runs.c.status == "running")
+    judged = select(run_workers.c.run_id).where(run_workers.c.run_id.in_(running)).distinct()
+    abandoned = []
+    for run_id in sorted(int(r) for r in conn.execute(judged).scalars()):
+        if not any(_alive(row, stamp) for row in _workers(conn, run_id)):
+            _finish(conn, run_id, "interrupted", stamp, keep_summary=True)
+            abandoned.append(run_id)
+    return abandoned
 
 
 def beat(conn: Connection, run_id: int, owner: str) -> None:
@@ -138,8 +184,11 @@ def merge_summaries(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def _finish(conn: Connection, run_id: int, status: str, stamp: datetime) -> dict[str, Any]:
-    """Close the run: workers still on it (gone) are marked interrupted, their counts summed into the run's."""
+def _finish(
+    conn: Connection, run_id: int, status: str, stamp: datetime, *, keep_summary: bool = False
+) -> dict[str, Any]:
+    """Close the run: workers still on it (gone) are marked interrupted, their counts summed into the run's
+    (`keep_summary`: a one-worker run's own summary, if it has one, stays)."""
     conn.execute(
         run_workers.update()
         .where((run_workers.c.run_id == run_id) & run_workers.c.left_at.is_(None))
@@ -147,6 +196,8 @@ def _finish(conn: Connection, run_id: int, status: str, stamp: datetime) -> dict
     )
     rows = _workers(conn, run_id)
     summary = merge_summaries([dict(row.summary or {}) for row in rows])
+    if keep_summary:
+        summary = {**(conn.execute(select(runs.c.summary).where(runs.c.id == run_id)).scalar_one() or {}), **summary}
     started = conn.execute(select(runs.c.started_at).where(runs.c.id == run_id)).scalar_one()
     summary["seconds"] = round((stamp - _utc(started)).total_seconds(), 3)
     summary["workers"] = len(rows)
@@ -210,3 +261,29 @@ def _lock(conn: Connection, job: str) -> None:
 
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class WorkerHeartbeat:
+    """Records every HEARTBEAT_SECONDS that this worker of `run_id` is alive (a worker on another host is judged
+    by it), from a thread, until the `with` block ends."""
+
+    def __init__(self, catalog: Catalog, run_id: int, owner: str, every: float = HEARTBEAT_SECONDS) -> None:
+        self.catalog, self.run_id, self.owner, self.every = catalog, run_id, owner, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="gleaner-worker-heartbeat", daemon=True)
+
+    def __enter__(self) -> WorkerHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                with self.catalog.write() as conn:
+                    beat(conn, self.run_id, self.owner)
+            except Exception:  # a catalog hiccup: the next beat tries again, well within STALE_AFTER
+                log.warning("could not record the heartbeat of %s", self.owner, exc_info=True)

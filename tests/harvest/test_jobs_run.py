@@ -243,3 +243,41 @@ def test_a_run_whose_workers_are_gone_is_interrupted_and_a_new_one_starts(any_ca
     assert fresh.started and fresh.interrupted == [killed.run_id] and fresh.run_id != killed.run_id
     assert row is not None and row["status"] == "interrupted" and row["finished_at"] is not None
     assert {w["status"] for w in workers} == {"interrupted"}
+
+
+def test_a_killed_collector_run_is_marked_interrupted_by_the_next_run_of_any_collector(
+    ws: Path, fresh_site: Site, tmp_path: Path, photo_files: list[Path]
+) -> None:
+    names = fresh_site.photo_names[100:110]
+    path = url_list(fresh_site, tmp_path, names)
+    environment = {k: v for k, v in os.environ.items() if k != "GLEANER_WORKSPACE"}
+    command = [
+        sys.executable,
+        "-m",
+        "harvest",
+        "urls",
+        str(path),
+        "--allow-private",
+        "--concurrency",
+        "1",
+        "-w",
+        str(ws),
+    ]
+    collector = subprocess.Popen(
+        command,
+        cwd=ws.parent,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    wait_for_claims(ws, collector.pid)
+    os.killpg(collector.pid, signal.SIGKILL)
+    collector.wait(60)
+    assert run_row(ws, 1)["status"] == "running"
+    result = harvest("import", photo_files[0], "--json", "-w", ws, cwd=ws.parent)
+    assert result.code == 0, result.stderr
+    assert run_row(ws, 1)["status"] == "interrupted" and run_row(ws, 1)["finished_at"] is not None
+    imported = run_row(ws, json.loads(result.stdout)["run_id"])
+    assert imported["status"] == "done" and imported["summary"]["interrupted_runs"] == [1]
+    assert [w["status"] for w in imported["workers"]] == ["done"]
