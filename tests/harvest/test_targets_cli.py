@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from storage.catalog import finish_run, start_run
+from storage.catalog.schema import targets as targets_table
 from storage.catalog.targets import replace_run_targets
 from storage.workspace import open_workspace
 from tests.harvest.test_exit_codes import one_error_line
@@ -78,6 +80,11 @@ def test_imported_images_count_against_their_target_until_it_is_met(
     rest = copy_photos(photo_files[40:50], tmp_path / "last-shirts")
     assert ok_json(harvest("import", rest, "--label", "shirt", "--json", "-w", ws, cwd=ws.parent))["added"] == 10
     assert by_label(targets(ws)) == {"coat": (90, 0, "open")}  # met: no longer open
+    workspace = open_workspace(ws)
+    with workspace.catalog.read() as conn:  # closed for good by the import's run end, not only shown as met
+        stored = conn.execute(select(targets_table.c.label, targets_table.c.status)).all()
+    workspace.close()
+    assert sorted(map(tuple, stored)) == [("coat", "open"), ("shirt", "met")]
     assert by_label(targets(ws, "--all")) == {"coat": (90, 0, "open"), "shirt": (30, 30, "met")}
     table = harvest("targets", "--all", "-w", ws, cwd=ws.parent)
     assert table.code == 0 and "met" in table.stdout and "runs/first" in table.stdout
