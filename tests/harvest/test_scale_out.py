@@ -65,11 +65,37 @@ def shared_workspace(tmp_path: Path, pg_url: str, s3_env: S3Server) -> tuple[Pat
     return root, pg_url
 
 
-def start_workers(root: Path, seed: str, count: int) -> list[subprocess.Popen[str]]:
+def add_job(root: Path, seed: str) -> None:
+    """The same crawl as a collection job named `crawl` in the workspace's gleaner.toml."""
+    path = root / "gleaner.toml"
+    path.write_text(
+        path.read_text()
+        + f"""
+[[jobs]]
+name = "crawl"
+
+[[jobs.sources]]
+scrape = ["{seed}"]
+follow = "a.g"
+depth = 1
+label = "photo"
+allow_private = true
+per_host_rate = {RATE}
+concurrency = 4
+"""
+    )
+
+
+def start_workers(root: Path, seed: str, count: int, mode: str = "scrape") -> list[subprocess.Popen[str]]:
+    """`count` workers on one crawl: `harvest scrape` runs with the same seeds and options (each a run of its
+    own on the job's frontier), or `harvest jobs run crawl` (one run, served by all)."""
     command = [
         str(HARVEST), "scrape", seed, "-w", str(root), "--follow", "a.g", "--depth", "1", "--label", "photo",
         "--allow-private", "--per-host-rate", str(RATE), "--concurrency", "4", "--json",
     ]  # fmt: skip
+    if mode == "jobs":
+        add_job(root, seed)
+        command = [str(HARVEST), "jobs", "run", "crawl", "-w", str(root), "--json"]
     env = {**os.environ, "GLEANER_WORKERS": "1"}  # one process per worker: the fetch threads share its limits
     return [
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -149,13 +175,14 @@ def held_by(pg_url: str) -> Counter[str]:
         engine.dispose()
 
 
+@pytest.mark.parametrize("mode", ["scrape", "jobs"])
 def test_a_killed_workers_claims_are_taken_over_and_the_crawl_finishes(
-    site: Site, shared_workspace: tuple[Path, str]
+    site: Site, shared_workspace: tuple[Path, str], mode: str
 ) -> None:
     root, pg_url = shared_workspace
     photos = register_galleries(site)
     site.reset()
-    workers = start_workers(root, site.url("/scale/index.html"), 3)
+    workers = start_workers(root, site.url("/scale/index.html"), 3, mode)
     by_pid = {worker.pid: worker for worker in workers}
     victim = None
     try:
@@ -187,29 +214,8 @@ def test_three_job_workers_share_one_run_and_one_robots_fetch(site: Site, shared
     """`harvest jobs run NAME` three times: one run, served by three workers, robots.txt fetched once for it."""
     root, pg_url = shared_workspace
     photos = register_galleries(site)
-    (root / "gleaner.toml").write_text(
-        (root / "gleaner.toml").read_text()
-        + f"""
-[[jobs]]
-name = "crawl"
-
-[[jobs.sources]]
-scrape = ["{site.url("/scale/index.html")}"]
-follow = "a.g"
-depth = 1
-label = "photo"
-allow_private = true
-per_host_rate = {RATE}
-concurrency = 4
-"""
-    )
     site.reset()
-    env = {**os.environ, "GLEANER_WORKERS": "1"}
-    command = [str(HARVEST), "jobs", "run", "crawl", "-w", str(root), "--json"]
-    workers = [
-        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)
-    ]
-    results = finish(workers)
+    results = finish(start_workers(root, site.url("/scale/index.html"), 3, "jobs"))
     for code, _out, err in results:
         assert code == 0, err[-2000:]
     assert len({json.loads(out)["run_id"] for _, out, _ in results}) == 1  # one run, three workers
