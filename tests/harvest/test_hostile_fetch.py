@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 from harvest.fetch import Fetcher, FetchPolicy
 from harvest.fetch.content import PAGE_MAX_BYTES
+from harvest.fetch.ssrf import Resolver
 from harvest.scrape.extract import compile_selector, extract_page, parse_html
 from harvest.scrape.prune import MAX_KEPT, prune_html
 from tests.support.site import Site, hostile_fetch_routes, hostile_page_routes
@@ -127,3 +130,26 @@ def test_past_the_element_caps_the_images_are_still_found() -> None:
     soup = parse_html(pruned.html)
     found = extract_page(soup, "http://x.test/")
     assert [c.url for c in found.images] == ["http://x.test/late.jpg"] and found.links == ["http://x.test/next"]
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test certificate")
+def test_over_tls_too_the_deadline_cuts_dripped_headers(tmp_path: Path, photos_dir: Path) -> None:
+    """The watchdog shuts the TCP socket under the TLS layer: the TLS read ends too."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+         "-subj", "/CN=images.test", "-addext", "subjectAltName=DNS:images.test"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    with Site(photos_dir, ssl_context=context) as tls_site:
+        hostile_fetch_routes(tls_site)
+        resolver = Resolver(overrides={"images.test": ["127.0.0.1"]})
+        policy = FetchPolicy(allow_private=True, obey_robots=False, ca_bundle=str(cert), item_deadline=DEADLINE)
+        with Fetcher(policy, resolver=resolver) as fetcher:
+            result = fetcher.fetch(f"https://images.test:{tls_site.port}/hostile/trickle-headers", kind="image")
+            name = tls_site.photo_names[0]
+            after = fetcher.fetch(f"https://images.test:{tls_site.port}/img/{name}", kind="image")
+    assert result.error_kind == "timeout", (result.error_kind, result.error)
+    assert after.ok and after.data == tls_site.photo(name)
