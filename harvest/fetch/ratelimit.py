@@ -3,6 +3,9 @@
 A host that answers 429/503 with Retry-After pauses every thread's requests to it, not only the one
 that was told; a host that keeps failing to connect is skipped for a while instead of tying up workers
 until each item's deadline (the "hangs at the tail" complaint).
+
+The worker processes of one machine share these limits through harvest.fetch.sharedlimit; workers on several
+machines share the rate, Crawl-delay and Retry-After holds through the catalog (harvest.fetch.catalogshare).
 """
 
 from __future__ import annotations

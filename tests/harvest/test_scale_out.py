@@ -1,10 +1,11 @@
 """Three workers share one crawl on a real PostgreSQL catalog and a SeaweedFS store (issue 13, item 4).
 
-Each worker is a real `harvest scrape` process with the same seeds and options, so they share the job's frontier;
-the fixture site logs every request. From that log, not from timing the test:
+Each worker is a real process: `harvest scrape` with the same seeds and options (they share the job's frontier,
+each a run of its own), or `harvest jobs run crawl` (one run that all of them serve); the fixture site logs
+every request. From that log, not from timing the test:
 - no URL is fetched twice and none is lost (every image is in the catalog, every frontier row done);
 - the per-host rate holds for the three together (requests per window of the site's own clock);
-- robots.txt is fetched at most once per worker run (once per run, shared through the catalog);
+- robots.txt is fetched once per run (three `harvest scrape` runs: at most three; one job run: once);
 - a worker killed (SIGKILL) in the middle of the crawl: the others take over its claims and finish, exit 0,
   and only what it had in flight is fetched again.
 """
