@@ -307,6 +307,7 @@ class Engine:
         of those it found free (rows it leaves by design: --retry-failed takes only the failed ones)."""
         job = run.report.get("job")
         limited = getattr(getattr(source, "result", None), "limited", False)  # --max-images: stop here
+        limited = limited or getattr(getattr(source, "options", None), "retry_failed", False)  # one retry each
         if not isinstance(job, str) or limited or (self.admission is not None and self.admission.closed):
             return False
         owner = lease_owner(run.id)
