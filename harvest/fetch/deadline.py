@@ -22,6 +22,7 @@ from typing import Any
 __all__ = ["Watch", "Watchdog"]
 
 RECHECK = 0.05  # seconds between looks at a request still connecting when its deadline passed
+IDLE = 2.0  # seconds without a request in progress before the thread ends (a process about to fork has none)
 
 
 class Watch:
@@ -100,7 +101,10 @@ class Watchdog:
                 while self._heap and self._heap[0][2].done:
                     heapq.heappop(self._heap)
                 if not self._heap:
-                    self._lock.wait()
+                    self._lock.wait(IDLE)
+                    if not self._heap:
+                        self._thread = None  # the next watch starts a new one
+                        return
                     continue
                 wait = self._heap[0][0] - time.monotonic()
                 if wait > 0:

@@ -10,6 +10,8 @@ import shutil
 import ssl
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,20 @@ def test_over_tls_too_the_deadline_cuts_dripped_headers(tmp_path: Path, photos_d
             after = fetcher.fetch(f"https://images.test:{tls_site.port}/img/{name}", kind="image")
     assert result.error_kind == "timeout", (result.error_kind, result.error)
     assert after.ok and after.data == tls_site.photo(name)
+
+
+def test_the_watchdog_thread_ends_when_no_request_is_in_progress(hostile: Site) -> None:
+    """An idle process has no watchdog thread, so that it may still fork its workers (storage.parallel forks
+    only a single-threaded process)."""
+
+    def watchdogs() -> int:
+        return sum(thread.name == "gleaner-fetch-deadlines" for thread in threading.enumerate())
+
+    with Fetcher(POLICY) as fetcher:
+        assert fetcher.fetch(hostile.url("/img/" + hostile.photo_names[0]), kind="image").ok
+        waited = 0
+        while watchdogs() and waited < 600:  # it ends IDLE seconds after the last request; 60 s at most here
+            time.sleep(0.1)
+            waited += 1
+        assert watchdogs() == 0
+        assert fetcher.fetch(hostile.url("/hostile/endless-continue"), kind="image").error_kind == "timeout"
