@@ -160,3 +160,11 @@ def test_a_label_whose_pass_brought_duplicates_gets_another_pass_until_its_targe
     assert document["targets"][0]["collected"] == 3 and document["stopped"] == "targets met"
     assert all(fresh_site.hits[f"/img/{name}"] == 1 for name in zoo["bee"])
     assert fetched(fresh_site, zoo["ant"] + zoo["cow"]) == 0
+
+
+def test_max_images_ends_the_run_after_that_many_fetches(ws: Path, fresh_site: Site, zoo: dict[str, list[str]]) -> None:
+    zoo_job(ws, fresh_site, "max_images = 5")
+    document = run_zoo(ws)
+    assert document["added"] == 5 and document["stopped"] == "max_images" and document["status"] == "done"
+    assert fetched(fresh_site, [name for label in ZOO for name in zoo[label]]) == 5
+    assert sum(labelled(ws).values()) == 5
