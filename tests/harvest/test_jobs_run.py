@@ -21,8 +21,16 @@ import pytest
 import sqlalchemy as sa
 
 from storage.catalog import Catalog, frontier_counts, job_key
-from storage.catalog.runs import get_run
-from storage.catalog.workers import STALE_AFTER, job_run_workers, leave, start_or_join, worker_name
+from storage.catalog.runs import get_run, start_run
+from storage.catalog.workers import (
+    STALE_AFTER,
+    end_worker_run,
+    job_run_workers,
+    leave,
+    start_or_join,
+    start_worker_run,
+    worker_name,
+)
 from tests.harvest.test_import import harvest
 from tests.support.jobs import finish_job_workers, job_config, kill_job_worker, start_job_workers
 from tests.support.site import Site
@@ -281,3 +289,19 @@ def test_a_killed_collector_run_is_marked_interrupted_by_the_next_run_of_any_col
     imported = run_row(ws, json.loads(result.stdout)["run_id"])
     assert imported["status"] == "done" and imported["summary"]["interrupted_runs"] == [1]
     assert [w["status"] for w in imported["workers"]] == ["done"]
+
+
+def test_one_worker_runs_are_judged_too_and_runs_without_workers_never(any_catalog: Catalog) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    with any_catalog.write() as conn:
+        training = start_run(conn, "train", {})  # no worker row: nobody can tell, so it is left alone
+        killed = start_worker_run(conn, "scrape", {}, f"{socket.gethostname()}:{int(dead.stdout)}")
+        elsewhere = start_worker_run(conn, "urls", {}, "elsewhere:3")  # another host, heartbeat fresh
+        after = start_worker_run(conn, "import", {}, worker_name())
+        end_worker_run(conn, after.run_id, worker_name(), "done", {"added": 1})
+        statuses = {run_id: (get_run(conn, run_id) or {})["status"] for run_id in (training, killed.run_id)}
+        statuses[elsewhere.run_id] = (get_run(conn, elsewhere.run_id) or {})["status"]
+        finished = get_run(conn, after.run_id)
+    assert elsewhere.interrupted == [killed.run_id] and after.interrupted == [] == killed.interrupted
+    assert statuses == {training: "running", killed.run_id: "interrupted", elsewhere.run_id: "running"}
+    assert finished is not None and finished["status"] == "done" and finished["summary"] == {"added": 1}
