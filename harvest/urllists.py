@@ -89,10 +89,17 @@ class _LongLine(Exception):
 
 class _BoundedLines:
     """The handle's lines, never more than MAX_FIELD characters of one in memory: an over-long line is read
-    to its end, dropped, and signalled with _LongLine; iterating goes on after it (a generator could not)."""
+    to its end, dropped, and signalled with _LongLine; iterating goes on after it (a generator could not).
+    `taken` holds the lines read since the last `mark()` (the CSV record in progress)."""
 
     def __init__(self, handle: IO[str]) -> None:
         self.handle = handle
+        self.taken: list[str] = []
+
+    def mark(self) -> list[str]:
+        """The lines of the record just read; the next record starts empty."""
+        taken, self.taken = self.taken, []
+        return taken
 
     def __iter__(self) -> _BoundedLines:
         return self
@@ -102,6 +109,7 @@ class _BoundedLines:
         if not line:
             raise StopIteration
         if len(line) <= MAX_FIELD or line.endswith("\n"):
+            self.taken.append(line)
             return line
         while (rest := self.handle.readline(MAX_FIELD)) and not rest.endswith("\n"):
             pass
@@ -169,7 +177,11 @@ def _csv_problem(exc: csv.Error, first_line: int, last_line: int) -> str:
 
 def _records(lines: _BoundedLines, delimiter: str) -> Iterator[list[str] | str]:
     """CSV records from `lines`, or the reason a record is unreadable; a fresh reader goes on at the next line
-    (after an error csv.reader keeps failing: its field buffer is not reset)."""
+    (after an error csv.reader keeps failing: its field buffer is not reset).
+
+    Strict parsing finds a quote that is never closed (lenient csv reads the rest of the file into one field
+    without a word); a record that strict parsing refuses for another reason (`"Best" photo`, text after a
+    closing quote) is read again leniently from its own lines, as before, so real captions still load."""
     consumed = 0  # lines read by the readers before this one
     while True:
         reader = csv.reader(lines, delimiter=delimiter, strict=True)
@@ -177,14 +189,24 @@ def _records(lines: _BoundedLines, delimiter: str) -> Iterator[list[str] | str]:
         try:
             for record in reader:
                 before = reader.line_num
+                lines.mark()
                 yield record
             return
         except _LongLine as exc:
+            lines.mark()
             consumed += reader.line_num + 1
             yield f"line {consumed}: {exc}"
         except csv.Error as exc:
-            yield _csv_problem(exc, consumed + before + 1, consumed + reader.line_num)
+            first, last = consumed + before + 1, consumed + reader.line_num
             consumed += reader.line_num
+            taken = lines.mark()
+            if "unexpected end of data" in str(exc):
+                yield _csv_problem(exc, first, last)
+                continue
+            try:
+                yield from csv.reader(taken, delimiter=delimiter)
+            except csv.Error as again:  # a field over the limit, or worse
+                yield _csv_problem(again, first, last)
 
 
 def _delimited(delimiter: str) -> Reader:

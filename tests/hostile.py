@@ -246,10 +246,11 @@ def _csv_list(*lines: str) -> str:
 
 def hostile_url_lists(dir: Path, good: list[str]) -> dict[str, Path]:
     """URL lists, each holding the `good` URLs (at least three) around one hostile row or a hostile shape:
-    name → path. `huge-field.csv` (a 17 MB field), `unterminated.csv` (a quote opened on the last data line and
-    never closed), `bad-quote.csv` (text after a closing quote), `deep.jsonl` (100,000 nested arrays),
-    `long-number.jsonl` (a 5,000-digit integer), `long-line.txt` (one 17 MB line), `not-gzip.csv.gz` (plain
-    text under a .gz name), `truncated.csv.gz` (a gzip cut in half: the good URLs, then 2,000 more rows)."""
+    name → path. `huge-field.csv` (a 17 MB field), `unterminated.csv` (a quote opened on the last data line
+    and never closed), `bad-quote.csv` (text after a closing quote, as captions have: read leniently, as
+    before), `deep.jsonl` (100,000 nested arrays), `long-number.jsonl` (a 5,000-digit integer),
+    `long-line.txt` (one 17 MB line), `not-gzip.csv.gz` (plain text under a .gz name), `truncated.csv.gz`
+    (a gzip cut in half: the good URLs, then 2,000 more rows)."""
     dir.mkdir(parents=True, exist_ok=True)
     first, *middle, last = good
     middle_rows = [f"{url},a" for url in middle]
@@ -257,7 +258,7 @@ def hostile_url_lists(dir: Path, good: list[str]) -> dict[str, Path]:
     texts = {
         "huge-field.csv": _csv_list(f"{first},a", f"{huge},b", *middle_rows, f"{last},a"),
         "unterminated.csv": _csv_list(f"{first},a", *middle_rows, f'"{last},a', "http://x/lost.jpg,a"),
-        "bad-quote.csv": _csv_list(f"{first},a", '"http://x/q.jpg"junk,a', *middle_rows, f"{last},a"),
+        "bad-quote.csv": _csv_list(f'{first},"Best" photo', *middle_rows, f"{last},a"),
         "deep.jsonl": "".join(
             [json.dumps({"url": first}) + "\n", "[" * 100_000 + "]" * 100_000 + "\n"]
             + [json.dumps({"url": u}) + "\n" for u in [*middle, last]]

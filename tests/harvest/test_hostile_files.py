@@ -71,7 +71,6 @@ def test_import_of_links_swapped_to_a_fifo_finishes(tmp_path: Path, ws: Path) ->
 EXPECTED_LIST_PROBLEMS = {
     "huge-field.csv": "line over 16,777,216 characters",
     "unterminated.csv": "unterminated quote",
-    "bad-quote.csv": "malformed CSV",
     "deep.jsonl": "nested too deeply",
     "long-number.jsonl": "invalid JSON",
     "long-line.txt": "line over",
@@ -101,6 +100,13 @@ def test_a_hostile_row_is_one_rejected_row(hostile_lists: dict[str, Path], name:
         assert urls[: len(good)] == good, urls
     if name == "truncated.csv.gz":
         assert 3 < len(urls) < 2003  # the rows before the cut are kept
+
+
+def test_text_after_a_closing_quote_is_read_leniently_as_before(hostile_lists: dict[str, Path]) -> None:
+    """Strict parsing finds unclosed quotes; a caption like `"Best" photo` still loads as `Best photo`."""
+    rows = list(read_url_list(hostile_lists["bad-quote.csv"]))
+    assert (rows[0].url, rows[0].label) == ("http://127.0.0.1:9/img/0.jpg", "Best photo")
+    assert [row.problem for row in rows] == [None, None, None]
 
 
 def test_a_gz_that_is_not_gzip_is_one_error(hostile_lists: dict[str, Path]) -> None:
