@@ -135,7 +135,10 @@ def prune_html(html: bytes | str, encoding: str | None = None) -> Pruned:
         parser.feed(text[start : start + _CHUNK])
         for _event, element in parser.read_events():
             pruner.end(element)
-    root = parser.close()
+    try:
+        root = parser.close()
+    except etree.XMLSyntaxError:  # nothing that parses as an element (an empty page, binary junk)
+        root = None
     for _event, element in parser.read_events():
         pruner.end(element)
     if root is None:

@@ -172,3 +172,24 @@ def test_the_watchdog_thread_ends_when_no_request_is_in_progress(hostile: Site) 
             waited += 1
         assert watchdogs() == 0
         assert fetcher.fetch(hostile.url("/hostile/endless-continue"), kind="image").error_kind == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("page", "images"),
+    [
+        (b"", []),
+        (b"\x00\x00\xff", []),
+        (
+            b'<?xml version="1.0" encoding="iso-8859-1"?>\n<html><body><img src="a.jpg" alt="caf\xe9"></body></html>',
+            [("a.jpg", "café")],
+        ),
+        (
+            b'<html><head><meta charset="windows-1251"></head><body><img src="b.jpg" alt="\xcf\xf0\xe8"></body></html>',
+            [("b.jpg", "При")],
+        ),
+    ],
+)
+def test_pruned_parsing_of_odd_documents(page: bytes, images: list[tuple[str, str]]) -> None:
+    """Empty and binary pages are empty documents; an XML declaration or a `<meta charset>` still decides."""
+    found = extract_page(page, "http://x.test/").images
+    assert [(c.url.removeprefix("http://x.test/"), c.alt) for c in found] == images
