@@ -42,7 +42,7 @@ class S3Server:
             "AWS_REGION": "us-east-1",
         }
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self):
         import boto3
 
         return boto3.client(

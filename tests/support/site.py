@@ -319,10 +319,16 @@ class Site:
             return
         raw.send_response(response.status)
         body = response.body
+        fixed: bytes | bytearray | None = None
+        chunks: Iterable[bytes] = ()
+        if isinstance(body, bytes | bytearray):
+            fixed = body
+        else:
+            chunks = body
         headers = dict(response.headers)
-        streamed = not isinstance(body, bytes | bytearray)
-        if not streamed:
-            headers.setdefault("Content-Length", str(len(body)))
+        streamed = fixed is None
+        if fixed is not None:
+            headers.setdefault("Content-Length", str(len(fixed)))
         elif response.length is not None:
             headers["Content-Length"] = str(response.length)
         else:
@@ -334,10 +340,10 @@ class Site:
         raw.end_headers()
         if raw.command == "HEAD":
             return
-        if not streamed:
-            raw.wfile.write(body)  # type: ignore[arg-type]
+        if fixed is not None:
+            raw.wfile.write(fixed)
         else:
-            for chunk in body:  # type: ignore[union-attr]
+            for chunk in chunks:
                 raw.wfile.write(chunk)
                 raw.wfile.flush()
         if headers.get("Connection") == "close":
