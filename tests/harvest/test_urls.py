@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
 from harvest.fetch import FetchPolicy
 from harvest.urls import harvest_urls
@@ -44,7 +46,7 @@ from storage.catalog import (
 from storage.errors import GleanerError
 from storage.workspace import open_workspace
 from tests.harvest.test_import import assert_summary, curate, harvest, ok_json
-from tests.support.site import Site
+from tests.support.site import Request, Response, Site
 
 FAST = FetchPolicy(allow_private=True, per_host_rate=0, retries=0)
 
@@ -74,6 +76,13 @@ def run(ws: Path, path: Path, **options: Any) -> dict[str, Any]:
 def catalog(ws: Path) -> dict[str, dict[str, Any]]:
     with open_workspace(ws) as workspace, workspace.catalog.read() as conn:
         return {row["sha256"]: row for row in iter_images(conn)}
+
+
+def claim_owners(ws: Path) -> set[str]:
+    """The workers holding claims on the workspace's frontier rows."""
+    with open_workspace(ws) as workspace, workspace.catalog.read() as conn:
+        query = sa.text("SELECT DISTINCT lease_owner FROM frontier WHERE lease_owner IS NOT NULL")
+        return set(conn.execute(query).scalars())
 
 
 def sha(site: Site, name: str) -> str:
@@ -270,23 +279,39 @@ def test_frontier_states_on_both_catalogs(backend: str, tmp_path: Path, request:
 
 def test_two_runs_of_one_list_share_the_work_through_claims(site: Site, ws: Path, tmp_path: Path) -> None:
     """A second `harvest urls` of the same list while the first runs takes other rows (frontier claims with
-    leases): together they fetch each URL once, and the catalog holds each image once."""
+    leases): together they fetch each URL once, and the catalog holds each image once. The site holds every
+    response until both runs hold claims, so neither can finish the list before the other has started (the
+    two start together: a response held for long would reach the fetcher's read timeout)."""
+    opened = threading.Event()
+
+    def gated(request: Request) -> Response:
+        opened.wait(120)  # a bound, so that a failing test cannot leave server threads behind
+        return Response.image(request.site.photo(request.arg("img")))
+
+    site.route("/claims-gate/", gated)
     photos = site.photo_names[:64]
-    path = write_list(tmp_path / "shared.csv", [{"url": site.url(f"/fault/hold?ms=60&img={p}")} for p in photos])
+    path = write_list(tmp_path / "shared.csv", [{"url": site.url(f"/claims-gate/photo?img={p}")} for p in photos])
     command = [sys.executable, "-m", "harvest.cli", "urls", str(path), "--allow-private", "--per-host-rate", "0",
                "--concurrency", "2", "--workers", "1", "--json", "-w", str(ws)]  # fmt: skip
     environment = {k: v for k, v in os.environ.items() if not k.startswith("GLEANER_")}
     site.reset()
-    first = subprocess.Popen(command, cwd=ws.parent, env=environment, stdout=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while site.hits["/fault/hold"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    second = subprocess.Popen(command, cwd=ws.parent, env=environment, stdout=subprocess.PIPE, text=True)
+    runs = [subprocess.Popen(command, cwd=ws.parent, env=environment, stdout=subprocess.PIPE, text=True)]
+    runs.append(subprocess.Popen(command, cwd=ws.parent, env=environment, stdout=subprocess.PIPE, text=True))
+    first, second = runs
+    try:
+        owners = claim_owners(ws)
+        deadline = time.monotonic() + 90
+        while len(owners) < 2 and all(process.poll() is None for process in runs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            owners = claim_owners(ws)
+        assert len(owners) == 2, owners  # both runs hold rows of the list before any response is sent
+    finally:
+        opened.set()
     documents = [json.loads(process.communicate(timeout=120)[0]) for process in (first, second)]
     assert first.returncode == 0 and second.returncode == 0
     fetched = [document["fetched"] for document in documents]
     assert sum(fetched) == len(photos) and min(fetched) > 0, fetched  # both worked, no URL twice
-    assert site.hits["/fault/hold"] == len(photos)
+    assert site.hits["/claims-gate/photo"] == len(photos)
     assert sum(document["added"] for document in documents) == len(photos)
     assert set(catalog(ws)) == {sha(site, p) for p in photos}
     assert counts(ws, path) == {"pending": 0, "done": len(photos), "failed": 0, "skipped": 0}
