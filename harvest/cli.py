@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from harvest.demo.cli import demo_command
 from harvest.display import escaped, plain
 from harvest.engine import FetchOptions
 from harvest.importer import import_paths
@@ -33,6 +34,7 @@ add_version_option(app, "harvest")
 app.add_typer(targets_app, name="targets")
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(jobs_app, name="jobs")
+app.command("demo")(demo_command)
 
 
 @app.command("init")

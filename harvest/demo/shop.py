@@ -153,6 +153,7 @@ class Shop:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()  # by kind: page, image, robots, missing
+        self.paths: Counter[str] = Counter()  # by path: what a crawler fetched, for tests to judge it
 
     # ---- what the shop holds -------------------------------------------------------------------------------
     @property
@@ -209,9 +210,16 @@ class Shop:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def count(self, kind: str) -> None:
+    def count(self, kind: str, path: str) -> None:
         with self._lock:
             self.requests[kind] += 1
+            self.paths[path] += 1
+
+    def label_of(self, path: str) -> str | None:
+        """The label of the product a `/p/ID` page or `/img/ID.png` image shows (None for other paths)."""
+        match = re.fullmatch(r"/(?:p/(\d+)|img/(\d+)(?:-small)?\.png)", path)
+        product = self._catalogue.products.get(int(match.group(1) or match.group(2))) if match else None
+        return product.label if product else None
 
     def respond(self, path: str) -> tuple[int, str, bytes, str]:
         """(status, content type, body, request kind) for a path: the site's whole routing."""
@@ -268,8 +276,9 @@ class Shop:
 def _handler(shop: Shop) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status, content_type, body, kind = shop.respond(self.path.split("?", 1)[0])
-            shop.count(kind)
+            path = self.path.split("?", 1)[0]
+            status, content_type, body, kind = shop.respond(path)
+            shop.count(kind, path)
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
