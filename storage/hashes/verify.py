@@ -402,6 +402,9 @@ def _finer_views(verdict: Verdict, views: tuple[str, str], a: Placed, b: Placed)
 
 def _finer(coarse: Verdict, a: Placed, b: Placed) -> Verdict:
     """The verified pair `coarse` compared again at up to FINE_SIDE px, realigned to the pixel."""
+    residual = _coarse_residual(a, b)
+    if residual > COARSE_RESIDUAL:
+        return Verdict(False, coarse.score, f"shading differs at {COARSE_SIDE} px ({residual:.2f} of its contrast)")
     side = min(FINE_SIDE, *(min(box[2] - box[0], box[3] - box[1]) for _, box, _ in (a, b)))
     if side < 2 * SIDE:  # no detail the 64 px comparison did not see
         return coarse
@@ -431,3 +434,50 @@ def _fine_region(a: np.ndarray, b: np.ndarray) -> float:
 
     xa, xb = blocks(a), blocks(b)
     return max(worst(xa, xb), worst(xb, xa))
+
+
+# Two drawings of one kind (two plain shirts, two jeans) can agree block by block at every scale: the fine check
+# fits each small block's brightness on its own, which forgives the very shading that tells them apart. Copies
+# keep their shading: after one brightness and contrast fit for the whole view, averaged down to COARSE_SIDE px
+# (which averages noise and re-encoding away), what is left is a small share of the view's contrast. On the
+# tuning sets (bench/dedupe_eval.py) true copies left at most 0.27 (a symbolic icon drawn at 48 and at 96 px;
+# products 0.13, a 50% resize of a thin-line figure 0.21), different products 0.30 and more, different figures
+# 0.38 and more; different icons of nearly one design (two volume levels) came down to 0.20.
+COARSE_SIDE = 32
+COARSE_RESIDUAL = 0.28
+
+
+def _coarse_residual(a: Placed, b: Placed) -> float:
+    """Mean absolute difference left after one brightness/contrast fit of the two views at COARSE_SIDE px, over
+    the pixels that are not background in either, as a share of their contrast (the larger of both fits, at the
+    best of the nine one-pixel shifts)."""
+    side = min(COARSE_SIDE, *(min(box[2] - box[0], box[3] - box[1]) for _, box, _ in (a, b)))
+    if side < 8:
+        return 0.0
+    va, vb = (_coarse_view(placed, side) for placed in (a, b))
+    best = float("inf")
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            x, y = _overlap(va, vb, dy, dx)
+            best = min(best, max(_residual(x, y), _residual(y, x)))
+    return best
+
+
+def _coarse_view(placed: Placed, side: int) -> np.ndarray:
+    image, box, transform = placed
+    region = _flatten(image).crop(box).convert("L").resize((side, side), Image.Resampling.BOX)
+    op = DIHEDRAL[transform][1]
+    if op is not None:
+        region = region.transpose(op)
+    return np.asarray(region, dtype=np.float64)
+
+
+def _residual(x: np.ndarray, y: np.ndarray) -> float:
+    """y fitted from x (one slope and offset), the mean absolute misfit over the content pixels, divided by the
+    spread of y there."""
+    content = (np.abs(x - np.median(x)) > _FLAT) | (np.abs(y - np.median(y)) > _FLAT)
+    if content.sum() < 4:
+        return 0.0
+    slope = float(((x - x.mean()) * (y - y.mean())).mean() / max(float(x.var()), 1e-6))
+    misfit = np.abs(slope * (x - x.mean()) + y.mean() - y)[content]
+    return float(misfit.mean() / max(float(y[content].std()), 1.0))
