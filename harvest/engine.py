@@ -168,7 +168,8 @@ class Refusal:
 @runtime_checkable
 class Admission(Protocol):
     """Whether the run takes an image with this label, asked before it is fetched or ingested (a targets-driven
-    job's gate: harvest.jobs.gate). It counts what it admits; once `closed`, claims return nothing."""
+    job's gate: harvest.jobs.gate). It counts what it admits; once `closed`, claims return nothing. A hook with
+    `admit_many(conn, labels)` is asked about a claim batch's images at once, in the claiming transaction."""
 
     @property
     def closed(self) -> bool: ...
@@ -447,8 +448,15 @@ class Engine:
                     after_id=after_id,
                 )  # fmt: skip
                 refused = []
+                images = [row for row in rows if row["kind"] == "image"]
+                admit_many = getattr(admission, "admit_many", None)  # one budget reservation for the batch
+                if callable(admit_many):
+                    answers = admit_many(conn, [r.get("label") for r in images])
+                    verdicts = dict(zip(map(id, images), answers, strict=True))
+                else:
+                    verdicts = {id(row): admission.admit(row.get("label")) for row in images}
                 for row in rows:
-                    why = admission.admit(row.get("label")) if row["kind"] == "image" else None
+                    why = verdicts.get(id(row))
                     if why is None:
                         kept.append(row)
                     else:

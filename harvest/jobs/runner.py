@@ -8,7 +8,8 @@ on one run, start `harvest jobs run NAME` N times (N processes, N pods of an Ind
 run, the others join it; each exits 0 when the run's work is done, and the last one out finishes the run.
 
 Folder and watch sources read files of the machine that started the run, so only the starting worker runs
-them. `max_images` and `max_per_label` are counted per worker.
+them. `max_images` and `max_per_label` are per run: every worker's gate reserves what it admits from the
+run's budget in the catalog (storage.catalog.budgets), so N workers together stay within them.
 
 With `targets = true` a pass begins from the open targets (their `collected` counts what has arrived); a label
 whose pass quota was used but whose target is still open (some images were duplicates or failed) gets another
@@ -104,6 +105,7 @@ def run_job(workspace: Workspace, job: Job, *, on_event: EventCallback | None = 
     tell = on_event or (lambda _what, _detail: None)
     tell("started" if joined.started else "joined", f"run {joined.run_id}")
     gate = JobGate(targets=job.targets, max_images=job.max_images, max_per_label=job.max_per_label)
+    gate.bind(catalog, joined.run_id)
     run = Run(id=joined.run_id, kind="job")
     report = JobReport(job.name, run.id, "running", joined.started, False, run, gate)
     report.interrupted_runs = joined.interrupted
@@ -119,6 +121,7 @@ def run_job(workspace: Workspace, job: Job, *, on_event: EventCallback | None = 
         status = "failed"
         raise
     finally:
+        gate.release()  # what it reserved for local files and did not admit goes back to the run's budget
         with catalog.write() as conn:
             left = leave(conn, run.id, owner, status, {**run.summary.to_json(), "skipped": gate.to_json()})
             refresh_targets(conn)  # a target the run's images met closes
@@ -196,6 +199,7 @@ class _Passes:
             self.run.summary.problems.append({"item": plan.name, "reason": f"crash: {exc!r}"})
         finally:
             engine.end(self.run)
+            self.gate.release()  # local files reserved and not admitted: the other workers may take them
 
     def _has_work(self, plan: PlannedSource) -> bool:
         assert plan.frontier is not None

@@ -141,6 +141,11 @@ def _v10_run_workers(conn: Connection) -> None:
     schema.run_workers.create(conn, checkfirst=True)
 
 
+def _v11_run_budgets(conn: Connection) -> None:
+    """What each job run admitted by label, across its workers (max_images and max_per_label are per run)."""
+    schema.run_budgets.create(conn, checkfirst=True)
+
+
 # Steps from version N-1 to N. Version 1 is the initial schema and has no step.
 MIGRATIONS: list[Migration] = [
     (2, "transform-aware hashes, quality metrics and flags", _v2_hashes_and_quality),
@@ -152,6 +157,7 @@ MIGRATIONS: list[Migration] = [
     (8, "targets: run folder, sources, closing time", _v8_targets_that_move),
     (9, "per-host politeness and robots.txt answers shared by workers", _v9_shared_politeness),
     (10, "workers of job runs", _v10_run_workers),
+    (11, "run-wide admission budgets of job runs", _v11_run_budgets),
 ]
 
 

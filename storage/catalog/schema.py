@@ -41,6 +41,7 @@ __all__ = [
     "quality_flags",
     "review_events",
     "robots_answers",
+    "run_budgets",
     "run_workers",
     "runs",
     "snapshots",
@@ -48,7 +49,7 @@ __all__ = [
     "targets",
 ]
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 metadata = MetaData()
 
@@ -313,4 +314,14 @@ run_workers = Table(
     Column("left_at", DateTime(timezone=True), nullable=True),  # NULL while it works
     Column("status", String(16), nullable=True),  # done | interrupted | failed, when it left
     Column("summary", JSON, nullable=True),  # its share of the run's counts, when it left
+)
+
+# v11: what a job run has admitted, by label key, across all its workers: `max_images` and `max_per_label` are
+# per run, so the workers reserve their admissions here (storage.catalog.budgets) under a per-run lock.
+run_budgets = Table(
+    "run_budgets",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("label_key", String(300), primary_key=True),  # storage.catalog.labels.label_key; "" for unlabelled
+    Column("admitted", Integer, nullable=False),
 )
