@@ -7,6 +7,7 @@ must fetch no image of any other label (judged on the shop's own request log and
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,7 @@ def test_targeted_collection_raises_the_scarce_class(tmp_path: Path) -> None:
     assert before.total == rise.total == budget.layout.evaluation_per_class
     assert rise.interval[0] > before.interval[1], (before, rise)  # risen beyond both 95% intervals
     assert all(Path(path).is_file() for path in result.reports.values())
+    document = json.loads(json.dumps(result.as_json()))  # what `harvest demo --json` prints
+    assert document["recall"][scarce]["after"] == {"recall": round(rise.recall, 4), "n": rise.total,
+                                                   "ci": [round(bound, 4) for bound in rise.interval]}  # fmt: skip
+    assert [step["exit"] for step in document["steps"]] == [0] * 15
