@@ -280,11 +280,14 @@ def scrape_command(
     select: str = typer.Option(None, "--select", help="CSS selector of the img elements to take (default: all)."),
     follow: str = typer.Option(None, "--follow", help="CSS selector of the links to follow, e.g. 'li.next a'."),
     depth: int = typer.Option(
-        None, "--depth", help="Link hops from the seeds (default: 0, or unlimited with --follow).", min=0
+        None, "--depth", help="Link hops from the seeds (default: 0, or 50 with --follow).", min=0
     ),
     render: bool = typer.Option(False, "--render", help="Load pages in Chromium and scroll (JavaScript pages)."),
     scroll: int = typer.Option(10, "--scroll", help="With --render: at most this many scrolls per page.", min=0),
     max_images: int = typer.Option(None, "--max-images", help="Fetch at most N images in this run.", min=0),
+    max_pages: int = typer.Option(
+        None, "--max-pages", help="Fetch at most N pages in this run (default 10,000; a rerun continues).", min=1
+    ),
     concurrency: int = typer.Option(16, "--concurrency", help="Fetches in flight at once.", min=1, max=512),
     allow_private: bool = AllowPrivateOption,
     ignore_robots: bool = IgnoreRobotsOption,
@@ -310,6 +313,7 @@ def scrape_command(
         render=render,
         scroll=scroll,
         max_images=max_images,
+        max_pages=max_pages,
         concurrency=concurrency,
         allow_private=allow_private,
         ignore_robots=ignore_robots,
@@ -352,7 +356,7 @@ def scrape_command(
     }
     out_console.print(counts_table("Scrape summary", result.summary, extra))
     render_summary_problems(result.summary.problems)
-    if document["limited"]:
+    if document["limited"] and not result.pages_limited:  # the page budget said so in its warning
         err_console.print("stopped at --max-images; run the same command again to continue")
 
 

@@ -52,6 +52,7 @@ SOURCE_OPTIONS: Final[dict[str, dict[str, type | tuple[type, ...]]]] = {
         "render": bool,
         "scroll": int,
         "max_images": int,
+        "max_pages": int,
         **_WEB,
     },
     "urls": {"label": str, "url_col": str, "label_col": str, "format": str, **_WEB},

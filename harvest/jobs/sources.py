@@ -89,12 +89,15 @@ def _scrape(seeds: tuple[str, ...], options: dict[str, Any]) -> PlannedSource:
         render=bool(options.get("render", False)),
         scroll=int(options.get("scroll", 10)),
         max_images=options.get("max_images"),
+        max_pages=options.get("max_pages"),
         concurrency=int(options.get("concurrency", 16)),
         allow_private=fetch.allow_private,
         ignore_robots=not fetch.obey_robots,
         retry_failed=bool(options.get("retry_failed", False)),
         fetch=fetch,
     )
+    if (pages := options.get("max_pages")) is not None and pages < 1:
+        raise GleanerError(f"`max_pages` must be at least 1, not {pages}")
     for key in ("depth", "max_images"):
         if (value := options.get(key)) is not None and value < 0:
             raise GleanerError(f"`{key}` must be zero or more, not {value}")

@@ -12,9 +12,11 @@ Why it is shaped this way:
   fetch layer so that robots.txt, size limits and `noai` apply exactly as for static pages.
 
 Depth: seed pages have depth 0 and a link found on a depth-d page has depth d+1. `depth=None` means
-0 without `follow` (only the given pages) and unlimited with `follow` (pagination ends by itself; scope and
-the frontier keep it finite). Without `follow`, pages within the depth follow every in-scope link. Scope
-is the seeds' hosts (host:port); images may come from any host the fetch layer allows.
+0 without `follow` (only the given pages) and FOLLOW_DEPTH with `follow` (deep enough for any pagination a
+person would scrape; a site that generates endless unique links ends there). Without `follow`, pages within the
+depth follow every in-scope link. Scope is the seeds' hosts (host:port); images may come from any host the
+fetch layer allows. A run fetches at most `max_pages` pages (MAX_PAGES by default) and says so when it stops
+there; a rerun continues from the frontier.
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 16
 DEFAULT_SCROLL = 10
+FOLLOW_DEPTH = 50  # link hops followed with --follow and no --depth
+MAX_PAGES = 10_000  # pages fetched per run unless --max-pages says otherwise
 _BATCH = 256  # frontier rows read per query
 _PROGRESS_EVERY = 0.2  # seconds between progress callbacks
 
@@ -97,6 +101,7 @@ class ScrapeOptions:
     render: bool = False
     scroll: int = DEFAULT_SCROLL
     max_images: int | None = None
+    max_pages: int | None = None  # None: MAX_PAGES
     concurrency: int = DEFAULT_CONCURRENCY
     allow_private: bool = False
     ignore_robots: bool = False
@@ -105,11 +110,15 @@ class ScrapeOptions:
     fetch: FetchOptions | None = None  # user agent and per-host limits; robots and SSRF come from the flags above
 
     @property
-    def max_depth(self) -> int | None:
-        """None: unlimited."""
+    def max_depth(self) -> int:
+        """--depth, else FOLLOW_DEPTH with --follow, else 0 (only the given pages)."""
         if self.depth is not None:
             return self.depth
-        return None if self.follow else 0
+        return FOLLOW_DEPTH if self.follow else 0
+
+    @property
+    def page_budget(self) -> int:
+        return MAX_PAGES if self.max_pages is None else self.max_pages
 
     def policy(self) -> FetchPolicy:
         shared = self.fetch or FetchOptions()
@@ -141,12 +150,13 @@ class ScrapeResult:
     run_id: int
     job: str
     seconds: float
-    limited: bool  # stopped early by --max-images
+    limited: bool  # stopped early by --max-images or the page budget
     frontier: dict[str, int]
     pages_pending: int
     images_pending: int
     requeued: int
-    warnings: list[str] = field(default_factory=list)  # selectors that matched nothing
+    warnings: list[str] = field(default_factory=list)  # selectors that matched nothing, limits that cut the crawl
+    pages_limited: bool = False  # the page budget (not --max-images) stopped the run
 
     @property
     def error(self) -> str | None:
@@ -238,7 +248,7 @@ def _normalize_seeds(seeds: tuple[str, ...]) -> tuple[str, ...]:
 def scrape_job(options: ScrapeOptions) -> str:
     """The frontier job of a scrape: its seeds and the options that change what is found, so that the same
     command (or a collection job with the same source) resumes it."""
-    max_depth = options.max_depth
+    max_depth = options.depth if options.depth is not None else (None if options.follow else 0)
     return job_key(
         "scrape",
         *sorted(_normalize_seeds(options.seeds)),
@@ -304,6 +314,8 @@ class _Crawl:
         self._matched: dict[str, list[int]] = {"--select": [0, 0], "--follow": [0, 0]}  # option: [pages, matches]
         self.summary = IngestSummary()
         self.limited = False
+        self.pages_limited = False  # the page budget stopped the run
+        self.depth_reached = False  # a page at the last followed depth had links that were not followed
         self.renderer: Renderer | None = None
         self._queues: dict[str, deque[_Task]] = {"page": deque(), "image": deque()}
         self._dirty = {"page": True, "image": True}  # the frontier may hold rows not read yet
@@ -349,8 +361,10 @@ class _Crawl:
     # --- page work (runs on pool threads) -----------------------------------------------------------------
 
     def _want_links(self, depth: int) -> bool:
+        """Links are followed from pages above the depth limit; with --follow they are also looked for on pages
+        at it (not followed), so that the summary can say the limit cut the crawl short."""
         limit = self.options.max_depth
-        return limit is None or depth < limit
+        return depth < limit or (bool(self.options.follow) and depth == limit)
 
     def _load_page(self, task: _Task) -> _LoadedPage:
         try:
@@ -430,11 +444,15 @@ class _Crawl:
             said = {"alt": candidate.alt, "via": candidate.via}
             images.append(FrontierEntry(candidate.url, "image", task.depth, page.final_url, label, extra=said))
             self._sightings.setdefault(candidate.url, _Sighting(page.final_url, candidate.alt, candidate.via))
+        below_limit = task.depth < self.options.max_depth
         links = [
             FrontierEntry(link, "page", depth=task.depth + 1, referrer=page.final_url)
             for link in page.extract.links
             if _host(link) in self.scope
         ]
+        if not below_limit:
+            self.depth_reached = self.depth_reached or bool(links)
+            links = []
         with self.ws.catalog.write() as conn:
             new_images = add_urls(conn, self.job, images) if images else 0
             new_pages = add_urls(conn, self.job, links) if links else 0
@@ -488,6 +506,14 @@ class _Crawl:
             return False
         return True
 
+    def _pages_left(self) -> bool:
+        """False once the run started its page budget of fetches (--max-pages, MAX_PAGES by default)."""
+        if self.progress.pages_queued < self.options.page_budget:
+            return True
+        if self._available("page"):
+            self.limited = self.pages_limited = True
+        return False
+
     def _loop(self, pages_pool: ThreadPoolExecutor, downloads: DownloadPool, committer: BatchCommitter) -> None:
         """Pages load on threads of this process; images go to the download workers, which fetch, validate,
         hash and store them (the bytes stay there); what they prepared is committed here in batches."""
@@ -505,7 +531,7 @@ class _Crawl:
                 budget = self._budget_left()
                 images_ok = budget and self._available("image")
                 page_cap = 1 if self.options.render else page_slots if images_ok else concurrency
-                if budget and len(pages) < page_cap and self._available("page"):
+                if budget and len(pages) < page_cap and self._pages_left() and self._available("page"):
                     task = self._next("page")
                     if task is not None:
                         self._claimed["page"].add(task.url)
@@ -620,8 +646,26 @@ class _Crawl:
             pages_pending=left.get("page", 0),
             images_pending=left.get("image", 0),
             requeued=requeued,
-            warnings=self._selector_warnings(),
+            warnings=self._selector_warnings() + self._limit_warnings(),
+            pages_limited=self.pages_limited,
         )
+
+    def _limit_warnings(self) -> list[str]:
+        """What stopped the crawl short of the site's end, said in the summary (a run that ends silently at a
+        limit looks like a site with nothing more)."""
+        found = []
+        if self.pages_limited:
+            found.append(
+                f"stopped after {self.options.page_budget:,} pages (the page budget: --max-pages); "
+                "run the same command again to continue"
+            )
+        if self.depth_reached:
+            given = "--depth" if self.options.depth is not None else f"the default depth with --follow ({FOLLOW_DEPTH})"
+            found.append(
+                f"links on pages at depth {self.options.max_depth} were not followed ({given}); "
+                "pass a larger --depth to go further"
+            )
+        return found
 
     def _selector_warnings(self) -> list[str]:
         """A --select or --follow that matched nothing on any page fetched is almost always a wrong selector."""
@@ -655,6 +699,7 @@ class ScrapeSource:
         return {
             "seeds": list(o.seeds), "label": o.label, "label_from": o.label_from, "select": o.select,
             "follow": o.follow, "depth": o.max_depth, "render": o.render, "max_images": o.max_images,
+            "max_pages": o.page_budget,
         }  # fmt: skip
 
     def collect(self, engine: Engine, run: Run) -> None:
