@@ -4,8 +4,10 @@ The engine asks it about every image before the image is fetched (frontier rows 
 URL list or the seed option gave) or ingested (local files, labelled by folder or option), so the filtering
 is the same for every source. It enforces, per run:
 
-- `targets = true`: only labels with an open target, each until its target is met: a pass admits at most the
-  images the target still wants (`remaining` when the pass began), so a label stops when enough are in;
+- `targets = true`: only labels with an open target, each until its target is met: the run admits at most the
+  images the target still wanted when the run first reserved one of them (a quota reserved in the catalog
+  like the budgets below, across every worker; the runner renews it for a later pass), so a label stops when
+  enough are in; unbound, a pass admits at most `remaining` when the pass began;
 - `max_images` and `max_per_label`, across every worker of the run: a gate bound to the run (`bind`) reserves
   what it admits in the catalog (storage.catalog.budgets), a claim batch's images in the transaction that
   claims them (`admit_many`), local files a few at a time (`admit`; what it reserved and did not use goes back
@@ -60,6 +62,7 @@ class JobGate:
         self.skipped_labels: Counter[str] = Counter()  # label -> images passed over
         self.run_total = 0  # what the whole run had admitted at this gate's last reservation
         self.run_per_label: Counter[str] = Counter()  # the same, by label key
+        self.run_quotas: dict[str, int] = {}  # label key -> the run's target quota, at the last reservation
         self._catalog: Catalog | None = None
         self._run_id: int | None = None
         self._pool: Counter[str] = Counter()  # reserved for local files and not admitted yet, by label key
@@ -79,6 +82,7 @@ class JobGate:
             self.remaining = {label_key(t.label): t.remaining for t in open_targets if t.remaining > 0}
             self.pass_admitted.clear()
             self.met_refused.clear()
+            self.run_quotas = {}  # the run's quotas may have been renewed: the next reservation reads them
 
     @property
     def closed(self) -> bool:
@@ -107,7 +111,7 @@ class JobGate:
         from the run's budget at once."""
         with self._lock:
             keys = [label_key(label) if label else "" for label in labels]
-            if not (self._bound and self.budgeted):  # this worker's counts decide, image by image
+            if not self._reserving:  # this worker's counts decide, image by image
                 return [
                     self._count(label, key, self._local_refusal(label, key) or self._budget_refusal(label, key, None))
                     for label, key in zip(labels, keys, strict=True)
@@ -143,6 +147,11 @@ class JobGate:
     def _bound(self) -> bool:
         return self._catalog is not None and self._run_id is not None
 
+    @property
+    def _reserving(self) -> bool:
+        """Admissions are reserved from the run (budgets, or a targets job's quotas)."""
+        return self._bound and (self.budgeted or self.targets)
+
     def _spent(self) -> bool:
         """max_images reached: by the run (and this worker holds no reservation for local files), or unbound,
         by this worker."""
@@ -164,8 +173,11 @@ class JobGate:
                 return "unlabelled", Refusal(NO_TARGET, "no label: a targets job takes only labels with open targets")
             if key not in self.remaining:
                 return "no_target", Refusal(NO_TARGET, f"no open target for label {label!r}")
-            if self.pass_admitted[key] + planned >= self.remaining[key]:
-                return "target_met", Refusal(TARGET, f"the target for {label!r} has what it wants")
+            if self._reserving:
+                if key in self.run_quotas and self.run_per_label[key] >= self.run_quotas[key] and self._pool[key] <= 0:
+                    return self._met_refusal(label)
+            elif self.pass_admitted[key] + planned >= self.remaining[key]:
+                return self._met_refusal(label)
         if self.max_per_label is not None and self._label_count(key) >= self.max_per_label and self._pool[key] <= 0:
             return self._per_label_refusal(label)
         return None
@@ -183,7 +195,13 @@ class JobGate:
             return None
         if answer == "max_images":
             return "max_images", Refusal(BUDGET, f"max_images ({self.max_images}) reached in this run")
+        if answer == "target_met":
+            return self._met_refusal(label)
         return self._per_label_refusal(label)
+
+    @staticmethod
+    def _met_refusal(label: str | None) -> tuple[str, Refusal]:
+        return "target_met", Refusal(TARGET, f"the target for {label!r} has what it wants")
 
     def _per_label_refusal(self, label: str | None) -> tuple[str, Refusal]:
         return "max_per_label", Refusal(BUDGET, f"max_per_label ({self.max_per_label}) reached for {label!r}")
@@ -204,7 +222,7 @@ class JobGate:
     def _take(self, key: str) -> str | None:
         """One reservation for a local file of label `key`, from the pool or the run: "" (taken), the budget
         that refused it, or None (unbound: this worker's counts decide)."""
-        if not (self._bound and self.budgeted):
+        if not self._reserving:
             return None
         if self._pool[key] > 0:
             self._pool[key] -= 1
@@ -223,13 +241,21 @@ class JobGate:
 
     def _reserve(self, conn: Connection, keys: list[str]) -> list[str | None]:
         assert self._run_id is not None
-        done = reserve(conn, self._run_id, keys, max_images=self.max_images, max_per_label=self.max_per_label)
+        quotas = self.remaining if self.targets else None
+        done = reserve(
+            conn, self._run_id, keys, max_images=self.max_images, max_per_label=self.max_per_label, quotas=quotas
+        )
         self.run_total = done.total
         self.run_per_label = Counter(done.per_label)
+        self.run_quotas = done.quotas
         return done.refused
 
     def _quota_used(self, key: str) -> bool:
-        if self.pass_admitted[key] >= self.remaining[key]:
+        if self._reserving:
+            quota = self.run_quotas.get(key)
+            if quota is not None and self.run_per_label[key] >= quota and self._pool[key] <= 0:
+                return True
+        elif self.pass_admitted[key] >= self.remaining[key]:
             return True
         if self.max_per_label is None or self._pool[key] > 0:
             return False

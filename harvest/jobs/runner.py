@@ -11,9 +11,12 @@ Folder and watch sources read files of the machine that started the run, so only
 them. `max_images` and `max_per_label` are per run: every worker's gate reserves what it admits from the
 run's budget in the catalog (storage.catalog.budgets), so N workers together stay within them.
 
-With `targets = true` a pass begins from the open targets (their `collected` counts what has arrived); a label
-whose pass quota was used but whose target is still open (some images were duplicates or failed) gets another
-pass, as long as the last one admitted something; the run stops when every target is met.
+With `targets = true` a pass begins from the open targets (their `collected` counts what has arrived); a
+label's quota is run-wide (what its target wanted when the run first reserved one of its images, reserved by
+every worker in the catalog), so N workers together admit no more than the target wants. A label whose quota
+was used but whose target is still open (some images were duplicates or failed) gets another pass, as long as
+the last one admitted something: the worker that finds no other worker's images in flight renews the quota to
+what the target still wants; the run stops when every target is met.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ from harvest.engine import Engine, Run
 from harvest.jobs.config import Job
 from harvest.jobs.gate import REFUSAL_KINDS, TARGET, JobGate
 from harvest.jobs.sources import WEB_OPTIONS, PlannedSource, plan_source, target_source
-from storage.catalog.frontier import pending_by_kind, requeue_refused
+from storage.catalog.budgets import renew_quotas
+from storage.catalog.frontier import lease_owner, pending_by_kind, requeue_refused
+from storage.catalog.hosts import held_by_others
 from storage.catalog.labels import label_key
 from storage.catalog.targets import Target, list_targets, open_targets, refresh_targets
 from storage.catalog.workers import WorkerHeartbeat, leave, start_or_join, worker_name
@@ -219,6 +224,10 @@ class _Passes:
             if not still:
                 return False
             if any(key in still for key in self.gate.met_refused):
+                owner = lease_owner(self.run.id)
+                if any(held_by_others(conn, frontier, owner) for frontier in frontiers):
+                    return False  # their images are in flight: the last worker out renews the quotas
+                renew_quotas(conn, self.run.id, {label_key(t.label): t.remaining for t in open_targets(conn)})
                 for frontier in frontiers:
                     requeue_refused(conn, frontier, [TARGET])
             return any(pending_by_kind(conn, frontier) for frontier in frontiers)
