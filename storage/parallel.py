@@ -223,7 +223,10 @@ def _serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if initializer is not None:
         initializer(*initargs)
-    conn.send(None)  # ready
+    try:
+        conn.send(None)  # ready
+    except (EOFError, OSError):
+        return  # the parent is gone already (Ctrl-C while the pool was starting): nothing to say, no traceback
     while True:
         try:
             item = conn.recv()
@@ -240,7 +243,10 @@ def _serve(
         except (EOFError, OSError):
             return
         except Exception as exc:  # a result or an exception that does not pickle still answers its item
-            conn.send((False, RuntimeError(f"cannot send the result back: {exc!r}")))
+            try:
+                conn.send((False, RuntimeError(f"cannot send the result back: {exc!r}")))
+            except (EOFError, OSError):
+                return
 
 
 def _init(store_url: str, options: dict[str, Any]) -> None:
