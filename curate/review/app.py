@@ -39,6 +39,7 @@ from storage.catalog.review import (
     neighbours,
 )
 from storage.catalog.review_pairs import candidate_page, count_candidates, image_near_duplicates
+from storage.catalog.runs import run_folder
 from storage.errors import GleanerError
 from storage.workspace import Workspace
 
@@ -113,6 +114,7 @@ def grid(request: Request) -> Response:
             "legend": cached_legend(state.cache, conn, version),
             "flags": state.cache.get(version, "flags", lambda: flag_counts(conn)),
             "run_id": latest_run(conn) if pairs or page.run_id is None else page.run_id,
+            "run_names": _run_names(conn, page, pairs),
             # candidates are written by ingest, which the version does not follow: counted on every page
             "total": count_candidates(conn, flt)
             if pairs
@@ -122,6 +124,12 @@ def grid(request: Request) -> Response:
     context.update(views=VIEWS, page_size=page_size(request))
     context["boot"] = _boot(request, context, page="grid", total=context["total"], at=at)
     return state.templates.TemplateResponse(request, "grid.html", context, headers={"cache-control": "no-store"})
+
+
+def _run_names(conn: Any, page: Any, pairs: bool) -> dict[int, str]:
+    """The runs the page names, by their folder (never "run 5")."""
+    ids = {latest_run(conn)} | ({page.run_id} if not pairs else set())
+    return {run_id: run_folder(conn, run_id) for run_id in ids if run_id is not None}
 
 
 def _boot(request: Request, context: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, func, select
 from storage.catalog.schema import runs
 from storage.catalog.sql import now
 
-__all__ = ["finish_run", "get_run", "last_job_runs", "mark_run", "start_run"]
+__all__ = ["finish_run", "get_run", "last_job_runs", "mark_run", "run_folder", "start_run"]
 
 
 def start_run(conn: Connection, kind: str, config: dict[str, Any]) -> int:
@@ -18,6 +18,15 @@ def start_run(conn: Connection, kind: str, config: dict[str, Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
+
+
+def run_folder(conn: Connection, run_id: int) -> str:
+    """What a run is called where people read it: its folder (`train run --out`, recorded as `run_dir`), or
+    `run N` for a run that recorded none."""
+    config = conn.execute(select(runs.c.config).where(runs.c.id == run_id)).scalar()
+    if isinstance(config, dict) and config.get("run_dir"):
+        return str(config["run_dir"])
+    return f"run {run_id}"
 
 
 def finish_run(conn: Connection, run_id: int, status: str, summary: dict[str, Any]) -> None:
