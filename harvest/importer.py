@@ -11,6 +11,7 @@ from typing import Any
 from harvest.engine import Engine, Run
 from harvest.labels import InvalidLabel, collector_label, fallback_label
 from harvest.paths import file_source, printable_path
+from storage.catalog.known_files import known_files
 from storage.errors import GleanerError
 from storage.ingest import IngestItem, IngestSummary, Outcome
 from storage.workspace import Workspace
@@ -85,6 +86,8 @@ class FolderSource:
     label: str | None = None
     labels_from_folders: bool = False
     on_start: Callable[[int], None] | None = None
+    skip_catalogued: bool = False  # a job's folder: files already catalogued from the same path (same size,
+    # not modified since) are passed over before admission, so a budgeted job moves on through the folder
     kind: str = "import"
     _candidates: list[Candidate] | None = field(default=None, init=False, repr=False)
 
@@ -104,6 +107,8 @@ class FolderSource:
 
     def collect(self, engine: Engine, run: Run) -> None:
         candidates = self._candidates if self._candidates is not None else list(discover(self.paths))
+        if self.skip_catalogued:
+            candidates = self._not_catalogued(engine, run, candidates)
         if self.on_start:
             self.on_start(len(candidates))
         fallback = fallback_label(self.label)
@@ -123,6 +128,28 @@ class FolderSource:
             run.report.setdefault("warnings", []).extend(warnings)  # recorded with the run; the CLI prints them
         for _outcome in engine.ingest(run, items(), origin="folder"):
             pass
+
+    @staticmethod
+    def _not_catalogued(engine: Engine, run: Run, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates the catalog does not hold yet from their path; the others are counted in the run's
+        report (`already_catalogued`)."""
+        uris = {c.path: file_source(c.path).uri for c in candidates}
+        with engine.workspace.catalog.read() as conn:
+            known = known_files(conn, list(uris.values()))
+        fresh = []
+        for candidate in candidates:
+            entry = known.get(uris[candidate.path])
+            try:
+                stat = os.stat(candidate.path)
+            except OSError:
+                fresh.append(candidate)  # the ingest reports what is wrong with it
+                continue
+            if entry is None or not entry.matches(stat.st_size, stat.st_mtime):
+                fresh.append(candidate)
+        skipped = len(candidates) - len(fresh)
+        if skipped:
+            run.report["already_catalogued"] = int(run.report.get("already_catalogued", 0)) + skipped
+        return fresh
 
 
 def _class_folders(candidates: list[Candidate]) -> list[str]:

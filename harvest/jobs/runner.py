@@ -74,6 +74,7 @@ class JobReport:
             "status": self.status,
             "targets": self.targets,
             "skipped": self.gate.to_json(),
+            "already_catalogued": int(self.run.report.get("already_catalogued", 0)),  # folder files passed over
             "stopped": self.stopped,
             "sources": self.sources,
             "worker": {"owner": worker_name(), "started_run": self.started, "finished_run": self.finished},

@@ -136,6 +136,7 @@ def _folder(path: Path, options: dict[str, Any]) -> PlannedSource:
         [path],
         label=fallback_label(options.get("label"), "`label`"),
         labels_from_folders=bool(options.get("labels_from_folders", False)),
+        skip_catalogued=True,  # run after run, a budgeted job moves on through the folder
     )
     return PlannedSource("folder", f"folder {path}", source, local=True)
 

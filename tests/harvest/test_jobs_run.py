@@ -120,7 +120,8 @@ def test_a_run_is_recorded_with_the_collector_shape_and_listed_as_the_last_run(
     started = row["started_at"]
     assert listed["last_run"].startswith(started.isoformat()[:19])
     again = json.loads(harvest("jobs", "run", "inbox", "--json", "-w", ws, cwd=ws.parent).stdout)
-    assert again["run_id"] != document["run_id"] and (again["added"], again["duplicates"]) == (0, 5)
+    assert again["run_id"] != document["run_id"] and (again["added"], again["duplicates"]) == (0, 0)
+    assert again["already_catalogued"] == 5  # the folder's files are passed over, not read again as duplicates
     table = harvest("jobs", "run", "inbox", "-w", ws, cwd=ws.parent)
     assert table.code == 0 and "Job inbox" in table.stdout and "duplicates" in table.stdout
 
