@@ -24,10 +24,12 @@ __all__ = ["jobs_app", "jobs_json"]
 jobs_app = typer.Typer(help="Collection jobs declared in gleaner.toml.", no_args_is_help=True)
 
 
-def _next_run(job: Job, after: datetime) -> datetime | None:
-    from harvest.jobs.schedule import next_run
+def _next_run(job: Job, last: datetime | None, now: datetime) -> datetime | None:
+    """When the scheduler runs the job next: now when it is due (never run, or a slot missed since its last
+    start), else its next slot (harvest.jobs.schedule.next_due, what `harvest schedule` itself decides by)."""
+    from harvest.jobs.schedule import next_due
 
-    return next_run(job, after)
+    return next_due(job, last, now)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -35,7 +37,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def jobs_json(jobs: list[Job], last: dict[str, datetime], now: datetime) -> list[dict[str, Any]]:
-    """`jobs list --json`'s entries: each job's schedule, sources, next slot (after now) and last run's start."""
+    """`jobs list --json`'s entries: each job's schedule, sources, next run (now when it is due) and last run's
+    start."""
     return [
         {
             "name": job.name,
@@ -45,7 +48,7 @@ def jobs_json(jobs: list[Job], last: dict[str, datetime], now: datetime) -> list
             "max_images": job.max_images,
             "max_per_label": job.max_per_label,
             "sources": [source.to_json() for source in job.sources],
-            "next_run": _iso(_next_run(job, now)),
+            "next_run": _iso(_next_run(job, last.get(job.name), now)),
             "last_run": _iso(last.get(job.name)),
         }
         for job in jobs
