@@ -315,6 +315,7 @@ class _Crawl:
         self.summary = IngestSummary()
         self.limited = False
         self.pages_limited = False  # the page budget stopped the run
+        self.page_budget_hit = False  # the run reached its page budget
         self.depth_reached = False  # a page at the last followed depth had links that were not followed
         self.renderer: Renderer | None = None
         self._queues: dict[str, deque[_Task]] = {"page": deque(), "image": deque()}
@@ -510,8 +511,7 @@ class _Crawl:
         """False once the run started its page budget of fetches (--max-pages, MAX_PAGES by default)."""
         if self.progress.pages_queued < self.options.page_budget:
             return True
-        if self._available("page"):
-            self.limited = self.pages_limited = True
+        self.page_budget_hit = True  # limited when pages are left at the end (run() looks at the frontier)
         return False
 
     def _loop(self, pages_pool: ThreadPoolExecutor, downloads: DownloadPool, committer: BatchCommitter) -> None:
@@ -634,6 +634,8 @@ class _Crawl:
             run.report["frontier"] = counts
         with self.ws.catalog.read() as conn:
             left = pending_by_kind(conn, self.job)
+        if self.page_budget_hit and left.get("page", 0):
+            self.limited = self.pages_limited = True  # a take-over pass must not start a new budget
         self._tick(force=True)
         return ScrapeResult(
             summary=self.summary,
