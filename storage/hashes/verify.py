@@ -343,13 +343,21 @@ def _drawing(a: AlignedView, b: AlignedView) -> bool:
     return float(plain.mean()) >= PLAIN_SHARE
 
 
-def _fine_view(placed: Placed, side: int) -> np.ndarray:
+def _placed_grey(placed: Placed, side: int) -> Image.Image:
+    """The view's region, greyscale, averaged down to side x side, with its transform applied."""
     image, box, transform = placed
     region = _flatten(image).crop(box).convert("L").resize((side, side), Image.Resampling.BOX)
     op = DIHEDRAL[transform][1]
-    if op is not None:
-        region = region.transpose(op)
-    return np.asarray(region.filter(ImageFilter.GaussianBlur(side / 128)), dtype=np.float32)
+    return region if op is None else region.transpose(op)
+
+
+def _shorter_side(a: Placed, b: Placed) -> int:
+    """The shorter side of the two views' regions: no comparison looks finer than that."""
+    return min(min(box[2] - box[0], box[3] - box[1]) for _, box, _ in (a, b))
+
+
+def _fine_view(placed: Placed, side: int) -> np.ndarray:
+    return np.asarray(_placed_grey(placed, side).filter(ImageFilter.GaussianBlur(side / 128)), dtype=np.float32)
 
 
 def _overlap(a: np.ndarray, b: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray]:
@@ -405,7 +413,7 @@ def _finer(coarse: Verdict, a: Placed, b: Placed) -> Verdict:
     residual = _coarse_residual(a, b)
     if residual > COARSE_RESIDUAL:
         return Verdict(False, coarse.score, f"shading differs at {COARSE_SIDE} px ({residual:.2f} of its contrast)")
-    side = min(FINE_SIDE, *(min(box[2] - box[0], box[3] - box[1]) for _, box, _ in (a, b)))
+    side = min(FINE_SIDE, _shorter_side(a, b))
     if side < 2 * SIDE:  # no detail the 64 px comparison did not see
         return coarse
     fa, fb = _fine_view(a, side), _fine_view(b, side)
@@ -451,25 +459,16 @@ def _coarse_residual(a: Placed, b: Placed) -> float:
     """Mean absolute difference left after one brightness/contrast fit of the two views at COARSE_SIDE px, over
     the pixels that are not background in either, as a share of their contrast (the larger of both fits, at the
     best of the nine one-pixel shifts)."""
-    side = min(COARSE_SIDE, *(min(box[2] - box[0], box[3] - box[1]) for _, box, _ in (a, b)))
+    side = min(COARSE_SIDE, _shorter_side(a, b))
     if side < 8:
         return 0.0
-    va, vb = (_coarse_view(placed, side) for placed in (a, b))
+    va, vb = (np.asarray(_placed_grey(placed, side), dtype=np.float64) for placed in (a, b))
     best = float("inf")
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             x, y = _overlap(va, vb, dy, dx)
             best = min(best, max(_residual(x, y), _residual(y, x)))
     return best
-
-
-def _coarse_view(placed: Placed, side: int) -> np.ndarray:
-    image, box, transform = placed
-    region = _flatten(image).crop(box).convert("L").resize((side, side), Image.Resampling.BOX)
-    op = DIHEDRAL[transform][1]
-    if op is not None:
-        region = region.transpose(op)
-    return np.asarray(region, dtype=np.float64)
 
 
 def _residual(x: np.ndarray, y: np.ndarray) -> float:
