@@ -11,8 +11,6 @@ in total and per label; the next run of the job takes the images the first passe
 from __future__ import annotations
 
 import json
-import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,8 +27,8 @@ from storage.catalog.migrations import current_version
 from storage.catalog.runs import start_run
 from storage.catalog.schema import SCHEMA_VERSION
 from storage.workspace import init_workspace, open_workspace
-from tests.support.jobs import finish_job_workers, job_config, start_job_workers
-from tests.support.site import Request, Response, Site
+from tests.support.jobs import finish_job_workers, gated_url_list, job_config, start_job_workers
+from tests.support.site import Site
 
 MAX_IMAGES, MAX_PER_LABEL = 20, 12
 LABELS = ["cat", "cat", "dog"]  # 40 cats and 20 dogs, interleaved
@@ -72,17 +70,8 @@ def test_three_workers_on_one_run_stay_within_the_runs_budget_and_the_next_run_c
     budget_ws: Path, site: Site, tmp_path: Path
 ) -> None:
     ws = budget_ws
-    opened = threading.Event()
-    prefix = f"/budget-gate-{os.getpid()}-{time.monotonic_ns()}/"
-
-    def gated(request: Request) -> Response:
-        opened.wait(120)  # a bound, so that a failing test cannot leave server threads behind
-        return Response.image(request.site.photo(request.arg("img")))
-
-    site.route(prefix, gated)
-    names = site.photo_names[:URLS]
-    rows = [f"{site.url(f'{prefix}photo?img={name}')},{LABELS[i % 3]}" for i, name in enumerate(names)]
-    (tmp_path / "list.csv").write_text("url,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    rows = [(name, LABELS[i % 3]) for i, name in enumerate(site.photo_names[:URLS])]
+    opened, prefix = gated_url_list(site, tmp_path / "list.csv", rows, "budget")
     job_config(
         ws,
         f'[[jobs]]\nname = "capped"\nmax_images = {MAX_IMAGES}\nmax_per_label = {MAX_PER_LABEL}\n'

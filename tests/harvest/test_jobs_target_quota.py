@@ -9,8 +9,6 @@ exactly the 10 coats the target wants (not 3 x 10), nothing else, and the target
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from pathlib import Path
 
@@ -19,8 +17,8 @@ import pytest
 from storage.catalog.targets import list_targets, set_manual_target
 from storage.workspace import init_workspace, open_workspace
 from tests.harvest.test_jobs_budget import job_workers, run_labels
-from tests.support.jobs import finish_job_workers, job_config, start_job_workers
-from tests.support.site import Request, Response, Site
+from tests.support.jobs import finish_job_workers, gated_url_list, job_config, start_job_workers
+from tests.support.site import Site
 
 COATS, SHIRTS, WANT = 40, 10, 10
 
@@ -39,19 +37,11 @@ def test_three_workers_on_a_targets_run_add_no_more_than_the_target_wants(
     quota_ws: Path, site: Site, tmp_path: Path
 ) -> None:
     ws = quota_ws
-    opened = threading.Event()
-    prefix = f"/quota-gate-{os.getpid()}-{time.monotonic_ns()}/"
-
-    def gated(request: Request) -> Response:
-        opened.wait(120)  # a bound, so that a failing test cannot leave server threads behind
-        return Response.image(request.site.photo(request.arg("img")))
-
-    site.route(prefix, gated)
     names = site.photo_names[: COATS + SHIRTS]
     labels = ["coat"] * COATS + ["shirt"] * SHIRTS
-    rows = [f"{site.url(f'{prefix}photo?img={name}')},{label}" for name, label in zip(names, labels, strict=True)]
+    rows = list(zip(names, labels, strict=True))
     rows = rows[COATS:] + rows[:COATS]  # the shirts first: they are passed over, not counted
-    (tmp_path / "list.csv").write_text("url,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    opened, _ = gated_url_list(site, tmp_path / "list.csv", rows, "quota")
     with open_workspace(ws) as workspace, workspace.catalog.write() as conn:
         set_manual_target(conn, "coat", WANT, sources=[], create=True)
     job_config(

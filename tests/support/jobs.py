@@ -14,10 +14,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["finish_job_workers", "job_config", "kill_job_worker", "start_job_workers"]
+from tests.support.site import Request, Response, Site
+
+__all__ = ["finish_job_workers", "gated_url_list", "job_config", "kill_job_worker", "start_job_workers"]
 
 
 def job_config(ws: Path, text: str) -> None:
@@ -61,3 +66,21 @@ def kill_job_worker(worker: subprocess.Popen[str]) -> None:
     """SIGKILL the worker and its process group (no clean-up runs), and reap it."""
     os.killpg(worker.pid, signal.SIGKILL)
     worker.communicate(timeout=60)
+
+
+def gated_url_list(site: Site, path: Path, rows: Sequence[tuple[str, str]], tag: str) -> tuple[threading.Event, str]:
+    """Write a URL list (`url,label`) of the site's photos (name, label) to `path`, served from a route of its own
+    that holds every response until the returned event is set: several workers then join one run before any
+    image arrives, whatever the load on the machine. Returns the event and the route's prefix (the images are
+    `{prefix}photo?img=NAME`)."""
+    opened = threading.Event()
+    prefix = f"/{tag}-gate-{os.getpid()}-{time.monotonic_ns()}/"
+
+    def gated(request: Request) -> Response:
+        opened.wait(120)  # a bound, so that a failing test cannot leave server threads behind
+        return Response.image(request.site.photo(request.arg("img")))
+
+    site.route(prefix, gated)
+    lines = [f"{site.url(f'{prefix}photo?img={name}')},{label}" for name, label in rows]
+    path.write_text("url,label\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return opened, prefix
