@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
 
+from storage.catalog.liveness import process_exists
 from storage.catalog.schema import frontier
 from storage.catalog.sql import now
 
@@ -336,16 +337,7 @@ def _dead_here(owner: str) -> bool:
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not process_exists(int(pid_text))
 
 
 def frontier_counts(conn: Connection, job: str) -> dict[str, int]:

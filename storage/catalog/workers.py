@@ -31,6 +31,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, select, text
 
 from storage.catalog.core import Catalog
+from storage.catalog.liveness import process_exists
 from storage.catalog.runs import finish_run, start_run
 from storage.catalog.schema import run_workers, runs
 from storage.catalog.sql import now
@@ -226,29 +227,8 @@ def _alive(row: Any, stamp: datetime) -> bool:
         return False
     host, _, pid = str(row.owner).partition(":")
     if host == socket.gethostname() and pid.isdigit():
-        return _process_exists(int(pid))
+        return process_exists(int(pid))
     return stamp - _utc(row.heartbeat_at) < timedelta(seconds=STALE_AFTER)
-
-
-def _process_exists(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return _not_zombie(pid)
-
-
-def _not_zombie(pid: int) -> bool:
-    """A killed child its parent has not reaped yet still answers kill(0); /proc says it is a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _lock(conn: Connection, job: str) -> None:
