@@ -73,7 +73,7 @@ def test_command_and_options_are_documented(name: str, command: Any) -> None:
 
 
 def test_shared_options_are_documented_once_for_all() -> None:
-    assert SHARED == {"--json", "--workspace"}, COMMANDS_INTRO
+    assert {"--json", "--workspace"} == SHARED, COMMANDS_INTRO
 
 
 def test_quickstart_has_the_two_commands() -> None:
@@ -81,3 +81,13 @@ def test_quickstart_has_the_two_commands() -> None:
     assert "make demo" in quickstart and "make test" in quickstart
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_pictures_are_shown_and_exist() -> None:
+    """Every picture in docs/ is in the README, and every picture the README shows is in docs/."""
+    root = Path(__file__).resolve().parent.parent
+    shown = set(re.findall(r"!\[[^\]]*\]\((docs/[^)]+)\)", README))
+    present = {f"docs/{p.name}" for p in (root / "docs").glob("*.png")}
+    assert shown == present, (shown - present, present - shown)
+    assert {"docs/review-grid.png", "docs/dedupe-report.png", "docs/confusion-matrix.png", "docs/curves.png",
+            "docs/demo-recall.png"} <= shown  # fmt: skip

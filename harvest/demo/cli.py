@@ -90,4 +90,5 @@ def demo_command(
     console.print(targets_table(result.targets_after, "targets after the job"))
     console.print(recall_table(result))
     console.print(f"reports: before {result.reports['before']}\n         after  {result.reports['after']}")
+    console.print(f"chart:   {result.reports['recall_chart']} (recall before and after, with 95% intervals)")
     console.print(f"the whole loop took {result.seconds:.0f} s (step logs in {out / 'logs'})")

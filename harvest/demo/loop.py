@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
+from harvest.demo.chart import plot_recall
 from harvest.demo.recall import ClassRecall, per_class_recall
 from harvest.demo.shop import Shop, ShopLayout
 from storage.errors import GleanerError
@@ -196,6 +197,8 @@ def run_loop(
         result.recall_before = _recall(step, run_before, evaluation, layout.classes)
         result.recall_after = _recall(step, run_after, evaluation, layout.classes)
         result.reports = {"before": str(run_before / "report.html"), "after": str(run_after / "report.html")}
+        chart = plot_recall(result.recall_before, result.recall_after, layout.scarce, out / "recall.png")
+        result.reports["recall_chart"] = str(chart)
         del report_before, report_after
     finally:
         result_requests = dict(shop.requests)
