@@ -2,7 +2,9 @@
 is run through the real console scripts, in README order, in one bash session, as a new user would type them,
 in a fresh folder whose home holds the pictures the examples name (`~/Pictures/nike`, `~/datasets/shoes`).
 
-Blocks that need what a test cannot give (an S3 bucket, a web shop, minutes of training) are not marked; the
+Blocks that need what a test cannot give (an S3 bucket, a real web shop, minutes of training, a server that runs
+until Ctrl-C such as `curate review` and `harvest schedule`) are not marked; the web collectors run against `~/shop`
+served on 127.0.0.1:8765 by the block itself; the
 training example that is marked trains two epochs of one network on 36 small images.
 """
 
@@ -47,6 +49,33 @@ def fixture_home(home: Path, photos: list[Path]) -> None:
     image = Image.open(photos[40]).convert("RGB")
     image.thumbnail((48, 48))
     image.save(home / "Pictures" / "new-shoe.jpg", quality=90)  # `train predict ... ~/Pictures/new-shoe.jpg`
+    screenshots = home / "Pictures" / "Screenshots"  # `harvest watch ~/Pictures/Screenshots`
+    screenshots.mkdir()
+    for n, source in enumerate(photos[44:47]):
+        image = Image.open(source).convert("RGB")
+        image.thumbnail((64, 64))
+        image.save(screenshots / f"Screenshot {n}.png")
+    fixture_shop(home / "shop", photos[48:60])
+
+
+def fixture_shop(shop: Path, photos: list[Path]) -> None:
+    """`~/shop`, served by `python3 -m http.server` in the README: two pages of four images each (alt text =
+    label), linked by `li.next a`, and `urls.csv` naming four more images."""
+    shop.mkdir()
+    names = []
+    for n, source in enumerate(photos):
+        image = Image.open(source).convert("RGB")
+        image.thumbnail((48, 48))
+        names.append(f"p{n:02d}.jpg")
+        image.save(shop / names[-1], quality=90)
+    labels = ["boots", "sandals"]
+    for page, chunk in enumerate((names[:4], names[4:8])):
+        images = "".join(f'<img src="{name}" alt="{labels[i % 2]}">' for i, name in enumerate(chunk))
+        following = '<ul><li class="next"><a href="page2.html">next</a></li></ul>' if page == 0 else ""
+        html = f"<html><body><h1>shop</h1>{images}{following}</body></html>"
+        (shop / ("index.html" if page == 0 else "page2.html")).write_text(html)
+    rows = [f"http://127.0.0.1:8765/{name},{labels[i % 2]}" for i, name in enumerate(names[8:])]
+    (shop / "urls.csv").write_text("url,label\n" + "\n".join(rows) + "\n")
 
 
 def test_runnable_marker_is_found() -> None:
@@ -83,3 +112,8 @@ def test_readme_examples_run_as_written(tmp_path: Path, photo_files: list[Path])
     for name in ("report.json", "report.html", "confusion_matrix.png", "model.ts"):
         assert (runs / name).is_file(), name
     assert "Pictures/new-shoe.jpg" in done.stdout and "Pictures/nike/000000000073.jpg" in done.stdout  # file, folder
+    scraped = done.stdout.split("Scrape summary", 1)[1].split("URL list summary", 1)
+    assert re.search(r"│\s+8 │.*│ 2 \(0 failed\) │", scraped[0]), scraped[0]  # both pages, all 8 images
+    assert re.search(r"│\s+4 │", scraped[1].split("\n\n", 1)[0]), scraped[1]  # the 4 rows of urls.csv
+    sweep = shoes / "runs" / "sweep"
+    assert (sweep / "sweep.csv").is_file() and len((sweep / "trials.csv").read_text().splitlines()) == 1 + 2
