@@ -533,3 +533,4 @@ class BatchCommitter:
         batch, self.batch, self.since = self.batch, [], time.monotonic()
         if batch:
             self.on_outcomes(self.ingestor.commit(batch, sync_store=True))  # the workers wrote with durable=False
+            self.ingestor.stop_if_full(batch)  # a full store disk ends the run once this batch is recorded

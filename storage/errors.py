@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["GleanerError", "StoreError", "WorkspaceNotFound"]
+__all__ = ["GleanerError", "StoreError", "StoreFull", "WorkspaceNotFound"]
 
 
 class GleanerError(Exception):
@@ -15,3 +15,9 @@ class WorkspaceNotFound(GleanerError):
 
 class StoreError(GleanerError):
     """The object store refused or failed an operation."""
+
+
+class StoreFull(StoreError):
+    """The store's disk (or quota) is full. Every later write would fail the same way, so a collector stops at
+    the first such failure, after recording what it had stored, instead of failing each remaining item (and
+    exiting 0). Raised from an `OSError(ENOSPC)`, so that the CLI prints its one full-disk line."""

@@ -12,6 +12,7 @@ records. The CPU-bound steps 1-2 run in worker processes; step 3 runs in the cal
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -23,7 +24,7 @@ from sqlalchemy import Connection
 
 from storage.catalog import Catalog, ImageFacts, Sighting, SourceInfo, default_actor, mark_duplicate, record_images
 from storage.catalog.duplicates import Candidate, load_decisions, record_candidate, replace_keeper
-from storage.errors import StoreError
+from storage.errors import StoreError, StoreFull
 from storage.imaging import Rejected, analyze
 from storage.keys import image_key
 from storage.localfiles import read_regular_file
@@ -72,6 +73,7 @@ class Prepared:
     object_key: str | None = None
     status: Status = "added"
     reason: str | None = None
+    disk_full: bool = False  # the store write failed for want of space: the run stops (see Ingestor.stop_if_full)
 
 
 @dataclass
@@ -134,8 +136,16 @@ def prepare(item: IngestItem, store: ObjectStore, limits: IngestSettings, *, dur
         if not store.exists(key, size=len(data)):  # a short leftover of a power cut is written again
             store.put(key, data, facts.content_type, durable=durable)
     except (StoreError, OSError) as exc:
-        return Prepared(status="failed", reason=f"store write failed: {exc}")
+        return Prepared(status="failed", reason=f"store write failed: {exc}", disk_full=_no_space(exc))
     return Prepared(facts=facts, object_key=key)
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def _no_space(exc: BaseException) -> bool:
+    """Whether a failed store write means a full disk or quota (the error itself or what it wraps)."""
+    return any(isinstance(e, OSError) and e.errno in _FULL_ERRNOS for e in (exc, exc.__cause__, exc.__context__))
 
 
 # Worker-process state, set once by the pool initializer.
@@ -226,6 +236,15 @@ class Ingestor:
                 outcomes.append(Outcome(uri, status, prepared.facts.sha256, reason, near_duplicate_of=keeper))
         return outcomes
 
+    def stop_if_full(self, batch: list[tuple[IngestItem, Prepared]]) -> None:
+        """Raise StoreFull when a store write of this (already committed and reported) batch failed for want of
+        space: the next writes would fail alike, so the run ends with one clear error, and a rerun after
+        freeing space takes up the items it did not store."""
+        full = sum(prepared.disk_full for _item, prepared in batch)
+        if full:
+            cause = OSError(errno.ENOSPC, f"the store {self.store.url}: {os.strerror(errno.ENOSPC)}")
+            raise StoreFull(f"the store {self.store.url} is full ({full} image(s) not stored)") from cause
+
     def _judge_near_duplicates(
         self, conn: Connection, index: NearDuplicateIndex, new: list[tuple[IngestItem, Prepared]]
     ) -> dict[int, str]:
@@ -278,10 +297,12 @@ class Ingestor:
             count *= REMOTE_WORKERS_PER_CORE
         if count <= 1:
             for item in items:
-                outcome = self.ingest(item)
+                single = [(item, prepare(item, self.store, self.limits))]
+                outcome = self.commit(single)[0]
                 if on_outcome:
                     on_outcome(outcome)
                 yield outcome
+                self.stop_if_full(single)
             return
 
         groups = process_map(  # closed below, so an error or an early stop shuts the pool down at once
@@ -310,6 +331,7 @@ class Ingestor:
             if on_outcome:
                 on_outcome(outcome)
             yield outcome
+        self.stop_if_full(batch)
 
 
 def _worker_failed(exc: BaseException) -> Prepared:
