@@ -1,7 +1,8 @@
 """The reliability suite's ledger: every test records the faults it injected and what survived them.
 
-At the end of the session the ledger is written to `build/reliability/figures.json` and rendered as the
-Markdown table the README shows (`python -m tests.reliability.table --write-readme` puts it there). A fault
+At the end of the session each pytest process (one, or one per xdist worker) writes its entries to
+`build/reliability/figures-<worker>.json`, stamped with the test run's id; `tests.reliability.table` merges the
+files of the newest run into the Markdown table the README shows (`--write-readme` puts it there). A fault
 is one injected event (a SIGKILL, a server restart, a hostile file...); `survived` counts those after which the
 rerun ended consistent; `items_lost` and `items_doubled` count images that a source offered and the catalog
 lacks, or holds twice, after the final rerun — both must be 0.
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import json
 import resource
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["FIGURES", "Entry", "Ledger", "assert_zero_loss", "peak_child_rss_mb"]
+__all__ = ["FIGURES", "Entry", "Ledger", "assert_zero_loss", "newest_rows", "peak_child_rss_mb"]
 
-FIGURES = Path(__file__).resolve().parents[2] / "build" / "reliability" / "figures.json"
+FIGURES = Path(__file__).resolve().parents[2] / "build" / "reliability"
 
 
 @dataclass
@@ -41,12 +43,23 @@ class Ledger:
         self.entries.append(entry)
         return entry
 
-    def write(self, path: Path = FIGURES) -> None:
+    def write(self, run: str, worker: str, folder: Path = FIGURES) -> None:
         if not self.entries:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = sorted((asdict(e) for e in self.entries), key=lambda row: (row["area"], row["case"]))
-        path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [asdict(e) for e in self.entries]
+        document = {"run": run, "written": time.time(), "rows": rows}
+        (folder / f"figures-{worker}.json").write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def newest_rows(folder: Path = FIGURES) -> list[dict[str, object]]:
+    """The rows of the newest test run, from all its workers' files, sorted by area and case."""
+    documents = [json.loads(path.read_text(encoding="utf-8")) for path in folder.glob("figures-*.json")]
+    if not documents:
+        return []
+    newest = max(documents, key=lambda doc: doc["written"])["run"]
+    rows = [row for doc in documents if doc["run"] == newest for row in doc["rows"]]
+    return sorted(rows, key=lambda row: (str(row["area"]), str(row["case"])))
 
 
 def peak_child_rss_mb() -> float:

@@ -1,4 +1,4 @@
-"""Render the reliability suite's figures (build/reliability/figures.json) as the README's table.
+"""Render the reliability suite's figures (build/reliability/figures-*.json, newest run) as the README's table.
 
 `python -m tests.reliability.table` prints it; `--write-readme` replaces the table between the markers
 `<!-- reliability:start -->` and `<!-- reliability:end -->` in README.md.
@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from tests.reliability.ledger import FIGURES
+from tests.reliability.ledger import newest_rows
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
@@ -40,7 +39,10 @@ def readme_rows(text: str) -> list[list[str]]:
 
 
 def main(argv: list[str]) -> int:
-    rows = json.loads(FIGURES.read_text(encoding="utf-8"))
+    rows = newest_rows()
+    if not rows:
+        print("error: no figures in build/reliability: run `pytest tests/reliability` first", file=sys.stderr)
+        return 1
     table = render(rows)
     if "--write-readme" not in argv:
         print(table)
