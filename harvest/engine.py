@@ -30,7 +30,10 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from sqlalchemy import Connection
 
 from harvest.fetch.policy import DEFAULT_USER_AGENT, FetchPolicy
 from harvest.heartbeat import Heartbeat
@@ -248,8 +251,8 @@ class Engine:
         """Start a run row; at the end record its status and summary, also after an error or Ctrl-C. The run has
         a worker row with a heartbeat, so that the next run marks it interrupted if this process is killed."""
         owner = worker_name()
-        with self.workspace.catalog.write() as conn:
-            started = start_worker_run(conn, kind, config, owner)
+        catalog = self.workspace.catalog
+        started = catalog.transact(lambda conn: start_worker_run(conn, kind, config, owner), what="starting the run")
         run = Run(id=started.run_id, kind=kind)
         if started.interrupted:  # killed runs found on the way (SIGKILL, a dead machine): no longer "running"
             run.report["interrupted_runs"] = started.interrupted
@@ -265,10 +268,13 @@ class Engine:
         finally:
             self.end(run)
             run.status = status
-            with self.workspace.catalog.write() as conn:
-                summary = {**run.summary.to_json(), **run.report, "seconds": run.seconds}
+            summary = {**run.summary.to_json(), **run.report, "seconds": run.seconds}
+
+            def finish(conn: Connection) -> None:
                 end_worker_run(conn, run.id, owner, status, summary)
                 refresh_targets(conn)  # a target this run's images met closes, whichever collector ran
+
+            catalog.transact(finish, what="ending the run")
 
     def run(self, source: Source) -> Run:
         """Collect from `source` under one run record; returns the finished run (summary, report). A source's
@@ -312,14 +318,14 @@ class Engine:
         if not isinstance(job, str) or limited or (self.admission is not None and self.admission.closed):
             return False
         owner = lease_owner(run.id)
-        with self.workspace.catalog.read() as conn:
-            ended = _ended(conn, job)
+        ended = self.workspace.catalog.transact(lambda conn: _ended(conn, job), write=False)
         stalled = self._passes.get(run.id) == ended  # the pass before ended no row
         self._passes[run.id] = ended
         while not run.stop.is_set():
             freed = self.free_stale_claims(job)
-            with self.workspace.catalog.read() as conn:
-                free, held = claimable(conn, job), held_by_others(conn, job, owner)
+            free, held = self.workspace.catalog.transact(
+                lambda conn: (claimable(conn, job), held_by_others(conn, job, owner)), write=False
+            )
             if freed or (free and not stalled):
                 return True
             if not held:
@@ -429,10 +435,11 @@ class Engine:
             limit = min(limit, SHARED_CLAIM_BATCH)
         if self.admission is not None:
             return self._claim_admitted(run, job, kind, self.admission, limit=limit, after_id=after_id)
-        with self.workspace.catalog.write() as conn:
-            return claim(
-                conn, job, lease_owner(run.id), kind=kind, limit=limit, lease_seconds=LEASE_SECONDS, after_id=after_id
-            )
+        take = partial(
+            claim, job=job, owner=lease_owner(run.id), kind=kind, limit=limit, lease_seconds=LEASE_SECONDS,
+            after_id=after_id,
+        )  # fmt: skip
+        return self.workspace.catalog.transact(take, what="claiming URLs")
 
     def _claim_admitted(
         self, run: Run, job: str, kind: str | None, admission: Admission, *, limit: int, after_id: int | None
@@ -441,47 +448,74 @@ class Engine:
         the refusal's kind and reason in the same transaction, and claiming goes on until `limit` rows were
         taken or the job has no more (so a caller that reads a short batch as the end is right)."""
         kept: list[dict[str, Any]] = []
+        checkpoint = getattr(admission, "checkpoint", None)
         while not admission.closed:
-            with self.workspace.catalog.write() as conn:
-                rows = claim(
-                    conn, job, lease_owner(run.id), kind=kind, limit=limit, lease_seconds=LEASE_SECONDS,
-                    after_id=after_id,
-                )  # fmt: skip
-                refused = []
-                images = [row for row in rows if row["kind"] == "image"]
-                admit_many = getattr(admission, "admit_many", None)  # one budget reservation for the batch
-                if callable(admit_many):
-                    answers = admit_many(conn, [r.get("label") for r in images])
-                    verdicts = dict(zip(map(id, images), answers, strict=True))
-                else:
-                    verdicts = {id(row): admission.admit(row.get("label")) for row in images}
-                for row in rows:
-                    why = verdicts.get(id(row))
-                    if why is None:
-                        kept.append(row)
-                    else:
-                        refused.append(FrontierUpdate(row["kind"], row["url"], "skipped", why.reason, why.kind))
-                if refused:
-                    mark_batch(conn, job, refused)
+            state = checkpoint() if callable(checkpoint) else None
+            rows = self.workspace.catalog.transact(
+                partial(self._claim_batch, run, job, kind, admission, kept, limit=limit, after_id=after_id),
+                on_retry=partial(_undo_claim, kept, len(kept), admission, state),
+                what="claiming URLs",
+            )
             if len(kept) >= limit or len(rows) < limit:
                 break
             after_id = int(rows[-1]["id"])
         return kept
 
+    def _claim_batch(
+        self,
+        run: Run,
+        job: str,
+        kind: str | None,
+        admission: Admission,
+        kept: list[dict[str, Any]],
+        conn: Connection,
+        *,
+        limit: int,
+        after_id: int | None,
+    ) -> list[dict[str, Any]]:
+        """One claim transaction of `_claim_admitted`; the rows admitted go to `kept`. Returns the rows claimed."""
+        rows = claim(
+            conn, job, lease_owner(run.id), kind=kind, limit=limit, lease_seconds=LEASE_SECONDS, after_id=after_id
+        )
+        refused = []
+        images = [row for row in rows if row["kind"] == "image"]
+        admit_many = getattr(admission, "admit_many", None)  # one budget reservation for the batch
+        if callable(admit_many):
+            answers = admit_many(conn, [r.get("label") for r in images])
+            verdicts = dict(zip(map(id, images), answers, strict=True))
+        else:
+            verdicts = {id(row): admission.admit(row.get("label")) for row in images}
+        for row in rows:
+            why = verdicts.get(id(row))
+            if why is None:
+                kept.append(row)
+            else:
+                refused.append(FrontierUpdate(row["kind"], row["url"], "skipped", why.reason, why.kind))
+        if refused:
+            mark_batch(conn, job, refused)
+        return rows
+
     def free_stale_claims(self, job: str) -> int:
         """Free the claims of runs that are gone (killed on this host, or lapsed): a rerun resumes at once."""
-        with self.workspace.catalog.write() as conn:
-            freed = release_stale(conn, job)
+        freed = self.workspace.catalog.transact(lambda conn: release_stale(conn, job), what="freeing stale claims")
         if freed:
             log.info("freed %d frontier claims of runs that are gone", freed)
         return freed
 
     def release_claims(self, run: Run, job: str) -> None:
-        with self.workspace.catalog.write() as conn:
-            release_claims(conn, job, lease_owner(run.id))
+        owner = lease_owner(run.id)
+        self.workspace.catalog.transact(lambda conn: release_claims(conn, job, owner), what="giving back claims")
 
     def frontier_writer(self, job: str) -> FrontierWriter:
         return FrontierWriter(self.workspace, job)
+
+
+def _undo_claim(kept: list[dict[str, Any]], before: int, admission: Admission, state: Any) -> None:
+    """Put back what a claim transaction that did not commit changed in memory: the rows it kept, and the
+    admission's counts (`restore`, where the admission has `checkpoint`), so that its next attempt counts once."""
+    del kept[before:]
+    if state is not None:
+        admission.restore(state)  # type: ignore[attr-defined]
 
 
 def _ended(conn: Any, job: str) -> int:
@@ -506,8 +540,8 @@ class FrontierWriter:
 
     def flush(self) -> None:
         if self.buffer:
-            with self.catalog.write() as conn:
-                mark_batch(conn, self.job, self.buffer)
+            updates = self.buffer
+            self.catalog.transact(lambda conn: mark_batch(conn, self.job, updates), what="recording URL states")
             self.buffer = []
         self.last_flush = time.monotonic()
 

@@ -45,8 +45,9 @@ class Heartbeat:
         """Renew now; returns how many rows were renewed."""
         with self._lock:
             jobs = sorted(self.jobs)
-        with self.catalog.write() as conn:
-            renewed = renew_leases(conn, self.owner, jobs, self.lease_seconds)
+        renewed = self.catalog.transact(
+            lambda conn: renew_leases(conn, self.owner, jobs, self.lease_seconds), what="renewing leases"
+        )
         self.beats += 1
         return renewed
 

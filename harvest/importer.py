@@ -134,8 +134,8 @@ class FolderSource:
         """The candidates the catalog does not hold yet from their path; the others are counted in the run's
         report (`already_catalogued`)."""
         uris = {c.path: file_source(c.path).uri for c in candidates}
-        with engine.workspace.catalog.read() as conn:
-            known = known_files(conn, list(uris.values()))
+        paths = list(uris.values())
+        known = engine.workspace.catalog.transact(lambda conn: known_files(conn, paths), write=False)
         fresh = []
         for candidate in candidates:
             entry = known.get(uris[candidate.path])

@@ -14,9 +14,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Connection
 
 from harvest.engine import RETRIED_ERRORS, BatchCommitter, Engine, FetchOptions, Run, frontier_state
 from harvest.fetch import FetchPolicy, FetchResult, Resolver
@@ -96,8 +99,8 @@ def _load_list(
                 result.summary.add(Outcome(f"{source}:{row.line}", "rejected", reason=str(exc)))
                 continue
             entries.append(FrontierEntry(url=row.url, kind="image", label=row_label))
-        with workspace.catalog.write() as conn:
-            result.new += add_urls(conn, job, entries)
+        queue = partial(add_urls, job=job, entries=entries)
+        result.new += workspace.catalog.transact(queue, what="queueing URLs")
 
 
 def _source(row: dict[str, Any], fetched: FetchResult) -> SourceInfo:
@@ -145,6 +148,10 @@ class UrlListSource:
         """User errors, before a run is recorded."""
         fallback_label(self.label)
 
+    def _requeue_failed(self, conn: Connection) -> dict[str, int]:
+        requeue_failed(conn, self.job)
+        return frontier_counts(conn, self.job)
+
     def collect(self, engine: Engine, run: Run) -> None:
         workspace = engine.workspace
         result = self.result = UrlsResult(summary=run.summary, run_id=run.id, job=self.job)
@@ -154,9 +161,7 @@ class UrlListSource:
             if not self.retry_failed:
                 rows = read_url_list(path, fmt=self.fmt, url_col=self.url_col, label_col=self.label_col)
                 _load_list(workspace, self.job, rows, label=fallback_label(self.label), source=path.name, result=result)
-            with workspace.catalog.write() as conn:
-                requeue_failed(conn, self.job)
-                counts = frontier_counts(conn, self.job)
+            counts = workspace.catalog.transact(self._requeue_failed, what="queueing failed URLs again")
             result.previously_skipped = counts["skipped"]
             if not self.retry_failed:
                 result.previously_done = counts["done"]

@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 
 from storage.catalog import Catalog, ImageFacts, Sighting, SourceInfo, default_actor, mark_duplicate, record_images
 from storage.catalog.duplicates import Candidate, load_decisions, record_candidate, replace_keeper
+from storage.catalog.reconnect import retrying
 from storage.errors import StoreError, StoreFull
 from storage.imaging import Rejected, analyze
 from storage.keys import image_key
@@ -203,7 +204,17 @@ class Ingestor:
     def commit(self, batch: list[tuple[IngestItem, Prepared]], *, sync_store: bool = False) -> list[Outcome]:
         """Step 3: record stored images. One transaction for the batch, so each image's rows commit together.
 
-        `sync_store`: the objects were written with `durable=False`; make them durable first."""
+        `sync_store`: the objects were written with `durable=False`; make them durable first. A lost connection
+        to the catalog server (a restart) rolls the batch back: it is recorded again on a new connection, with
+        the near-duplicate index read again (the failed attempt added the batch to it)."""
+        return retrying(
+            lambda: self._commit(batch, sync_store=sync_store), on_retry=self._forget_index, what="recording images"
+        )
+
+    def _forget_index(self) -> None:
+        self._index, self._index_state = None, "unloaded"
+
+    def _commit(self, batch: list[tuple[IngestItem, Prepared]], *, sync_store: bool) -> list[Outcome]:
         outcomes: list[Outcome] = []
         stored = [(item, prepared) for item, prepared in batch if prepared.facts and prepared.object_key]
         # A fixed order of row locks: two processes recording the same new images cannot deadlock (PostgreSQL).

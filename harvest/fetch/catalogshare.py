@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from harvest.fetch.ratelimit import HostLimits, LimiterTimeout
@@ -124,8 +125,7 @@ class CatalogHostLimiter:
         self.local.hold_off(host, seconds)
         with self._host_lock(host):
             self._slots.pop(host, None)  # times reserved before the hold would start too early
-        with self.catalog.get().write() as conn:
-            hold_host(conn, host, seconds)
+        self.catalog.get().transact(lambda conn: hold_host(conn, host, seconds), what="holding off a host")
 
     def record(self, host: str, *, ok: bool) -> None:
         self.local.record(host, ok=ok)
@@ -162,8 +162,10 @@ class CatalogHostLimiter:
 
     def _reserve(self, host: str, interval: float, tolerance: float) -> list[float]:
         count = min(self.batch, max(1, int(RESERVE_AHEAD / interval)))
-        with self.catalog.get().write() as conn:
-            reservation = reserve_slots(conn, host, count, interval=interval, tolerance=tolerance)
+        reservation = self.catalog.get().transact(
+            lambda conn: reserve_slots(conn, host, count, interval=interval, tolerance=tolerance),
+            what="reserving request times",
+        )
         offset = time.monotonic() - reservation.clock  # database clock -> this process's monotonic clock
         return [start + offset for start in reservation.starts]
 
@@ -180,8 +182,10 @@ class CatalogRobotsStore:
     def share(self, origin: str, load: Callable[[], SharedAnswer]) -> SharedAnswer:
         poll = _POLL_FIRST
         while True:
-            with self.catalog.get().write() as conn:
-                claim = claim_robots(conn, self.scope, origin, self.owner, lease_seconds=self.lease_seconds)
+            claim = self.catalog.get().transact(
+                lambda conn: claim_robots(conn, self.scope, origin, self.owner, lease_seconds=self.lease_seconds),
+                what="sharing robots.txt",
+            )
             if claim.action == "done" and claim.answer is not None:
                 answer = claim.answer
                 valid = float("inf") if answer.expires_in is None else answer.expires_in
@@ -189,8 +193,10 @@ class CatalogRobotsStore:
             if claim.action == "fetch":
                 status, body, valid = load()
                 expires_in = None if valid == float("inf") else valid
-                with self.catalog.get().write() as conn:
-                    save_robots(conn, self.scope, origin, RobotsAnswer(status, body, expires_in))
+                save = partial(
+                    save_robots, scope=self.scope, origin=origin, answer=RobotsAnswer(status, body, expires_in)
+                )
+                self.catalog.get().transact(save, what="sharing robots.txt")
                 return status, body, valid
             time.sleep(poll)  # another worker is fetching it
             poll = min(2 * poll, _POLL_MAX)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Sequence
+from copy import copy
 from typing import Any, Final
 
 from sqlalchemy import Connection
@@ -43,6 +44,10 @@ BUDGET: Final = "budget"  # max_images or max_per_label reached in this run
 REFUSAL_KINDS: Final = (NO_TARGET, TARGET, BUDGET)
 UNLABELLED: Final = "(unlabelled)"
 LOCAL_RESERVATION: Final = 8  # local files: images reserved per catalog transaction
+_COUNTS: Final = (
+    "admitted", "per_label", "pass_admitted", "met_refused", "skipped", "skipped_labels", "run_total",
+    "run_per_label", "run_quotas",
+)  # fmt: skip
 
 
 class JobGate:
@@ -67,6 +72,17 @@ class JobGate:
         self._run_id: int | None = None
         self._pool: Counter[str] = Counter()  # reserved for local files and not admitted yet, by label key
         self._lock = threading.Lock()
+
+    def checkpoint(self) -> dict[str, Any]:
+        """This worker's counts now, for `restore` when a claim transaction that admitted images was rolled back
+        (a lost catalog connection: the claim runs again, storage.catalog.reconnect) and must not count twice."""
+        with self._lock:
+            return {name: copy(getattr(self, name)) for name in _COUNTS}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        with self._lock:
+            for name, value in state.items():
+                setattr(self, name, copy(value))
 
     @property
     def budgeted(self) -> bool:
@@ -136,8 +152,8 @@ class JobGate:
         with self._lock:
             pool, self._pool = +self._pool, Counter()
             if pool and self._catalog is not None and self._run_id is not None:
-                with self._catalog.write() as conn:
-                    give_back(conn, self._run_id, pool)
+                run_id = self._run_id
+                self._catalog.transact(lambda conn: give_back(conn, run_id, pool), what="giving back reservations")
                 self.run_total -= sum(pool.values())
                 self.run_per_label.subtract(pool)
 
@@ -231,8 +247,7 @@ class JobGate:
         if self.targets and key in self.remaining:
             want = max(1, min(want, self.remaining[key] - self.pass_admitted[key]))
         assert self._catalog is not None
-        with self._catalog.write() as conn:
-            answers = self._reserve(conn, [key] * want)
+        answers = self._catalog.transact(lambda conn: self._reserve(conn, [key] * want), what="reserving images")
         granted = answers.count(None)
         if not granted:
             return answers[0]

@@ -27,7 +27,10 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
+
+from sqlalchemy import Connection
 
 from harvest.engine import Engine, Run
 from harvest.jobs.config import Job
@@ -38,7 +41,7 @@ from storage.catalog.frontier import lease_owner, pending_by_kind, requeue_refus
 from storage.catalog.hosts import held_by_others
 from storage.catalog.labels import label_key
 from storage.catalog.targets import Target, list_targets, open_targets, refresh_targets
-from storage.catalog.workers import WorkerHeartbeat, leave, start_or_join, worker_name
+from storage.catalog.workers import JoinedRun, LeftRun, WorkerHeartbeat, leave, start_or_join, worker_name
 from storage.errors import GleanerError
 from storage.workspace import Workspace
 
@@ -98,16 +101,19 @@ def run_job(workspace: Workspace, job: Job, *, on_event: EventCallback | None = 
     """Serve one run of `job` as one worker (starting the run or joining it); returns what this worker did.
     A user error in the job (a bad selector, a missing file) is raised before any run is recorded."""
     catalog = workspace.catalog
-    with catalog.read() as conn:
-        at_start = open_targets(conn)
+    at_start = catalog.transact(open_targets, write=False)
     plans = plan_job(job, at_start)
     owner = worker_name()
     config = {"job": job.name, "spec": job.to_json()}
-    with catalog.write() as conn:
+
+    def start(conn: Connection) -> JoinedRun:
         joined = start_or_join(conn, job.name, config, owner)
         if joined.started:  # what earlier runs passed over for targets or budgets is looked at again
             for frontier in {p.frontier for p in plans if p.frontier}:
                 requeue_refused(conn, frontier, REFUSAL_KINDS)
+        return joined
+
+    joined = catalog.transact(start, what="starting or joining the run")
     tell = on_event or (lambda _what, _detail: None)
     tell("started" if joined.started else "joined", f"run {joined.run_id}")
     gate = JobGate(targets=job.targets, max_images=job.max_images, max_per_label=job.max_per_label)
@@ -128,11 +134,16 @@ def run_job(workspace: Workspace, job: Job, *, on_event: EventCallback | None = 
         raise
     finally:
         gate.release()  # what it reserved for local files and did not admit goes back to the run's budget
-        with catalog.write() as conn:
-            left = leave(conn, run.id, owner, status, {**run.summary.to_json(), "skipped": gate.to_json()})
+        summary = {**run.summary.to_json(), "skipped": gate.to_json()}
+
+        def finish(conn: Connection) -> LeftRun:
+            left = leave(conn, run.id, owner, status, summary)
             refresh_targets(conn)  # a target the run's images met closes
             served = {t.id for t in at_start}
             report.targets = [_target_json(t) for t in list_targets(conn, include_closed=True) if t.id in served]
+            return left
+
+        left = catalog.transact(finish, what="leaving the run")
         report.status, report.finished, report.run_summary = left.status, left.finished, left.summary
     return report
 
@@ -167,8 +178,7 @@ class _Passes:
     def go(self) -> str | None:
         first = True
         while True:
-            with self.workspace.catalog.read() as conn:
-                self.gate.begin_pass(open_targets(conn))
+            self.gate.begin_pass(self.workspace.catalog.transact(open_targets, write=False))
             if self.job.targets and not self.gate.remaining:
                 return "targets met" if not first else "no open targets"
             for plan in self.plans:
@@ -209,8 +219,8 @@ class _Passes:
 
     def _has_work(self, plan: PlannedSource) -> bool:
         assert plan.frontier is not None
-        with self.workspace.catalog.read() as conn:
-            return bool(pending_by_kind(conn, plan.frontier))
+        frontier = plan.frontier
+        return bool(self.workspace.catalog.transact(lambda conn: pending_by_kind(conn, frontier), write=False))
 
     def _another_pass(self) -> bool:
         """Whether targets are still open after a pass that admitted something (some of its images were
@@ -219,23 +229,24 @@ class _Passes:
         if not sum(self.gate.pass_admitted.values()):
             return False
         frontiers = sorted({p.frontier for p in self.plans if p.frontier})
-        with self.workspace.catalog.write() as conn:
-            refresh_targets(conn)
-            still = {label_key(t.label) for t in open_targets(conn)}
-            if not still:
-                return False
-            if any(key in still for key in self.gate.met_refused):
-                owner = lease_owner(self.run.id)
-                if any(held_by_others(conn, frontier, owner) for frontier in frontiers):
-                    return False  # their images are in flight: the last worker out renews the quotas
-                renew_quotas(conn, self.run.id, {label_key(t.label): t.remaining for t in open_targets(conn)})
-                for frontier in frontiers:
-                    requeue_refused(conn, frontier, [TARGET])
-            return any(pending_by_kind(conn, frontier) for frontier in frontiers)
+        return self.workspace.catalog.transact(partial(self._renew, frontiers), what="renewing target quotas")
+
+    def _renew(self, frontiers: list[str], conn: Connection) -> bool:
+        refresh_targets(conn)
+        still = {label_key(t.label) for t in open_targets(conn)}
+        if not still:
+            return False
+        if any(key in still for key in self.gate.met_refused):
+            owner = lease_owner(self.run.id)
+            if any(held_by_others(conn, frontier, owner) for frontier in frontiers):
+                return False  # their images are in flight: the last worker out renews the quotas
+            renew_quotas(conn, self.run.id, {label_key(t.label): t.remaining for t in open_targets(conn)})
+            for frontier in frontiers:
+                requeue_refused(conn, frontier, [TARGET])
+        return any(pending_by_kind(conn, frontier) for frontier in frontiers)
 
     def _targets_state(self) -> str | None:
-        with self.workspace.catalog.read() as conn:
-            return None if open_targets(conn) else "targets met"
+        return None if self.workspace.catalog.transact(open_targets, write=False) else "targets met"
 
 
 @contextlib.contextmanager

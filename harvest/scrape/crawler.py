@@ -29,6 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -426,8 +427,10 @@ class _Crawl:
             reason = _reason(page.error_kind, page.error)
             self.summary.failed += 1
             self.summary.problems.append({"item": task.url, "reason": reason, "kind": "page"})
-            with self.ws.catalog.write() as conn:
-                _mark_error(conn, self.job, "page", task.url, page.error_kind, reason)
+            mark = partial(
+                _mark_error, job=self.job, kind="page", url=task.url, error_kind=page.error_kind, reason=reason
+            )
+            self.ws.catalog.transact(mark, what="recording a page error")
             return
         for option, count in (("--select", page.extract.selected), ("--follow", page.extract.followed)):
             if count is not None:
@@ -454,10 +457,14 @@ class _Crawl:
         if not below_limit:
             self.depth_reached = self.depth_reached or bool(links)
             links = []
-        with self.ws.catalog.write() as conn:
+
+        def record(conn: Connection) -> tuple[int, int]:
             new_images = add_urls(conn, self.job, images) if images else 0
             new_pages = add_urls(conn, self.job, links) if links else 0
             mark_done(conn, self.job, "page", task.url)
+            return new_images, new_pages
+
+        new_images, new_pages = self.ws.catalog.transact(record, what="recording a page")
         self._dirty["image"] = self._dirty["image"] or new_images > 0
         self._dirty["page"] = self._dirty["page"] or new_pages > 0
         self.progress.pages_done += 1
@@ -469,8 +476,10 @@ class _Crawl:
         self.progress.images_done += 1
         self.summary.failed += 1
         self.summary.problems.append({"item": task.url, "reason": reason, "kind": "image"})
-        with self.ws.catalog.write() as conn:
-            _mark_error(conn, self.job, "image", task.url, result.error_kind, reason)
+        mark = partial(
+            _mark_error, job=self.job, kind="image", url=task.url, error_kind=result.error_kind, reason=reason
+        )
+        self.ws.catalog.transact(mark, what="recording an image error")
 
     def _ingested(self, outcome: Outcome) -> None:
         task = self._awaiting.pop(outcome.item, None)
@@ -482,13 +491,17 @@ class _Crawl:
         if task is None:
             return
         self._claimed["image"].discard(task.url)
-        with self.ws.catalog.write() as conn:
+        url = task.url
+
+        def mark(conn: Connection) -> None:
             if outcome.status in ("added", "duplicate"):
-                mark_done(conn, self.job, "image", task.url, sha256=outcome.sha256)
+                mark_done(conn, self.job, "image", url, sha256=outcome.sha256)
             elif outcome.status == "rejected":
-                mark_skipped(conn, self.job, "image", task.url, f"rejected: {outcome.reason}", "rejected")
+                mark_skipped(conn, self.job, "image", url, f"rejected: {outcome.reason}", "rejected")
             else:
-                mark_failed(conn, self.job, "image", task.url, outcome.reason or "failed", "ingest")
+                mark_failed(conn, self.job, "image", url, outcome.reason or "failed", "ingest")
+
+        self.ws.catalog.transact(mark, what="recording an image")
         self._tick()
 
     def _tick(self, force: bool = False) -> None:
@@ -590,19 +603,23 @@ class _Crawl:
         for outcome in outcomes:
             self._ingested(outcome)
 
+    def _queue_seeds(self, conn: Connection) -> int:
+        """The seeds, and what earlier runs failed or refused for a lifted check, queued; returns how many
+        rows were queued again."""
+        add_urls(conn, self.job, [FrontierEntry(seed, "page", depth=0) for seed in self.seeds])
+        flags = (("robots", self.options.ignore_robots), ("ssrf", self.options.allow_private))
+        lifted = [kind for kind, on in flags if on]
+        if self.options.retry_failed:
+            self._only = retry_urls(conn, self.job, lifted)
+        return requeue_refused(conn, self.job, lifted) + requeue_failed(conn, self.job)
+
     def run(self, engine: Engine, run: Run) -> ScrapeResult:
         started = time.monotonic()
         self.summary = run.summary
         self.engine, self.run_record = engine, run
         run.report["job"] = self.job
         engine.free_stale_claims(self.job)
-        with self.ws.catalog.write() as conn:
-            add_urls(conn, self.job, [FrontierEntry(seed, "page", depth=0) for seed in self.seeds])
-            flags = (("robots", self.options.ignore_robots), ("ssrf", self.options.allow_private))
-            lifted = [kind for kind, on in flags if on]
-            if self.options.retry_failed:
-                self._only = retry_urls(conn, self.job, lifted)
-            requeued = requeue_refused(conn, self.job, lifted) + requeue_failed(conn, self.job)
+        requeued = self.ws.catalog.transact(self._queue_seeds, what="queueing the seeds")
         committer = BatchCommitter(engine.ingestor(run, origin="scrape"), self._recorded)
         pages_pool = ThreadPoolExecutor(self.options.concurrency, thread_name_prefix="scrape")
         # A live thread before the download workers are made: forking a process that runs fetch threads is
@@ -629,11 +646,9 @@ class _Crawl:
                 self.renderer.close()
             if own_fetcher and self.fetcher is not None:
                 self.fetcher.close()
-            with self.ws.catalog.read() as conn:
-                counts = frontier_counts(conn, self.job)
+            counts = self.ws.catalog.transact(partial(frontier_counts, job=self.job), write=False)
             run.report["frontier"] = counts
-        with self.ws.catalog.read() as conn:
-            left = pending_by_kind(conn, self.job)
+        left = self.ws.catalog.transact(partial(pending_by_kind, job=self.job), write=False)
         if self.page_budget_hit and left.get("page", 0):
             self.limited = self.pages_limited = True  # a take-over pass must not start a new budget
         self._tick(force=True)

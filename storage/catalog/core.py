@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Connection, text
 
 from storage.catalog.engine import make_engine
 from storage.catalog.migrations import upgrade
+from storage.catalog.reconnect import retrying
 from storage.errors import GleanerError
 
 __all__ = ["Catalog"]
+
+T = TypeVar("T")
 
 _MIGRATION_LOCK = 0x676C65616E6572  # "gleaner": serialises migrations of PostgreSQL catalogs
 
@@ -48,6 +52,25 @@ class Catalog:
         """A read transaction (a consistent snapshot on both SQLite WAL and PostgreSQL)."""
         with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    def transact(
+        self,
+        work: Callable[[Connection], T],
+        *,
+        write: bool = True,
+        on_retry: Callable[[], None] | None = None,
+        what: str = "catalog work",
+    ) -> T:
+        """`work(conn)` in one write (or read) transaction, run again on a new connection when the connection to
+        the server was lost in the middle (a PostgreSQL restart: storage.catalog.reconnect). `work` must be safe
+        to run again: it changes nothing but the catalog, and the same way twice (the catalog's functions), or
+        `on_retry` puts back what else it changed."""
+
+        def once() -> T:
+            with self.write() if write else self.read() as conn:
+                return work(conn)
+
+        return retrying(once, on_retry=on_retry, what=what)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from storage.catalog.reconnect import wait_for_restarts
 from storage.errors import GleanerError
 
 __all__ = ["BUSY_TIMEOUT_MS", "make_engine"]
@@ -26,7 +27,9 @@ def make_engine(url: str) -> Engine:
         return _sqlite_engine(parsed)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_pre_ping=True, future=True)
+    engine = create_engine(parsed, pool_pre_ping=True, future=True)
+    wait_for_restarts(engine)  # a restart of the server is waited out, not fatal (storage.catalog.reconnect)
+    return engine
 
 
 def _sqlite_engine(url: Any) -> Engine:

@@ -263,7 +263,6 @@ class WorkerHeartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.every):
             try:
-                with self.catalog.write() as conn:
-                    beat(conn, self.run_id, self.owner)
+                self.catalog.transact(lambda conn: beat(conn, self.run_id, self.owner), what="a worker heartbeat")
             except Exception:  # a catalog hiccup: the next beat tries again, well within STALE_AFTER
                 log.warning("could not record the heartbeat of %s", self.owner, exc_info=True)
