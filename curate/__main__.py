@@ -1,5 +1,18 @@
-"""`python -m curate`: the `curate` command with the running interpreter (`harvest demo` runs it so)."""
+"""The `curate` command: its console script and `python -m curate` (`harvest demo` runs it so).
 
-from curate.cli import app
+Loading the CLI takes a moment (torch, boto3, SQLAlchemy); Ctrl-C in that moment exits 130 like any interrupted
+command, not with Python's traceback of whatever module was being imported."""
 
-app(prog_name="curate")
+from __future__ import annotations
+
+
+def main() -> None:
+    try:
+        from curate.cli import app
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    app(prog_name="curate")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,18 @@
-"""`python -m train`: the `train` command with the running interpreter (`harvest demo` runs it so)."""
+"""The `train` command: its console script and `python -m train` (`harvest demo` runs it so).
 
-from train.cli import app
+Loading the CLI takes a moment (torch, boto3, SQLAlchemy); Ctrl-C in that moment exits 130 like any interrupted
+command, not with Python's traceback of whatever module was being imported."""
 
-app(prog_name="train")
+from __future__ import annotations
+
+
+def main() -> None:
+    try:
+        from train.cli import app
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    app(prog_name="train")
+
+
+if __name__ == "__main__":
+    main()

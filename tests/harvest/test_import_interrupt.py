@@ -3,7 +3,7 @@
 A real `harvest import` process, in its own process group as a terminal runs it, gets SIGINT for the whole
 group (what Ctrl-C sends) at seeded moments early in the run: while the CLI starts, while its worker pool
 starts (a worker whose parent is gone must leave quietly, not die on `BrokenPipeError` at its ready message),
-and while it imports."""
+and while it imports; and, for each of the three commands, while the CLI itself is still loading its modules."""
 
 from __future__ import annotations
 
@@ -76,3 +76,26 @@ def test_ctrl_c_during_import_prints_no_traceback(photos: Path, tmp_path: Path) 
         assert process.returncode in (0, 130), (trial, delay, process.returncode, err)
         if process.returncode == 130:
             assert "interrupted" in err, err
+
+
+def loading(pid: int) -> bool:
+    """The command is loading its modules: the interpreter is up and has mapped a C extension of the CLI's
+    dependencies (PIL, SQLAlchemy, pydantic-core, torch...), but has not yet started its first child."""
+    with contextlib.suppress(OSError):
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        return ".cpython-" in maps and "site-packages" in maps
+    return False
+
+
+@pytest.mark.parametrize("tool", ["harvest", "curate", "train"])
+def test_ctrl_c_while_the_cli_loads_exits_130_without_a_traceback(tool: str) -> None:
+    command = [str(HARVEST.with_name(tool)), "--version"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not loading(process.pid) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert process.poll() is None, "the command ended before it was seen loading"
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert process.returncode == 130, (process.returncode, err)
