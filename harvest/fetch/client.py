@@ -8,6 +8,7 @@ redirects) → status → X-Robots-Tag → Content-Type → streamed body with s
 
 from __future__ import annotations
 
+import http.client
 import logging
 import random
 import socket
@@ -580,8 +581,26 @@ def _check_sniff(head: bytes, status: int) -> None:
         raise FetchError("content_type", f"body is {sniff_non_image(head)}, not an image", status)
 
 
+def _incomplete_read(exc: BaseException) -> http.client.IncompleteRead | None:
+    """The IncompleteRead inside a urllib3/requests exception (its arguments, causes and contexts), if any."""
+    seen: list[BaseException] = [exc]
+    for current in seen:
+        if isinstance(current, http.client.IncompleteRead):
+            return current
+        if len(seen) < 16:
+            seen.extend(arg for arg in (*current.args, current.__cause__, current.__context__)
+                        if isinstance(arg, BaseException) and arg not in seen)  # fmt: skip
+    return None
+
+
 def _short(exc: BaseException) -> str:
-    """The innermost useful message of a requests/urllib3 exception chain, on one line."""
+    """The innermost useful message of a requests/urllib3 exception chain, on one line. A body cut short of its
+    Content-Length (a server that announced more than it sent) says so in words, not as a nested repr."""
+    cut = _incomplete_read(exc)
+    if cut is not None:
+        read = len(cut.partial) if isinstance(cut.partial, bytes | bytearray) else int(cut.partial)
+        missing = f"{cut.expected:,} bytes" if isinstance(cut.expected, int) else "bytes"
+        return f"the connection closed {missing} short of the announced Content-Length ({read:,} bytes read)"
     text = str(exc) or type(exc).__name__
     if "Caused by" in text:
         text = text.split("Caused by", 1)[1].strip(" ()")

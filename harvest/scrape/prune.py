@@ -10,6 +10,14 @@ all of these (for descendant selectors). Dropped: empty elements without attribu
 instructions, and script and style elements. Past MAX_KEPT elements only what the extractor reads is kept,
 and past MAX_ELEMENTS nothing more (`Pruned.capped` says so). Selectors that count siblings (`:nth-child`,
 `+`, `~`, `:empty`) may see a page with its empty elements gone.
+
+Nesting depth: libxml2 stops building the tree at 255 levels (2,048 with `huge_tree`) and silently drops
+*everything after that point*, so a page of unclosed `<font>` or `<div>` tags lost every image below and after
+them, with no error. The page is parsed with `huge_tree` (its text-size limits do not matter: pages are capped
+at PAGE_MAX_BYTES); a page nested deeper than FLATTEN_DEPTH is parsed again from its extracted tags alone
+(`Pruned.flattened`: its images and links survive, selectors lose their context); and elements below
+SERIALIZE_DEPTH are written without their own tags, so that BeautifulSoup's own lxml parse (no `huge_tree`)
+sees the whole page too.
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ _VOID: Final = frozenset(
     {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "track", "wbr"}
 )
 _NAME: Final = re.compile(r"[^\s\"'<>/=\x00-\x1f]+")
+FLATTEN_DEPTH: Final = 1_000  # deeper than this, a page is parsed again from its extracted tags alone
+SERIALIZE_DEPTH: Final = 200  # deeper elements lose their own tags in the kept HTML (BeautifulSoup's lxml: 255)
+_FLAT_KEPT: Final = EXTRACTED - {"picture"} | DROPPED  # raw-text elements stay, so their text stays text
+_TAG: Final = re.compile(r"</?([A-Za-z][^\s/>]*)[^>]*>")
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Pruned:
     elements: int
     kept: int
     capped: bool
+    flattened: bool = False  # nested deeper than FLATTEN_DEPTH: parsed again from its extracted tags alone
 
 
 def _text(html: bytes | str, encoding: str | None) -> str:
@@ -104,11 +117,14 @@ class _Pruner:
 
 def _serialize(root: Any) -> Iterator[str]:
     """The tree as HTML, attribute values as they were (lxml's HTML writer URL-escapes `src` and `href`,
-    turning a trailing space into %20); iterative, so that no nesting depth can overflow the stack."""
-    stack: list[tuple[Any, bool]] = [(root, False)]
+    turning a trailing space into %20); iterative, so that no nesting depth can overflow the stack. Elements
+    deeper than SERIALIZE_DEPTH are written without their own tags (their content stays), so that a parser
+    with libxml2's default depth limit reads the whole of it."""
+    stack: list[tuple[Any, bool, int]] = [(root, False, 0)]
     while stack:
-        element, closing = stack.pop()
-        tag = element.tag if isinstance(element.tag, str) and _NAME.fullmatch(element.tag) else None
+        element, closing, depth = stack.pop()
+        named = isinstance(element.tag, str) and _NAME.fullmatch(element.tag)
+        tag = element.tag if named and (depth < SERIALIZE_DEPTH or element.tag in _FLAT_KEPT) else None
         if closing:
             if tag is not None and tag not in _VOID:
                 yield f"</{tag}>"
@@ -122,26 +138,54 @@ def _serialize(root: Any) -> Iterator[str]:
             yield f"<{tag}{attributes}>"
         if element.text:
             yield htmllib.escape(element.text, quote=False)
-        stack.append((element, True))
-        stack.extend((child, False) for child in reversed(element))
+        stack.append((element, True, depth))
+        stack.extend((child, False, depth + 1) for child in reversed(element))
+
+
+def _flat(text: str) -> str:
+    """The page with every tag dropped but those extraction reads (and script/style, whose text is not markup):
+    nothing left nests deeper than a few levels."""
+    return _TAG.sub(lambda tag: tag[0] if tag[1].lower() in _FLAT_KEPT else "", text)
+
+
+def _parse(text: str, pruner: _Pruner) -> tuple[Any, int]:
+    """Stream `text` through libxml2's HTML parser, pruning as elements end: (root or None, deepest nesting)."""
+    parser = etree.HTMLPullParser(
+        events=("start", "end"), remove_comments=True, remove_pis=True, no_network=True, recover=True, huge_tree=True
+    )
+    depth = deepest = 0
+
+    def consume() -> None:
+        nonlocal depth, deepest
+        for event, element in parser.read_events():
+            if event == "start":
+                depth += 1
+                deepest = max(deepest, depth)
+            else:
+                depth -= 1
+                pruner.end(element)
+
+    for start in range(0, len(text), _CHUNK):
+        parser.feed(text[start : start + _CHUNK])
+        consume()
+    try:
+        root = parser.close()
+    except etree.XMLSyntaxError:  # nothing that parses as an element (an empty page, binary junk)
+        root = None
+    consume()
+    return root, deepest
 
 
 def prune_html(html: bytes | str, encoding: str | None = None) -> Pruned:
     """Parse `html` (bytes: `encoding` is the HTTP header's charset) keeping only what extraction can use."""
     text = _text(html, encoding)
-    parser = etree.HTMLPullParser(events=("end",), remove_comments=True, remove_pis=True, no_network=True, recover=True)
     pruner = _Pruner()
-    for start in range(0, len(text), _CHUNK):
-        parser.feed(text[start : start + _CHUNK])
-        for _event, element in parser.read_events():
-            pruner.end(element)
-    try:
-        root = parser.close()
-    except etree.XMLSyntaxError:  # nothing that parses as an element (an empty page, binary junk)
-        root = None
-    for _event, element in parser.read_events():
-        pruner.end(element)
+    root, deepest = _parse(text, pruner)
+    flattened = deepest > FLATTEN_DEPTH
+    if flattened:  # libxml2 may have dropped the rest of the page at its depth limit: read it without nesting
+        pruner = _Pruner()
+        root, _ = _parse(_flat(text), pruner)
     if root is None:
-        return Pruned("", pruner.elements, 0, pruner.capped)
+        return Pruned("", pruner.elements, 0, pruner.capped, flattened)
     kept = "".join(_serialize(root))
-    return Pruned(kept, pruner.elements, pruner.kept, pruner.capped)
+    return Pruned(kept, pruner.elements, pruner.kept, pruner.capped, flattened)

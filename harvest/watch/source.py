@@ -175,6 +175,9 @@ class WatchSource:
             elif self.tracker.pending:
                 time.sleep(min(TICK, max(options.settle / 4, 0.01)))
             ready, stuck = self.tracker.due()
+            for path, reason in self.tracker.refusals():  # a FIFO, a device, a link to nothing: said once
+                self._tell("rejected", path)
+                engine.reject(run, file_source(path, kind="watch").uri, reason)
             for path in stuck:
                 reason = f"still being written after {options.stuck_after:g} s; not ingested"
                 run.summary.problems.append({"item": path, "reason": reason})
