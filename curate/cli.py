@@ -70,10 +70,19 @@ def _check_threshold(threshold: int) -> int:
 
 @app.command("labels")
 @user_errors
-def labels_command(workspace: Path = WorkspaceOption, json_output: bool = JsonOption) -> None:
+def labels_command(
+    suspects: bool = typer.Option(
+        False, "--suspects", help="List the suspected label errors of the newest `train audit`, most likely first."
+    ),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
     """Current labels with their image counts, and how many images have none (rejected, duplicate and missing
-    images not counted)."""
+    images not counted); with --suspects, the labels that are probably wrong."""
     ws = open_workspace(workspace)
+    if suspects:
+        _print_suspects(ws, json_output)
+        return
     with ws.catalog.read() as conn:
         counts = label_counts(conn)
         unlabelled = unlabelled_count(conn)
@@ -89,6 +98,25 @@ def labels_command(workspace: Path = WorkspaceOption, json_output: bool = JsonOp
     table.add_section()
     table.add_row("[bold]total", f"[bold]{sum(counts.values()) + unlabelled:,}")
     out_console.print(table)
+
+
+def _print_suspects(ws: Workspace, json_output: bool) -> None:
+    from curate.suspects import list_suspects
+
+    found = list_suspects(ws)
+    if json_output:
+        emit_json(found)
+        return
+    table = Table(title=f"Suspected label errors (audit of {found['audit']['snapshot']}, most likely first)")
+    for column in ("sha256", "label", "suggested", "score", "sources"):
+        table.add_column(column, justify="right" if column == "score" else "left")
+    for item in found["suspects"]:
+        table.add_row(
+            item["sha256"][:12], escape(item["label"]), escape(item["suggested"]), f"{item['score']:.3f}",
+            ", ".join(item["sources"]),
+        )  # fmt: skip
+    out_console.print(table)
+    out_console.print(f"{len(found['suspects'])} suspects; `curate label set` or `curate review` fixes them")
 
 
 @label_app.command("add")

@@ -339,6 +339,97 @@ def report_command(
     out_console.print(f"Report {run_dir / 'report.html'}")
 
 
+@app.command("audit")
+@user_errors
+def audit_command(
+    out: Path = typer.Option(
+        None, "--out", help="Audit folder: folds, report.json, report.html (default WORKSPACE/audits/<timestamp>)."
+    ),
+    dataset: str = DatasetOpt,
+    folds: int = typer.Option(5, "--folds", help="Folds (K ≥ 2), grouped by near-duplicate group."),
+    model: str = ModelOpt,
+    depth: int = DepthOpt,
+    epochs: int = typer.Option(None, "--epochs", help="Epochs per fold (default: train run's, about 500 steps)."),
+    batch_size: int = BatchOpt,
+    img_size: int = SizeOpt,
+    augment: str = AugmentOpt,
+    members: int = typer.Option(None, "--members", help="smallcnn: networks per fold model (default 1)."),
+    rank_by: str = typer.Option(
+        "self_confidence", "--rank-by", help="Rank suspects by self_confidence (default) or normalized_margin."
+    ),
+    seed: int = SeedOpt,
+    device: str = DeviceOpt,
+    workers: int = WorkersOpt,
+    resume: bool = typer.Option(False, "--resume", help="Continue the audit in --out with the folds not done."),
+    compare: bool = typer.Option(
+        False,
+        "--compare",
+        help="Retrain on the labels as corrected since the audit in --out and on the audited "
+        "ones; compare both on the same test split.",
+    ),
+    workspace: Path = WorkspaceOption,
+    json_output: bool = JsonOption,
+) -> None:
+    """Out-of-fold predictions for every image of a snapshot and the suspected label errors they reveal."""
+    from storage.errors import GleanerError
+    from storage.workspace import open_workspace
+    from train.audit.confident import RANKINGS
+    from train.audit.run import run_audit
+    from train.config import TrainConfig
+    from train.progress import CliProgress
+    from train.run import default_run_dir
+
+    if rank_by not in RANKINGS:
+        raise GleanerError(f"--rank-by must be one of {', '.join(RANKINGS)}, not {rank_by!r}")
+    ws = open_workspace(workspace)
+    if out is None:
+        if resume or compare:
+            raise GleanerError("--resume and --compare need --out: the audit folder")
+        out = ws.root / "audits" / default_run_dir(ws).name
+    values = _config_values(
+        model=model, depth=depth, epochs=epochs, batch_size=batch_size, img_size=img_size, augment=augment,
+        members=members, seed=seed, device=device, workers=workers,
+    )  # fmt: skip
+    with CliProgress() as progress:
+        callbacks = progress.callbacks()
+        callbacks.on_defaults = _print_defaults
+        fold_task = progress.progress.add_task("folds", total=folds, rate="")
+
+        def on_fold(done: int, total: int) -> None:
+            progress.progress.update(fold_task, completed=done, total=total, rate=f"{done}/{total} folds")
+
+        if compare:
+            from train.audit.compare import compare_corrected
+
+            progress.progress.remove_task(fold_task)
+            report = compare_corrected(ws, out, callbacks=callbacks)
+        else:
+            report = run_audit(
+                ws, out, TrainConfig(**values), folds, dataset=dataset, resume=resume, rank_by=rank_by,
+                callbacks=callbacks, on_fold=on_fold,
+            )  # fmt: skip
+    if json_output:
+        emit_json(report)
+        return
+    if compare:
+        comparison = report["comparison"]
+        for name, m in comparison["models"].items():
+            out_console.print(f"trained on {name}: test accuracy {m['accuracy']:.2%} ({m['test_images']} images)")
+        out_console.print(f"{comparison['changed']} labels changed; difference {comparison['gain']:+.2%}")
+    else:
+        table = Table(title="Per class (suspects: given this label; suggested as: proposed as this label)")
+        for column in ("label", "images", "suspects", "suggested as"):
+            table.add_column(column, justify="left" if column == "label" else "right")
+        for label, m in report["per_class"].items():
+            table.add_row(label, str(m["images"]), str(m["suspects"]), str(m["suggested_as"]))
+        out_console.print(table)
+        out_console.print(
+            f"{report['suspect_count']} suspected label errors in {report['images']} images · out-of-fold accuracy "
+            f"{report['oof_accuracy']:.2%} · `curate labels --suspects` lists them"
+        )
+    out_console.print(f"Report: {report['report']}")
+
+
 @app.command("predict")
 @user_errors
 def predict_command(

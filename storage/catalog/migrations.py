@@ -146,6 +146,12 @@ def _v11_run_budgets(conn: Connection) -> None:
     schema.run_budgets.create(conn, checkfirst=True)
 
 
+def _v12_label_audits(conn: Connection) -> None:
+    """Label audits: out-of-fold probabilities per image and the suspected label errors (`train audit`)."""
+    for table in (schema.audits, schema.audit_predictions, schema.audit_suspects):
+        table.create(conn, checkfirst=True)
+
+
 # Steps from version N-1 to N. Version 1 is the initial schema and has no step.
 MIGRATIONS: list[Migration] = [
     (2, "transform-aware hashes, quality metrics and flags", _v2_hashes_and_quality),
@@ -158,6 +164,7 @@ MIGRATIONS: list[Migration] = [
     (9, "per-host politeness and robots.txt answers shared by workers", _v9_shared_politeness),
     (10, "workers of job runs", _v10_run_workers),
     (11, "run-wide admission budgets of job runs", _v11_run_budgets),
+    (12, "label audits: out-of-fold probabilities and suspected label errors", _v12_label_audits),
 ]
 
 

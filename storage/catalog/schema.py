@@ -26,6 +26,9 @@ from sqlalchemy import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "audit_predictions",
+    "audit_suspects",
+    "audits",
     "duplicate_candidates",
     "duplicate_decisions",
     "frontier",
@@ -49,7 +52,7 @@ __all__ = [
     "targets",
 ]
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 metadata = MetaData()
 
@@ -324,4 +327,41 @@ run_budgets = Table(
     Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
     Column("label_key", String(300), primary_key=True),  # storage.catalog.labels.label_key; "" for unlabelled
     Column("admitted", Integer, nullable=False),
+)
+
+# v12: label audits (`train audit`, storage.catalog.audits): out-of-fold class probabilities of every image of a
+# snapshot, and the suspected label errors found in them. An audit is a run (runs.kind "audit").
+audits = Table(
+    "audits",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("snapshot", String(200), nullable=False),
+    Column("labels", JSON, nullable=False),  # the class order of every probability vector of the audit
+    Column("folds", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # running | done
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+audit_predictions = Table(
+    "audit_predictions",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("sha256", String(64), ForeignKey("images.sha256"), primary_key=True),
+    Column("label", String(200), nullable=False),  # the label the image had in the audited snapshot
+    Column("group_key", String(64), nullable=False),  # its near-duplicate group in the snapshot
+    Column("fold", Integer, nullable=False),  # 1-based: the fold whose model never saw the image
+    Column("probs", JSON, nullable=False),  # out-of-fold probabilities, in audits.labels order
+)
+
+audit_suspects = Table(
+    "audit_suspects",
+    metadata,
+    Column("run_id", Integer, ForeignKey("runs.id"), primary_key=True),
+    Column("sha256", String(64), ForeignKey("images.sha256"), primary_key=True),
+    Column("label", String(200), nullable=False),  # the label at the audit
+    Column("suggested", String(200), nullable=False),  # the label it probably is
+    Column("score", Float, nullable=False),  # 0-1, higher: more likely wrong
+    Column("sources", JSON, nullable=False),  # ["confident_learning", "near_duplicate_conflict"]
+    Index("ix_audit_suspects_score", "run_id", "score"),
 )

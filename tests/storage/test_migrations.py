@@ -86,3 +86,56 @@ def test_v1_catalog_is_migrated_and_keeps_its_rows(url: str) -> None:
         kinds = conn.execute(sa.text("SELECT url, error_kind FROM frontier ORDER BY url")).all()
         assert [tuple(row) for row in kinds] == [("http://a/1", "robots"), ("http://a/2", None)]  # from the v1 prefix
     migrated.close()
+
+
+def test_v11_catalog_gets_the_audit_tables_and_keeps_its_rows(url: str) -> None:
+    """Schema 12 adds the label-audit tables (out-of-fold probabilities, suspects); a v11 catalog gains them and
+    keeps its images, and the suspects query works on the migrated catalog."""
+    from storage.catalog.audits import (
+        AuditPrediction,
+        Suspect,
+        audit_probabilities,
+        finish_audit,
+        replace_suspects,
+        start_audit,
+        suspects,
+        write_audit_predictions,
+    )
+    from storage.catalog.runs import start_run
+
+    old = Catalog(url)
+    sha = "cd" * 32
+    with old.write() as conn:
+        for table in ("audit_suspects", "audit_predictions", "audits"):
+            conn.execute(sa.text(f"DROP TABLE {table}"))
+        conn.execute(sa.text("UPDATE meta SET value = '11' WHERE key = 'schema_version'"))
+        conn.execute(sa.text("INSERT INTO labels (name, created_at) VALUES ('cat', CURRENT_TIMESTAMP)"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO images (sha256, object_key, ext, format, size_bytes, width, height, mode, phash, label_id,"
+                " status, review, added_at, updated_at) VALUES (:sha, 'images/cd/x.png', 'png', 'PNG', 10, 8, 8,"
+                " 'L', 5, (SELECT id FROM labels WHERE name = 'cat'), 'ok', 'unreviewed', CURRENT_TIMESTAMP,"
+                " CURRENT_TIMESTAMP)"
+            ),
+            {"sha": sha},
+        )
+    with old.read() as conn:
+        assert not sa.inspect(conn).has_table("audits")
+    old.close()
+
+    migrated = Catalog(url)
+    with migrated.write() as conn:
+        assert current_version(conn) == SCHEMA_VERSION == 12
+        assert all(sa.inspect(conn).has_table(t) for t in ("audits", "audit_predictions", "audit_suspects"))
+        assert label_counts(conn) == {"cat": 1}
+        run_id = start_run(conn, "audit", {})
+        start_audit(conn, run_id, "snap", ["cat", "dog"], 5)
+        write_audit_predictions(conn, run_id, [AuditPrediction(sha, "cat", sha, 2, [0.1, 0.9])])
+        replace_suspects(conn, run_id, [Suspect(sha, "cat", "dog", 0.9, ["confident_learning"])])
+        assert suspects(conn) == []  # the audit has not finished
+        finish_audit(conn, run_id)
+    with migrated.read() as conn:
+        assert audit_probabilities(conn, run_id) == [AuditPrediction(sha, "cat", sha, 2, [0.1, 0.9])]
+        (found,) = suspects(conn)
+        assert (found.suggested, found.current, found.resolved) == ("dog", "cat", False)
+    migrated.close()
