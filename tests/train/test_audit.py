@@ -178,3 +178,29 @@ def test_folds_keep_near_duplicate_groups_together(noisy_ws: Any, audited: Any) 
         assert copy.group == original.group and copy.fold == original.fold
         assert document["fold_of"][copy.sha256] == copy.fold
     assert "fold 1/5" in err and "fold 2/5" in err  # progress across folds on stderr
+
+
+def test_accepted_suggestions_leave_the_list_and_compare_retrains(noisy_ws: Any, audited: Any) -> None:
+    """Accept the top suspects' suggestions (as a reviewer would, with `curate label set`); they leave the list,
+    and `train audit --compare` trains on the corrected and on the audited labels, tested on one test split."""
+    workspace, _, _ = noisy_ws
+    out, report, _, _, _ = audited
+    listed = invoke(curate_app, "labels", "--suspects", "--json", "-w", workspace.root)["suspects"]
+    accepted = listed[:5]
+    for suspect in accepted:
+        invoke(curate_app, "label", "set", suspect["suggested"], suspect["sha256"], "--json", "-w", workspace.root)
+    left = invoke(curate_app, "labels", "--suspects", "--json", "-w", workspace.root)["suspects"]
+    assert [s["sha256"] for s in left] == [s["sha256"] for s in listed[5:]]
+
+    compared = invoke(train_app, "audit", "--compare", "--out", out, "-w", workspace.root, "--json")
+    comparison = compared["comparison"]
+    assert comparison["changed"] == len(accepted) and comparison["ignored"] == 0
+    models = comparison["models"]
+    assert set(models) == {"audited labels", "corrected labels"}
+    assert models["audited labels"]["test_images"] == models["corrected labels"]["test_images"] > 0
+    assert all(0 <= m["accuracy"] <= 1 for m in models.values())
+    expected = models["corrected labels"]["accuracy"] - models["audited labels"]["accuracy"]
+    assert comparison["gain"] == pytest.approx(expected, abs=1e-4)
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["comparison"] == comparison and saved["suspect_count"] == report["suspect_count"]
+    assert "What fixing gained" in (out / "report.html").read_text()
