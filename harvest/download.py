@@ -40,6 +40,7 @@ from harvest.fetch.ratelimit import HostLimiter, HostLimits
 from harvest.fetch.robots import RobotsStore
 from harvest.fetch.sharedlimit import SharedHostLimiter
 from storage.catalog import SourceInfo
+from storage.catalog.liveness import process_exists
 from storage.ingest import IngestItem, Prepared, prepare
 from storage.parallel import pool_context
 from storage.settings import IngestSettings
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 TASKS_PER_THREAD = 2  # queued per worker thread, so no thread waits for the parent between items
 MAX_RESTARTS = 50
+ROBOTS_PREFIX = "gleaner-robots-"  # + the pid of the process that made the folder, "-", a random part
 _READY = "ready"  # a worker's first message: it has opened its store and fetcher
 
 
@@ -197,6 +199,22 @@ class _Worker:
         return getattr(self.runner, "exitcode", None)
 
 
+def robots_folder() -> Path:
+    """A fresh folder in the temp folder for the robots.txt answers of one pool's processes, named after this
+    process (`gleaner-robots-PID-...`), made after removing the folders of pools whose process is gone.
+
+    A pool removes its folder when it closes, but a process killed with SIGKILL (or by the out-of-memory killer)
+    cannot, and each such run left one behind for good (issue 16 item 18). So the next pool on this machine
+    clears them: only folders of this user whose process no longer exists (a live run keeps its answers)."""
+    temp = Path(tempfile.gettempdir())
+    for folder in temp.glob(f"{ROBOTS_PREFIX}*-*"):
+        pid = folder.name.removeprefix(ROBOTS_PREFIX).partition("-")[0]
+        with contextlib.suppress(OSError):
+            if pid.isdigit() and folder.stat().st_uid == os.getuid() and not process_exists(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{ROBOTS_PREFIX}{os.getpid()}-"))
+
+
 class DownloadPool:
     """Download many URLs with `processes` worker processes of `threads` threads each.
 
@@ -224,7 +242,7 @@ class DownloadPool:
         self.processes = processes
         self._context = pool_context() if processes > 0 else None
         local_robots = processes > 0 and shared is None
-        self._robots_dir = Path(tempfile.mkdtemp(prefix="gleaner-robots-")) if local_robots else None
+        self._robots_dir = robots_folder() if local_robots else None
         rate = 0.0 if shared is not None else policy.per_host_rate  # shared: the catalog keeps the rate
         limiter_args = (rate, policy.per_host_burst, policy.per_host_concurrency)
         limiter_options: dict[str, Any] = {"failure_limit": policy.host_failure_limit, "pause": policy.host_pause}
