@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from storage.catalog.images import image_modes, image_sides
 from storage.catalog.predictions import LOW_CONFIDENCE, write_predictions
-from storage.catalog.runs import mark_run
+from storage.catalog.runs import get_run, mark_run
 from storage.catalog.targets import replace_run_targets
 
 __all__ = [
     "LOW_CONFIDENCE",
+    "get_run",
     "image_modes",
     "image_sides",
     "mark_run",

@@ -32,7 +32,7 @@ from train.metrics import wilson_interval
 from train.models import Net, default_normalization
 from train.preflight import check_config, check_weights_fit
 from train.prepare import PreparedData, SnapshotPlan, load_data, plan_snapshot
-from train.records import mark_run, replace_run_targets, write_predictions
+from train.records import get_run, mark_run, replace_run_targets, write_predictions
 from train.report import Evaluation, build_report, save_evaluation
 from train.rundir import BASELINE, build_net, read_meta, save_baseline, write_meta
 from train.weights import freeze_backbone, load_weights
@@ -235,6 +235,21 @@ def _image_of(data: PreparedData) -> Callable[[int], Any]:
     return lambda i: test.images[i].numpy() if test.images is not None else test.load(i)
 
 
+def _finished(workspace: Workspace, run_dir: Path, saved: dict[str, Any]) -> bool:
+    """Has the run in `run_dir` finished: its report written and its catalog run recorded as done?
+
+    The report is written before the catalog gets the run's predictions, targets and status, so a run killed in
+    between has a report but a catalog run left "running" for ever; `--resume` must finish it (its epochs are
+    done: it evaluates and writes the same report again, then the catalog rows) rather than call it finished."""
+    if not (run_dir / "report.json").is_file():
+        return False
+    if not saved.get("run_id"):
+        return True
+    with workspace.catalog.read() as conn:
+        recorded = get_run(conn, int(saved["run_id"]))
+    return recorded is None or recorded["status"] == "done"
+
+
 def run_training(
     workspace: Workspace,
     run_dir: Path,
@@ -259,7 +274,7 @@ def run_training(
         if not (run_dir / "checkpoints" / LAST).is_file():
             raise GleanerError(f"{run_dir} has no checkpoint to resume from; start it again without --resume")
         config = TrainConfig.from_json({**saved["train"], **(overrides or {})})
-        if (run_dir / "report.json").is_file() and config.epochs <= saved["train"]["epochs"]:
+        if _finished(workspace, run_dir, saved) and config.epochs <= saved["train"]["epochs"]:
             raise GleanerError(f"{run_dir} has finished; pass a larger --epochs to train it further")
         dataset = saved["snapshot"]
     elif (run_dir / "checkpoints" / LAST).exists():
