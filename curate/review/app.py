@@ -25,6 +25,7 @@ from curate.review.cache import VersionCache, cached_legend
 from curate.review.detail import image_detail
 from curate.review.thumbs import Thumbnails, browser_image
 from storage.catalog import default_actor, get_image
+from storage.catalog.audits import latest_audit
 from storage.catalog.review import (
     DEFAULT_PAGE,
     SHA_RE,
@@ -115,6 +116,7 @@ def grid(request: Request) -> Response:
             "flags": state.cache.get(version, "flags", lambda: flag_counts(conn)),
             "run_id": latest_run(conn) if pairs or page.run_id is None else page.run_id,
             "run_names": _run_names(conn, page, pairs),
+            "audit_id": latest_audit(conn),
             # candidates are written by ingest, which the version does not follow: counted on every page
             "total": count_candidates(conn, flt)
             if pairs

@@ -18,10 +18,12 @@ from urllib.parse import urlencode
 
 from sqlalchemy import ColumnElement, CompoundSelect, Connection, Select, and_, case, func, or_, select, tuple_, union
 
+from storage.catalog.audits import latest_audit
 from storage.catalog.labels import label_id as find_label
 from storage.catalog.predictions import latest_prediction_run
 from storage.catalog.quality import flag_counts
 from storage.catalog.schema import (
+    audit_suspects,
     duplicate_candidates,
     duplicate_decisions,
     images,
@@ -61,8 +63,11 @@ __all__ = [
     "view_shas",
 ]
 
-VIEWS = ("all", "unlabelled", "candidates", "duplicates", "conflicts", "flagged", "misclassified", "lowconf")
+VIEWS = (
+    "all", "unlabelled", "candidates", "duplicates", "conflicts", "flagged", "misclassified", "lowconf", "suspects",
+)  # fmt: skip
 MODEL_VIEWS = ("misclassified", "lowconf")
+AUDIT_VIEWS = ("suspects",)  # suspected label errors of the newest `train audit`, most likely first
 GROUP_VIEWS = ("duplicates", "conflicts")
 REVIEW_STATES = ("unreviewed", "accepted", "rejected")
 DEFAULT_PAGE = 200
@@ -130,6 +135,7 @@ class Page:
     prev_cursor: str | None
     run_id: int | None
     total: int | None = None  # the view's size, when the query found it on the way (first page of group views)
+    audit_id: int | None = None  # the audit whose suspects the page shows (the suspects view)
     flags: dict[str, list[str]] = field(default_factory=dict)  # sha256 -> quality flags
 
 
@@ -189,6 +195,8 @@ def _sort_keys(view: str) -> list[ColumnElement[Any]]:
     """Ascending sort keys, the last one unique, so that a tuple of them is a keyset cursor."""
     if view in MODEL_VIEWS:
         return [-func.coalesce(predictions.c.loss, -1.0), predictions.c.confidence, images.c.sha256]
+    if view in AUDIT_VIEWS:
+        return [-audit_suspects.c.score, images.c.sha256]
     if view in GROUP_VIEWS:
         keeper_first = case((images.c.duplicate_of.is_(None), 0), else_=1)
         return [_group_key(), keeper_first, images.c.sha256]
@@ -251,7 +259,9 @@ def _conflict_members() -> CompoundSelect[Any]:
     )
 
 
-def _filtered(conn: Connection, flt: Filter, run_id: int | None, columns: Sequence[Any]) -> Select[Any] | None:
+def _filtered(
+    conn: Connection, flt: Filter, run_id: int | None, columns: Sequence[Any], audit_id: int | None = None
+) -> Select[Any] | None:
     """The filtered SELECT (no order, no limit), or None when the view is empty by definition."""
     query = select(*columns).where(images.c.status == "ok")
     if flt.view in MODEL_VIEWS:
@@ -269,6 +279,17 @@ def _filtered(conn: Connection, flt: Filter, run_id: int | None, columns: Sequen
                 predictions.c.needs_review.is_(True),
                 or_(predictions.c.true_label.is_(None), predictions.c.predicted_label == predictions.c.true_label),
             )
+    if flt.view in AUDIT_VIEWS:
+        if audit_id is None:
+            return None
+        current = labels.alias("current")
+        query = query.select_from(
+            images.join(
+                audit_suspects, and_(audit_suspects.c.sha256 == images.c.sha256, audit_suspects.c.run_id == audit_id)
+            ).join(current, current.c.id == images.c.label_id)
+        ).where(  # still carrying the label the audit doubted, and not rejected since (as `curate labels --suspects`)
+            current.c.name == audit_suspects.c.label, images.c.review != "rejected"
+        )
     if flt.view == "unlabelled":
         query = query.where(images.c.label_id.is_(None))
     elif flt.label is not None:
@@ -307,6 +328,17 @@ _MODEL_COLUMNS = (
     predictions.c.confidence,
     predictions.c.loss,
 )
+_AUDIT_COLUMNS = (audit_suspects.c.suggested, audit_suspects.c.score, audit_suspects.c.sources)
+
+
+def _audit_of(conn: Connection, flt: Filter) -> int | None:
+    return latest_audit(conn) if flt.view in AUDIT_VIEWS else None
+
+
+def _view_query(conn: Connection, flt: Filter, columns: Sequence[Any]) -> Select[Any] | None:
+    """The filtered SELECT of `columns` for the view's newest training run or audit (see _filtered)."""
+    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
+    return _filtered(conn, flt, run_id, columns, _audit_of(conn, flt))
 
 
 def grid_page(
@@ -320,8 +352,10 @@ def grid_page(
     """One page of cards after (or before) a cursor; cursors come from a previous Page."""
     limit = max(1, min(int(limit), MAX_PAGE))
     run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
+    audit_id = _audit_of(conn, flt)
     keys = _sort_keys(flt.view)
     columns = [*_CARD_COLUMNS, *(_MODEL_COLUMNS if flt.view in MODEL_VIEWS else ())]
+    columns += _AUDIT_COLUMNS if flt.view in AUDIT_VIEWS else ()
     columns += [key.label(f"k{i}") for i, key in enumerate(keys)]
     backwards = before is not None and after is None
     cursor = before if backwards else after
@@ -330,9 +364,9 @@ def grid_page(
         # Group views are small sets that are costly to find: the first page counts them in the same pass.
         # Elsewhere a window count would materialise the whole view, and a separate count is cheaper.
         columns.append(func.count().over().label("total"))
-    query = _filtered(conn, flt, run_id, columns)
+    query = _filtered(conn, flt, run_id, columns, audit_id)
     if query is None:
-        return Page([], None, None, run_id, total=0 if counted else None)
+        return Page([], None, None, run_id, total=0 if counted else None, audit_id=audit_id)
     if cursor is not None:
         values = decode_cursor(cursor, len(keys))
         query = query.where(_after(keys, values, backwards=backwards))
@@ -355,6 +389,7 @@ def grid_page(
         prev_cursor=encode_cursor(first_key) if first_key is not None and has_prev else None,
         run_id=run_id,
         total=(int(rows[0]["total"]) if rows else 0) if counted else None,
+        audit_id=audit_id,
     )
     for row in rows:
         row.pop("total", None)
@@ -381,15 +416,13 @@ def _flags_of(conn: Connection, shas: Sequence[str]) -> dict[str, list[str]]:
 
 def count_view(conn: Connection, flt: Filter) -> int:
     """How many images the whole filtered view holds (what a bulk action on the view would touch)."""
-    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
-    query = _filtered(conn, flt, run_id, [func.count()])
+    query = _view_query(conn, flt, [func.count()])
     return 0 if query is None else int(conn.execute(query).scalar_one())
 
 
 def view_shas(conn: Connection, flt: Filter) -> Iterator[str]:
     """Every sha256 of the filtered view, in grid order (bulk actions on the whole view)."""
-    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
-    query = _filtered(conn, flt, run_id, [images.c.sha256])
+    query = _view_query(conn, flt, [images.c.sha256])
     if query is not None:
         yield from conn.execute(query.order_by(*_sort_keys(flt.view))).scalars()
 
@@ -400,8 +433,7 @@ REVIEW_AFTER = {"accept": "accepted", "reject": "rejected", "unreview": "unrevie
 def count_changes(conn: Connection, flt: Filter, kind: str, label: str | None = None) -> int:
     """How many images of the filtered view an action on the whole view would change (the images that do not
     carry the label or review state already): what the review page says before a bulk Apply."""
-    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
-    query = _filtered(conn, flt, run_id, [func.count()])
+    query = _view_query(conn, flt, [func.count()])
     if query is None:
         return 0
     if kind == "label":
@@ -423,9 +455,8 @@ def cursor_before(conn: Connection, flt: Filter, sha: str) -> str | None:
     prev, _ = neighbours(conn, flt, sha)
     if prev is None:
         return None
-    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
     keys = _sort_keys(flt.view)
-    query = _filtered(conn, flt, run_id, [*(k.label(f"k{i}") for i, k in enumerate(keys))])
+    query = _view_query(conn, flt, [*(k.label(f"k{i}") for i, k in enumerate(keys))])
     assert query is not None  # prev was found in it
     row = conn.execute(query.where(images.c.sha256 == prev)).first()
     return None if row is None else encode_cursor(list(row))
@@ -433,16 +464,15 @@ def cursor_before(conn: Connection, flt: Filter, sha: str) -> str | None:
 
 def neighbours(conn: Connection, flt: Filter, sha: str) -> tuple[str | None, str | None]:
     """The images before and after `sha` in the filtered view (the detail view's previous/next)."""
-    run_id = latest_run(conn) if flt.view in MODEL_VIEWS else None
     keys = _sort_keys(flt.view)
-    query = _filtered(conn, flt, run_id, [*(k.label(f"k{i}") for i, k in enumerate(keys))])
+    query = _view_query(conn, flt, [*(k.label(f"k{i}") for i, k in enumerate(keys))])
     if query is None:
         return None, None
     here = conn.execute(query.where(images.c.sha256 == sha)).first()
     if here is None:
         return None, None
     values = list(here)
-    base = _filtered(conn, flt, run_id, [images.c.sha256])
+    base = _view_query(conn, flt, [images.c.sha256])
     assert base is not None
     prev = conn.execute(
         base.where(_after(keys, values, backwards=True)).order_by(*(k.desc() for k in keys)).limit(1)
@@ -506,7 +536,8 @@ def catalog_version(conn: Connection) -> str:
     lookups, and a count of the few revoked decisions: undoing a decision only stamps its row)."""
     last_label = conn.execute(select(func.max(label_events.c.id))).scalar() or 0
     last_review = conn.execute(select(func.max(review_events.c.id))).scalar() or 0
+    audit = latest_audit(conn) or 0  # a new audit changes the suspects view
     decided = conn.execute(
         select(func.max(duplicate_decisions.c.id), func.count(duplicate_decisions.c.revoked_at))
     ).one()
-    return f"{last_label}.{last_review}.{decided[0] or 0}.{decided[1] or 0}"
+    return f"{last_label}.{last_review}.{decided[0] or 0}.{decided[1] or 0}.{audit}"

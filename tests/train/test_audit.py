@@ -180,6 +180,52 @@ def test_folds_keep_near_duplicate_groups_together(noisy_ws: Any, audited: Any) 
     assert "fold 1/5" in err and "fold 2/5" in err  # progress across folds on stderr
 
 
+def test_the_review_view_lists_the_suspects_and_y_takes_the_suggestion(noisy_ws: Any, audited: Any) -> None:
+    """`curate review` in Chromium: the "Suspected label errors" view shows the suspects in the CLI's order, most
+    of the flipped images on its first cards with the suggested label; `y` gives the focused image that label
+    (the catalog says so) and `u` undoes it, so the later tests see the audit's labels."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from curate.review.server import running
+    from harvest.scrape.render import CHROMIUM, CHROMIUM_ARGS
+    from storage.catalog import get_image
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not installed at {CHROMIUM}")
+    workspace, flipped, _ = noisy_ws
+    listed = invoke(curate_app, "labels", "--suspects", "--json", "-w", workspace.root)["suspects"]
+    sha = _sha_by_name(workspace)
+    with running(workspace, port=0) as server, playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+        try:
+            page = browser.new_page(viewport={"width": 1180, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(server.url)
+            page.wait_for_selector("body[data-ready='1']")
+            page.click("nav.views a[data-view='suspects']")
+            page.wait_for_selector("body[data-ready='1'] .grid .card[data-suggested]")
+            cards = page.locator(".grid .card")
+            shown = [cards.nth(i).get_attribute("data-sha") for i in range(min(20, cards.count()))]
+            assert shown == [s["sha256"] for s in listed[: len(shown)]]  # the CLI's order, most likely first
+            found = [name for name in flipped if sha[name] in shown]
+            assert len(found) >= BAR_IN_TOP_20, (len(found), len(shown))
+            first = listed[0]
+            assert cards.first.get_attribute("data-suggested") == first["suggested"]
+            assert f"probably {first['suggested']}" in cards.first.inner_text()
+
+            page.keyboard.press("y")  # the focused card (the first) takes its suggestion
+            page.wait_for_selector("body[data-inflight='0']")
+            with workspace.catalog.read() as conn:
+                assert get_image(conn, first["sha256"])["label"] == first["suggested"]
+            page.keyboard.press("u")
+            page.wait_for_selector("body[data-inflight='0']")
+            with workspace.catalog.read() as conn:
+                assert get_image(conn, first["sha256"])["label"] == first["label"]
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
 def test_accepted_suggestions_leave_the_list_and_compare_retrains(noisy_ws: Any, audited: Any) -> None:
     """Accept the top suspects' suggestions (as a reviewer would, with `curate label set`); they leave the list,
     and `train audit --compare` trains on the corrected and on the audited labels, tested on one test split."""

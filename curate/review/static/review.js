@@ -284,6 +284,18 @@
     });
   }
 
+  // Suspected label errors: each chosen card takes the label the audit suggests for it (one request per label).
+  function takeSuggestion(chosen = null) {
+    const shas = (chosen || targets()).filter((sha) => cardsOf(sha).some((card) => card.dataset.suggested));
+    if (!shas.length) return toast("y takes the suggested label in the Suspected label errors view", true);
+    const bySuggestion = new Map();
+    for (const sha of shas) {
+      const suggested = cardsOf(sha)[0].dataset.suggested;
+      bySuggestion.set(suggested, [...(bySuggestion.get(suggested) || []), sha]);
+    }
+    for (const [label, group] of bySuggestion) act("label", label, group);
+  }
+
   // The whole filtered view, every page; the bulk dialog has said how many images change (see openPicker).
   function actOnView(kind, label = null) {
     enqueue(async () => {
@@ -749,6 +761,7 @@
     else if (key === "Backspace" || key === "Delete") act("clear");
     else if (key === "a") act("accept");
     else if (key === "x") act("reject");
+    else if (key === "y") takeSuggestion();
     else if (key === "A") isGrid && openPicker("view", "accept");
     else if (key === "X") isGrid && openPicker("view", "reject");
     else if (key === "u") undo();
@@ -789,6 +802,7 @@
       if (isGrid) setFocus(cards.indexOf(card), { scroll: false });
       const kind = button.dataset.act;
       if (kind === "label") openPicker("targets", "label", [card.dataset.sha]);
+      else if (kind === "suggest") takeSuggestion([card.dataset.sha]);
       else act(kind, null, [card.dataset.sha]);
     }),
   );
