@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from sqlalchemy import Connection
 
 from storage.catalog import finish_run, start_run
 from storage.errors import GleanerError
@@ -250,6 +251,21 @@ def _finished(workspace: Workspace, run_dir: Path, saved: dict[str, Any]) -> boo
     return recorded is None or recorded["status"] == "done"
 
 
+def _close_abandoned(conn: Connection, run_dir: Path) -> None:
+    """Record as interrupted the catalog run of an earlier start in `run_dir` that was killed before its first
+    checkpoint: it left config.json and a run "running", but nothing to resume, so the folder is started again
+    (as `--resume` then tells the user) and gets a new run; the killed one would otherwise stay running for ever."""
+    try:
+        earlier = read_meta(run_dir).get("run_id")
+    except (GleanerError, ValueError):
+        return
+    if not isinstance(earlier, int):
+        return
+    row = get_run(conn, earlier)
+    if row is not None and row["status"] == "running":
+        finish_run(conn, earlier, "interrupted", {"run_dir": str(run_dir), "status": "interrupted"})
+
+
 def run_training(
     workspace: Workspace,
     run_dir: Path,
@@ -285,6 +301,7 @@ def run_training(
             run_id = int(saved["run_id"])
             mark_run(conn, run_id, "running")
         else:
+            _close_abandoned(conn, run_dir)
             recorded = {**config.to_json(), "run_dir": str(run_dir), "snapshot": data.snapshot.name}
             run_id = start_run(conn, "train", recorded)
     meta = run_meta(config, data, run_id, workspace, chosen)
