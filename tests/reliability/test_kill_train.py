@@ -1,6 +1,6 @@
 """SIGKILL at seeded random points of `train run`, each followed by `train run --resume` (issue 14, item 3).
 
-The run is the real console script on a real snapshot (scikit-learn's scanned digits, 300 images at 16 px, as
+The run is the real console script on a real snapshot (scikit-learn's scanned digits, 200 images at 16 px, as
 in tests/train), with its default augmentation (so the RNG states must survive the kills), one network and
 one torch thread (a CPU run is then repeatable: train/engine.py reseeds every epoch from the seed). First an
 uninterrupted run, then ten kills (tests/reliability/kill.py: in the start-up, inside an epoch, after the
@@ -33,7 +33,7 @@ from tests.train.conftest import SNAPSHOT, make_workspace, write_digits
 from train.report import load_evaluation
 
 TRIALS = 10
-EPOCHS = 6
+EPOCHS = 4
 OPTIONS = [
     "--dataset", SNAPSHOT, "--epochs", str(EPOCHS), "--img-size", "16", "--batch-size", "16", "--members", "1",
     "--depth", "1", "--device", "cpu", "--seed", "3",
@@ -43,7 +43,7 @@ OPTIONS = [
 @pytest.fixture(scope="module")
 def digits_workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("kill-train")
-    write_digits(root / "digits")
+    write_digits(root / "digits", per_class=20)
     workspace = make_workspace(root / "ws", root / "digits")
     workspace.close()
     yield root / "ws"
