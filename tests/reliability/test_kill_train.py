@@ -137,8 +137,9 @@ def test_sigkill_during_train_run_then_resume(ledger: Ledger, digits_workspace: 
             survived=sum(trial.consistent for trial in killed) if all(same) and "running" not in statuses else 0,
             items_lost=0,
             items_doubled=0,
-            note=f"{len(run_dirs)} run folder(s) resumed to their end, each with the uninterrupted run's metrics, "
-            f"test accuracy, per-class figures and predictions: {all(same)}; catalog runs {statuses}",
+            note=f"{len(run_dirs)} run folder(s) taken to their end, {sum(same)} with the uninterrupted run's "
+            "metrics, test accuracy, per-class figures and predictions; catalog runs: "
+            + ", ".join(f"{len(ids)} {status}" for status, ids in sorted(statuses.items())),
         )
     )
     details = "\n".join(map(str, trials))
