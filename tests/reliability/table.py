@@ -35,7 +35,8 @@ def readme_rows(text: str) -> list[list[str]]:
     if START not in text:
         return []
     body = text.split(START, 1)[1].split(END, 1)[0]
-    return [[c.strip() for c in line.strip().strip("|").split("|")] for line in body.splitlines()[2:] if "|" in line]
+    table = [line.strip() for line in body.splitlines() if line.strip().startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in table[2:]]  # past the header and rule
 
 
 def main(argv: list[str]) -> int:
