@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -99,3 +100,30 @@ def test_ctrl_c_while_the_cli_loads_exits_130_without_a_traceback(tool: str) -> 
     _out, err = process.communicate(timeout=60)
     assert "Traceback" not in err, err
     assert process.returncode == 130, (process.returncode, err)
+
+
+def test_sigterm_during_import_ends_like_ctrl_c(photos: Path, tmp_path: Path) -> None:
+    """SIGTERM to the command alone (what Kubernetes and `kill PID` send): the batch in hand is committed, the run
+    is recorded as interrupted, exit 130 with the one line, and no worker outlives it."""
+    ws = tmp_path / "ws"
+    assert harvest("init", str(ws)).wait(60) == 0
+    process = harvest("import", str(photos), "--label", "noise", "--workers", "2", "-w", str(ws))
+    deadline = time.monotonic() + 60
+    while not (ws / "store" / "images").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first objects are being written: the run is under way
+    workers = children(process.pid)
+    assert process.poll() is None and workers, "the import ended before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    _out, err = process.communicate(timeout=60)
+    assert "Traceback" not in err, err
+    assert process.returncode == 130 and "interrupted" in err, (process.returncode, err)
+    time.sleep(1.0)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and _alive(int(pid))], "a worker outlived it"
+    with sqlite3.connect(ws / "catalog.db") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    return False
