@@ -79,10 +79,18 @@ PerHostConcurrencyOption = typer.Option(
     16, "--per-host-concurrency", min=1, help="Requests in progress to any one host."
 )
 UserAgentOption = typer.Option(None, "--user-agent", help="User-Agent header (default: GleanerBot/...).")
+ItemTimeoutOption = typer.Option(
+    60.0, "--item-timeout", min=1.0, help="Seconds one page or image may take, retries and waits included."
+)
 
 
 def fetch_options(
-    user_agent: str | None, per_host_rate: float, per_host_concurrency: int, allow_private: bool, ignore_robots: bool
+    user_agent: str | None,
+    per_host_rate: float,
+    per_host_concurrency: int,
+    allow_private: bool,
+    ignore_robots: bool,
+    item_timeout: float,
 ) -> FetchOptions:
     return FetchOptions.from_flags(
         user_agent=user_agent,
@@ -90,6 +98,7 @@ def fetch_options(
         per_host_concurrency=per_host_concurrency,
         allow_private=allow_private,
         ignore_robots=ignore_robots,
+        item_timeout=item_timeout,
     )
 
 
@@ -159,6 +168,7 @@ def urls_command(
     concurrency: int = typer.Option(32, "--concurrency", min=1, help="Downloads in parallel."),
     per_host_rate: float = PerHostRateOption,
     per_host_concurrency: int = PerHostConcurrencyOption,
+    item_timeout: float = ItemTimeoutOption,
     user_agent: str = UserAgentOption,
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Only retry this list's failed URLs; do not read the list for new ones."
@@ -179,7 +189,7 @@ def urls_command(
     from harvest.urls import harvest_urls
 
     ws = open_workspace(workspace)
-    fetch = fetch_options(user_agent, per_host_rate, per_host_concurrency, allow_private, ignore_robots)
+    fetch = fetch_options(user_agent, per_host_rate, per_host_concurrency, allow_private, ignore_robots, item_timeout)
     started = time.perf_counter()
     errors: Counter[str] = Counter()
     shown_at = 0.0
@@ -293,6 +303,7 @@ def scrape_command(
     ignore_robots: bool = IgnoreRobotsOption,
     per_host_rate: float = PerHostRateOption,
     per_host_concurrency: int = PerHostConcurrencyOption,
+    item_timeout: float = ItemTimeoutOption,
     user_agent: str = UserAgentOption,
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Only retry the URLs that failed in earlier runs of this scrape."
@@ -318,7 +329,9 @@ def scrape_command(
         allow_private=allow_private,
         ignore_robots=ignore_robots,
         retry_failed=retry_failed,
-        fetch=fetch_options(user_agent, per_host_rate, per_host_concurrency, allow_private, ignore_robots),
+        fetch=fetch_options(
+            user_agent, per_host_rate, per_host_concurrency, allow_private, ignore_robots, item_timeout
+        ),
     )
     ws = open_workspace(workspace)
     with make_progress() as progress:

@@ -92,13 +92,14 @@ def frontier_state(error_kind: str | None) -> str:
 @dataclass(frozen=True)
 class FetchOptions:
     """The fetch options every web source shares (`--user-agent`, `--per-host-rate`, `--per-host-concurrency`,
-    `--allow-private`, `--ignore-robots`); the rest of `FetchPolicy` keeps its defaults."""
+    `--allow-private`, `--ignore-robots`, `--item-timeout`); the rest of `FetchPolicy` keeps its defaults."""
 
     user_agent: str | None = None
     per_host_rate: float = 10.0
     per_host_concurrency: int = 16
     allow_private: bool = False
     obey_robots: bool = True
+    item_timeout: float = 60.0  # FetchPolicy.item_deadline: one page or image, retries included
 
     @classmethod
     def from_flags(
@@ -109,6 +110,7 @@ class FetchOptions:
         per_host_concurrency: int = 16,
         allow_private: bool = False,
         ignore_robots: bool = False,
+        item_timeout: float = 60.0,
     ) -> FetchOptions:
         """From the web collectors' flags, as the CLI parses them and collection jobs name them."""
         return cls(
@@ -117,6 +119,7 @@ class FetchOptions:
             per_host_concurrency=int(per_host_concurrency),
             allow_private=allow_private,
             obey_robots=not ignore_robots,
+            item_timeout=float(item_timeout),
         )
 
     def policy(self, **overrides: Any) -> FetchPolicy:
@@ -126,6 +129,7 @@ class FetchOptions:
             per_host_concurrency=self.per_host_concurrency,
             allow_private=self.allow_private,
             obey_robots=self.obey_robots,
+            item_deadline=self.item_timeout,
             **overrides,
         )
 
@@ -136,6 +140,7 @@ class FetchOptions:
             "per_host_concurrency": self.per_host_concurrency,
             "allow_private": self.allow_private,
             "obey_robots": self.obey_robots,
+            "item_timeout": self.item_timeout,
         }
 
 

@@ -37,6 +37,7 @@ _WEB: Final[dict[str, type | tuple[type, ...]]] = {
     "ignore_robots": bool,
     "per_host_rate": (int, float),
     "per_host_concurrency": int,
+    "item_timeout": (int, float),
     "user_agent": str,
     "retry_failed": bool,
 }

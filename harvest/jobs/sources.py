@@ -26,12 +26,14 @@ from storage.errors import GleanerError
 
 __all__ = ["FETCH_FLAGS", "WEB_OPTIONS", "PlannedSource", "fetch_options", "plan_source", "target_source"]
 
-FETCH_FLAGS = ("user_agent", "per_host_rate", "per_host_concurrency", "allow_private", "ignore_robots")
+FETCH_FLAGS = ("user_agent", "per_host_rate", "per_host_concurrency", "allow_private", "ignore_robots", "item_timeout")
 WEB_OPTIONS = ("concurrency", *FETCH_FLAGS)
 
 
 def fetch_options(options: Mapping[str, Any]) -> FetchOptions:
     """The fetch manners every web collector shares, from its flags (`--user-agent`, `--per-host-rate`, ...)."""
+    if (timeout := options.get("item_timeout")) is not None and timeout < 1:
+        raise GleanerError(f"`item_timeout` must be at least 1 (seconds), not {timeout}")
     return FetchOptions.from_flags(**{key: options[key] for key in FETCH_FLAGS if key in options})
 
 

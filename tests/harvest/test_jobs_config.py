@@ -80,6 +80,7 @@ def test_a_bad_job_table_is_one_line_for_list_and_run(ws: Path, toml: str, needl
         ('folder = "missing"', "no such file or folder"),
         ('watch = "missing"', "not a folder"),
         ('folder = "."\nlabel = "   "', "the label is empty"),
+        ('scrape = ["http://127.0.0.1:9/"]\nitem_timeout = 0', "`item_timeout` must be at least 1"),
     ],
 )
 def test_a_source_the_collector_would_refuse_is_refused_before_any_run(ws: Path, source: str, needle: str) -> None:

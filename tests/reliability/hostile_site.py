@@ -27,7 +27,7 @@ from pathlib import Path
 from tests.hostile import frames_bomb_gif, make_fifo, make_hostile_corpus, valid_png
 from tests.support.site import Handler, Request, Response, Site, hostile_fetch_routes
 
-__all__ = ["GOOD_PHOTOS", "HostileWorld", "Offer", "extra_files", "make_corpus"]
+__all__ = ["DEADLINE_REASON", "GOOD_PHOTOS", "ITEM_TIMEOUT_S", "HostileWorld", "Offer", "extra_files", "make_corpus"]
 
 GOOD_PHOTOS = 6  # good images per role (URL list, scrape page, robots origin): a few, so the run stays quick
 ROBOTS_BYTES = 50 * 1024 * 1024
@@ -35,6 +35,9 @@ GZIP_BOMB_BYTES = 1024**3  # what the gzip bomb inflates to (1 MiB on the wire)
 DEPTH = 100_000  # nesting of the deep page: libxml2 stops at 256 (2,048 with huge_tree)
 CONTENT_TYPES = {".png": "image/png", ".gif": "image/gif", ".webp": "image/webp", ".tif": "image/tiff",
                  ".svg": "image/svg+xml"}  # fmt: skip
+
+ITEM_TIMEOUT_S = 20  # the web collectors run with --item-timeout ITEM_TIMEOUT_S (see test_hostile_inputs)
+DEADLINE_REASON = f"{ITEM_TIMEOUT_S}-s item deadline"  # the option took effect: the reason names it
 
 
 # -- files ---------------------------------------------------------------------------------------------------
@@ -250,8 +253,8 @@ class HostileWorld:
             main.url("/hx/short-length.jpg"): "truncated",
             main.url("/hx/long-length.jpg"): "short of the announced Content-Length",
             main.url("/fault/loop"): "redirect loop",
-            main.url("/hostile/trickle-headers"): "item deadline",
-            main.url("/fault/slow?delay=1"): "item deadline",
+            main.url("/hostile/trickle-headers"): DEADLINE_REASON,
+            main.url("/fault/slow?delay=1"): DEADLINE_REASON,
             self.limited.url("/hx/429"): "HTTP 429",
             self.robots.url(f"/blocked/{self.robots.photo_names[0]}"): "disallowed by",
         }
@@ -286,7 +289,7 @@ class HostileWorld:
             main.url("/hxs/huge-streamed.html"): "over the",
             main.url("/hx/gzip-bomb.html"): "over the",
             main.url("/fault/loop?as=page"): "redirect loop",
-            main.url("/hostile/trickle-headers?as=page"): "item deadline",
+            main.url("/hostile/trickle-headers?as=page"): DEADLINE_REASON,
         }
         links = [url.removeprefix(main.base_url) for url in [*survivors, *hostile_pages]]
         index = "".join(f"<img src='{url}'>" for url in images) + "".join(f"<a href='{link}'>x</a>" for link in links)

@@ -21,8 +21,8 @@ its processes under PROCESS_RSS_LIMIT_MB (a bomb decoded in a worker would pass 
 is read from each process's own VmHWM in /proc while it runs (wait4's ru_maxrss would carry pytest's RSS across
 exec), summed over the tree: an upper bound of the tree's peak, as pages shared by the workers count in each.
 
-The slow-loris items end at the product's own 60-s item deadline (no option shortens it), so the web
-collectors cannot finish in under a minute: all five collectors are started together by one module fixture,
+The slow-loris items end at the item deadline, set to ITEM_TIMEOUT_S here (`--item-timeout`; 60 s by default), so
+the web collectors cannot finish sooner than that: all five collectors are started together by one module fixture,
 and each test waits for its own and checks it, so the module takes about as long as its slowest collector.
 """
 
@@ -45,7 +45,7 @@ import pytest
 import sqlalchemy as sa
 
 from storage.workspace import init_workspace, open_workspace
-from tests.reliability.hostile_site import GOOD_PHOTOS, HostileWorld, make_corpus
+from tests.reliability.hostile_site import GOOD_PHOTOS, ITEM_TIMEOUT_S, HostileWorld, make_corpus
 from tests.reliability.ledger import Entry, Ledger, assert_zero_loss
 from tests.support.jobs import job_config
 
@@ -55,9 +55,9 @@ PEAK_RSS_LIMIT_MB = 700  # a collector and all its processes together (sum of th
 PROCESS_RSS_LIMIT_MB = 250  # any one of them (measured 60-130: a worker holds a body of up to 50 MB)
 WORKERS = 2  # worker processes per collector (GLEANER_WORKERS), so that the peak does not grow with the cores
 LOCAL_BOUND_S = 120  # `harvest import` and `harvest watch` of the corpus end within this (about 10 s alone)
-WEB_BOUND_S = 200  # urls, scrape, jobs run: the slow-loris items take the 60-s item deadline, then the run ends
+WEB_BOUND_S = 200  # urls, scrape, jobs run: the slow-loris items take the item deadline, then the run ends
 HARVEST = Path(sys.executable).parent / "harvest"
-WEB_OPTIONS = ("--allow-private", "--per-host-rate", "0")  # loopback sites; politeness is not what is tested
+WEB_OPTIONS = ("--allow-private", "--per-host-rate", "0", "--item-timeout", str(ITEM_TIMEOUT_S))  # loopback sites
 COLLECTORS = ("import", "urls", "scrape", "watch", "jobs")
 
 
@@ -202,7 +202,7 @@ def launched(
             command = [str(HARVEST), "urls", str(ws / "hostile.txt"), *WEB_OPTIONS, "--json", "-w", str(ws)]
         else:
             job_config(ws, '[[jobs]]\nname = "hostile"\n\n[[jobs.sources]]\nurls = "hostile.txt"\n'
-                           "allow_private = true\nper_host_rate = 0\n")  # fmt: skip
+                           f"allow_private = true\nper_host_rate = 0\nitem_timeout = {ITEM_TIMEOUT_S}\n")  # fmt: skip
             command = [str(HARVEST), "jobs", "run", "hostile", "--json", "-w", str(ws)]
         runs[name] = Launched(name, command, ws, folder, WEB_BOUND_S, url_offer.hostile, url_offer.good)
     if "scrape" in wanted:
