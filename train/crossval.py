@@ -37,7 +37,7 @@ from train.report import Evaluation, build_report, save_evaluation
 from train.run import Callbacks, _evaluate_all, blend_baseline, fit_prepared, plan_run, run_meta
 from train.rundir import BASELINE, write_meta
 
-__all__ = ["assign_folds", "run_crossval"]
+__all__ = ["assign_folds", "load_in_memory", "run_crossval"]
 
 
 def assign_folds(samples: Sequence[tuple[str, str, str]], k: int, seed: int = 0) -> dict[str, int]:
@@ -64,6 +64,23 @@ def assign_folds(samples: Sequence[tuple[str, str, str]], k: int, seed: int = 0)
             for sha, _ in members:
                 result[sha] = fold
     return result
+
+
+def load_in_memory(
+    workspace: Workspace, plan: Any, samples: list[Any], config: TrainConfig, callbacks: Callbacks, *, too_large: str
+) -> tuple[PreparedData, SnapshotDataset]:
+    """Every sample decoded once, into memory, as one split: the folds of cross-validation and of `train audit`
+    index into it. `too_large` is the error when the set does not fit in memory."""
+    callbacks.phase("loading images")
+    whole = load_data(
+        workspace, replace(plan, samples=samples), img_size=config.img_size or 32,
+        memory_cache_bytes=config.memory_cache_bytes, cache_dir=workspace.root / ".cache" / "train",
+        workers=config.workers or None, on_decode=callbacks.on_decode,
+    )  # fmt: skip
+    everything = whole.splits["train"]
+    if everything.images is None:
+        raise GleanerError(too_large)
+    return whole, everything
 
 
 def _fold_data(base: PreparedData, everything: SnapshotDataset, splits: dict[str, str]) -> PreparedData:
@@ -115,15 +132,10 @@ def run_crossval(
         raise GleanerError(f"snapshot {plan.snapshot.name} has too few near-duplicate groups for {k} folds")
     if callbacks.on_defaults:
         callbacks.on_defaults(chosen)
-    callbacks.phase("loading images")
-    whole = load_data(
-        workspace, replace(plan, samples=samples), img_size=config.img_size or 32,
-        memory_cache_bytes=config.memory_cache_bytes, cache_dir=workspace.root / ".cache" / "train",
-        workers=config.workers or None, on_decode=callbacks.on_decode,
+    whole, everything = load_in_memory(
+        workspace, plan, samples, config, callbacks,
+        too_large="--folds needs the dataset decoded in memory; it is too large (use the snapshot's split)",
     )  # fmt: skip
-    everything = whole.splits["train"]
-    if everything.images is None:
-        raise GleanerError("--folds needs the dataset decoded in memory; it is too large (use the snapshot's split)")
     with workspace.catalog.write() as conn:
         run_id = start_run(
             conn, "train", {**config.to_json(), "folds": k, "run_dir": str(out), "snapshot": plan.snapshot.name}

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from curate.fsck import FsckReport, fsck
 from storage.catalog.schema import images, sources
 from storage.workspace import init_workspace, open_workspace
 from tests.reliability.ledger import Entry, Ledger, assert_zero_loss
+from tests.support.disks import fill, small_disk
 from tests.support.site import Site
 
 BIN = Path(sys.executable).parent
@@ -39,33 +39,10 @@ STORE_ROOM = 2 * 1024 * 1024  # left free under the store: a dozen photos fit, t
 CATALOG_ROOM = 256 * 1024  # left free under the catalog: a batch or so commits, then SQLite is full
 
 
-@contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command: cannot make a small disk to fill")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    with tmpfs(tmp_path / "disk", DISK) as mount:
+    with small_disk(tmp_path / "disk", DISK) as mount:
         yield mount
-
-
-def fill(disk: Path, room: int) -> Path:
-    """Leave only `room` bytes free on `disk`; the filler's path (remove it to free the disk)."""
-    filler = disk / "filler"
-    stat = os.statvfs(disk)
-    with open(filler, "wb") as handle:
-        handle.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - room))
-    return filler
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:

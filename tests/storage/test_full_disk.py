@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,29 +16,20 @@ from typer.testing import CliRunner
 
 from curate.cli import app as curate_app
 from storage.workspace import init_workspace
+from tests.support.disks import fill as fill_disk
+from tests.support.disks import small_disk
 
 LEFT = 64 * 1024
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    if shutil.which("mount") is None:
-        pytest.skip("no mount command")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "tiny", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(disk: Path, left: int = LEFT) -> None:
-    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
-    with open(disk / "filler", "wb") as handle:
-        handle.write(b"\0" * max(0, free - left))
+    fill_disk(disk, left)
     assert os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize <= left
 
 

@@ -33,10 +33,9 @@ from storage.errors import GleanerError
 from storage.workspace import Workspace
 from train.checkpoint import LAST
 from train.config import TrainConfig
-from train.crossval import _fold_data, assign_folds
+from train.crossval import _fold_data, assign_folds, load_in_memory
 from train.evaluate import predict
 from train.loaders import make_batches
-from train.prepare import load_data
 from train.run import Callbacks, fit_prepared, plan_run, run_meta
 from train.rundir import write_meta
 
@@ -100,15 +99,10 @@ def run_audit(
             raise GleanerError(f"snapshot {plan.snapshot.name} has too few near-duplicate groups for {k} folds")
     if callbacks.on_defaults and not saved:
         callbacks.on_defaults(chosen)
-    callbacks.phase("loading images")
-    whole = load_data(
-        workspace, replace(plan, samples=samples), img_size=config.img_size or 32,
-        memory_cache_bytes=config.memory_cache_bytes, cache_dir=workspace.root / ".cache" / "train",
-        workers=config.workers or None, on_decode=callbacks.on_decode,
+    whole, everything = load_in_memory(
+        workspace, plan, samples, config, callbacks,
+        too_large="train audit needs the snapshot decoded in memory; it is too large",
     )  # fmt: skip
-    everything = whole.splits["train"]
-    if everything.images is None:
-        raise GleanerError("train audit needs the snapshot decoded in memory; it is too large")
     with workspace.catalog.write() as conn:
         if saved:
             run_id = int(saved["run_id"])
