@@ -34,7 +34,8 @@ def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, 
     denominator = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denominator
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Rounding can put an end a hair on the wrong side of p at 0 or n (1 - 1e-16 for 20 of 20).
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def _round(value: float | None) -> float | None:

@@ -22,7 +22,8 @@ def wilson(successes: int, total: int, z: float = 1.959963984540054) -> tuple[fl
     p = successes / total
     centre = (p + z * z / (2 * total)) / (1 + z * z / total)
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Rounding can put an end a hair on the wrong side of p at 0 or n (1 - 1e-16 for 20 of 20).
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 @dataclass(frozen=True)
