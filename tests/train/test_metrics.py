@@ -73,7 +73,6 @@ def test_wilson_interval_against_worked_values() -> None:
     assert metrics["cat"].recall_ci == pytest.approx(wilson_interval(2, 4))
 
 
-
 def test_wilson_intervals_always_hold_the_proportion() -> None:
     """Both copies (train's and the demo's): rounding once put 10 of 10 at an upper end of 1 - 1e-16, and the
     demo's recall chart refused the negative whisker."""
@@ -85,6 +84,7 @@ def test_wilson_intervals_always_hold_the_proportion() -> None:
             interval = wilson_interval(successes, total)
             assert interval is not None and interval[0] <= p <= interval[1], (successes, total)
             assert wilson(successes, total) == interval
+
 
 def test_normalized_rows_and_most_confused() -> None:
     matrix = confusion_matrix(TRUE, PRED, 3)
