@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,6 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 PHOTOS = SHARED_DATA / "photos"
 NEAR_DUPLICATES = SHARED_DATA / "near-duplicates"
-
-# A suite started in the background of a non-interactive shell (`make test &`, nohup) inherits SIGINT ignored,
-# and so would every command the tests start: the Ctrl-C tests would see the signal ignored, as the shell
-# asked. Tests send Ctrl-C as a terminal does, to commands whose SIGINT is the default.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
