@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from storage.intervals import wilson_interval
 from train.evaluate import Predictions
-from train.metrics import wilson_interval
 
 __all__ = ["MAX_SIDE", "PENALTIES", "BaselineResult", "fit_linear", "linear_baseline", "pixel_features"]
 

@@ -171,7 +171,7 @@ def run_crossval(
         evaluation = Evaluation(whole.labels, [s.sha256 for s in everything.samples], pooled)
         save_evaluation(out, evaluation)
         base_correct = int((pooled_baseline.predicted == pooled_baseline.targets).sum())
-        from train.metrics import wilson_interval
+        from storage.intervals import wilson_interval
 
         interval = wilson_interval(base_correct, len(everything))
         baseline = {

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from storage.errors import GleanerError
+from storage.intervals import wilson_interval
 from train.evaluate import Predictions
 from train.feedback import collection_targets
 from train.metrics import (
@@ -25,7 +26,6 @@ from train.metrics import (
     most_confused,
     normalize_rows,
     per_class_metrics,
-    wilson_interval,
 )
 from train.plots import plot_confusion, plot_curves, save_thumbnail
 from train.report_html import render_html

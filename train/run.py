@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 
 from storage.catalog import finish_run, start_run
 from storage.errors import GleanerError
+from storage.intervals import wilson_interval
 from storage.workspace import Workspace
 from train.baseline import BaselineResult, linear_baseline
 from train.blend import choose_blend, fold_baseline
@@ -29,7 +30,6 @@ from train.engine import EpochRecord, Trainer, resolve_device
 from train.evaluate import Predictions, predict
 from train.feedback import Target
 from train.loaders import make_batches
-from train.metrics import wilson_interval
 from train.models import Net, default_normalization
 from train.preflight import check_config, check_weights_fit
 from train.prepare import PreparedData, SnapshotPlan, load_data, plan_snapshot

@@ -1,29 +1,19 @@
 """Per-class recall with Wilson intervals on the demo's fixed evaluation split, from `train predict --json`.
 
 The snapshot's own test split changes when the targeted collection adds images, so before and after are
-compared on one held-out set instead. Wilson here, not train's: harvest does not import train.
+compared on one held-out set instead. The interval is storage.intervals', shared with train's reports.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ClassRecall", "per_class_recall", "wilson"]
+from storage.intervals import wilson_interval
 
-
-def wilson(successes: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion (sound at 0 and n, unlike the normal one)."""
-    if total <= 0:
-        return (0.0, 1.0)
-    p = successes / total
-    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
-    # Rounding can put an end a hair on the wrong side of p at 0 or n (1 - 1e-16 for 20 of 20).
-    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
+__all__ = ["ClassRecall", "per_class_recall"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +28,7 @@ class ClassRecall:
 
     @property
     def interval(self) -> tuple[float, float]:
-        return wilson(self.correct, self.total)
+        return wilson_interval(self.correct, self.total) or (0.0, 1.0)
 
     def as_json(self) -> dict[str, Any]:
         low, high = self.interval

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
+from storage.intervals import wilson_interval
 from train.metrics import (
     accuracy,
     confusion_matrix,
     most_confused,
     normalize_rows,
     per_class_metrics,
-    wilson_interval,
 )
 
 LABELS = ["cat", "dog", "fox"]
@@ -74,16 +74,16 @@ def test_wilson_interval_against_worked_values() -> None:
 
 
 def test_wilson_intervals_always_hold_the_proportion() -> None:
-    """Both copies (train's and the demo's): rounding once put 10 of 10 at an upper end of 1 - 1e-16, and the
-    demo's recall chart refused the negative whisker."""
-    from harvest.demo.recall import wilson
+    """Rounding once put 10 of 10 at an upper end of 1 - 1e-16, and the demo's recall chart refused the
+    negative whisker; the demo's per-class recall uses the same interval."""
+    from harvest.demo.recall import ClassRecall
 
     for total in range(1, 200):
         for successes in range(total + 1):
             p = successes / total
             interval = wilson_interval(successes, total)
             assert interval is not None and interval[0] <= p <= interval[1], (successes, total)
-            assert wilson(successes, total) == interval
+            assert ClassRecall("x", successes, total).interval == interval
 
 
 def test_normalized_rows_and_most_confused() -> None:
