@@ -9,10 +9,15 @@ and the test evaluation all use the blend. The report keeps the parts apart: the
 baseline alone and the blend, each on the same test split, so a blend never hides a model that learned
 nothing.
 
-The weight (`--blend auto`): the candidate in BLEND_CANDIDATES with the lowest validation log-loss, among
-those whose validation accuracy is within one image of the best. Log-loss uses every image's probability,
-not only its argmax, so it separates candidates on a 20-image validation split where accuracy ties.
-A number (`--blend 0.5`) fixes it; `--blend 0` delivers the model alone.
+The weight (`--blend auto`): DEFAULT_BLEND unless the validation split shows, beyond its noise, that
+another candidate of BLEND_CANDIDATES is better: lower per-image log-loss by more than two standard errors
+of the paired difference, and no fewer images right. A 20-image validation split rarely shows that, and
+choosing on its raw figures picked 0 or 0.5 by chance (the earlier rule, lowest log-loss among weights
+within one image of the best accuracy: 89.6 % mean test accuracy on the five tuning sets of
+`bench/train_small.py`, 2 seeds; 0.25 fixed: 89.8 %, 0.5 fixed: 89.8 %, 0 fixed: 89.3 %). A large split
+does show it: a network far better than the pixels gets weight 0 there. A baseline that only adds noise
+(uniform or confidently wrong probabilities) raises every image's log-loss, which the test sees at once.
+A number (`--blend 0.5`) fixes the weight; `--blend 0` delivers the model alone.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import torch
 from train.baseline import MAX_SIDE, BaselineResult
 from train.models import PixelLinear
 
-__all__ = ["BLEND_CANDIDATES", "choose_blend", "fold_baseline", "mix"]
+__all__ = ["BLEND_CANDIDATES", "DEFAULT_BLEND", "choose_blend", "fold_baseline", "mix"]
 
 BLEND_CANDIDATES = (0.0, 0.25, 0.5)
+DEFAULT_BLEND = 0.25
+EVIDENCE_STANDARD_ERRORS = 2.0
 
 
 def _pool_matrix(size: int, out: int) -> torch.Tensor:
@@ -61,8 +68,18 @@ def mix(model_probs: np.ndarray, baseline_probs: np.ndarray, blend: float) -> np
     return (1 - blend) * model_probs + blend * baseline_probs
 
 
-def _log_loss(probs: np.ndarray, targets: np.ndarray) -> float:
-    return float(-np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, None)).mean())
+def _image_log_losses(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    return -np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, None))
+
+
+def _evidence(prior_losses: np.ndarray, losses: np.ndarray) -> float:
+    """How many standard errors lower `losses` are than `prior_losses`, paired per image (inf: always lower)."""
+    gain = prior_losses - losses
+    mean = float(gain.mean())
+    spread = float(gain.std(ddof=1)) / math.sqrt(len(gain)) if len(gain) > 1 else 0.0
+    if spread == 0.0:
+        return math.inf if mean > 0 else 0.0
+    return mean / spread
 
 
 def choose_blend(
@@ -70,17 +87,30 @@ def choose_blend(
 ) -> tuple[float, dict[str, Any]]:
     """(weight of the baseline, the validation figures it was chosen on)."""
     if not len(targets):
-        return 0.5, {"reason": "no validation images: equal weights"}
-    rows = []
-    for blend in BLEND_CANDIDATES:
-        probs = mix(model_probs, baseline_probs, blend)
-        correct = int((probs.argmax(1) == targets).sum())
-        rows.append({"blend": blend, "val_correct": correct, "val_log_loss": round(_log_loss(probs, targets), 4)})
-    best_correct = max(r["val_correct"] for r in rows)
-    eligible = [r for r in rows if r["val_correct"] >= best_correct - 1]
-    chosen = min(eligible, key=lambda r: (r["val_log_loss"], -r["blend"]))
+        return DEFAULT_BLEND, {"reason": f"no validation images: the default weight {DEFAULT_BLEND}"}
+    losses = {b: _image_log_losses(mix(model_probs, baseline_probs, b), targets) for b in BLEND_CANDIDATES}
+    correct = {b: int((mix(model_probs, baseline_probs, b).argmax(1) == targets).sum()) for b in BLEND_CANDIDATES}
+    evidence = {b: _evidence(losses[DEFAULT_BLEND], losses[b]) for b in BLEND_CANDIDATES if b != DEFAULT_BLEND}
+    rows = [
+        {
+            "blend": b,
+            "val_correct": correct[b],
+            "val_log_loss": round(float(losses[b].mean()), 4),
+            "evidence": None if b == DEFAULT_BLEND else round(min(evidence[b], 99.0), 2),
+        }
+        for b in BLEND_CANDIDATES
+    ]
+    better = [b for b, e in evidence.items() if e > EVIDENCE_STANDARD_ERRORS and correct[b] >= correct[DEFAULT_BLEND]]
+    if not better:
+        reason = (
+            f"the default weight {DEFAULT_BLEND}: no other weight is better on the {len(targets)} validation "
+            f"images by more than {EVIDENCE_STANDARD_ERRORS:g} standard errors of log-loss"
+        )
+        return DEFAULT_BLEND, {"reason": reason, "candidates": rows}
+    chosen = min(better, key=lambda b: float(losses[b].mean()))
     reason = (
-        f"lowest validation log-loss ({chosen['val_log_loss']:.3f}) among weights within one image of the best "
-        f"validation accuracy ({best_correct}/{len(targets)})"
+        f"validation log-loss {losses[chosen].mean():.3f} against {losses[DEFAULT_BLEND].mean():.3f} at the default "
+        f"{DEFAULT_BLEND} ({min(evidence[chosen], 99.0):.1f} standard errors lower, {correct[chosen]}/{len(targets)} "
+        "right)"
     )
-    return float(chosen["blend"]), {"reason": reason, "candidates": rows}
+    return float(chosen), {"reason": reason, "candidates": rows}

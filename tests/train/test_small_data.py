@@ -17,7 +17,7 @@ from harvest.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_idx
 from storage.workspace import Workspace
 from tests.train.conftest import SNAPSHOT, make_workspace
 from train.baseline import linear_baseline
-from train.blend import BLEND_CANDIDATES, choose_blend, fold_baseline
+from train.blend import BLEND_CANDIDATES, DEFAULT_BLEND, choose_blend, fold_baseline
 from train.config import TrainConfig
 from train.crossval import assign_folds
 from train.defaults import DEFAULT_AUGMENT, DataFacts, choose_defaults
@@ -137,15 +137,18 @@ def test_the_folded_baseline_gives_the_baselines_probabilities(channels: int, si
     assert np.abs(probs - result.predictions.probs).max() < 1e-4
 
 
-def test_blend_weight_is_chosen_on_validation_log_loss() -> None:
+def test_blend_weight_moves_from_the_default_only_on_evidence() -> None:
     targets = np.array([0, 1] * 10)
     sure = np.eye(2)[targets] * 0.98 + 0.01  # a model that is right and sure
     coin = np.full((20, 2), 0.5)
-    assert choose_blend(sure, coin, targets)[0] == 0.0  # a useless baseline gets no weight
-    wrong_once = sure.copy()
-    wrong_once[0] = [0.001, 0.999]  # one confident mistake costs a lot of log-loss ...
-    weight, info = choose_blend(wrong_once, sure, targets)
-    assert weight > 0 and "log-loss" in info["reason"] and len(info["candidates"]) == len(BLEND_CANDIDATES)
+    weight, info = choose_blend(sure, coin, targets)
+    assert weight == 0.0 and len(info["candidates"]) == len(BLEND_CANDIDATES)  # a useless baseline gets no weight
+    sure_on_half = np.where(np.arange(20) % 2 == 0, 0.9, 0.6)  # two parts, each sure where the other is not
+    model, baseline = (np.stack([p, 1 - p], 1) for p in (sure_on_half, sure_on_half[::-1]))
+    model[targets == 1], baseline[targets == 1] = model[targets == 1, ::-1], baseline[targets == 1, ::-1]
+    weight, info = choose_blend(model, baseline, targets)  # 20 images cannot tell the weights apart
+    assert weight == DEFAULT_BLEND and "default" in info["reason"]
+    assert choose_blend(sure, coin, targets[:0])[0] == DEFAULT_BLEND
 
 
 def test_folds_keep_groups_whole_and_balance_labels() -> None:
