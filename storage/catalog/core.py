@@ -12,6 +12,7 @@ from storage.catalog.engine import make_engine
 from storage.catalog.migrations import upgrade
 from storage.catalog.reconnect import retrying
 from storage.errors import GleanerError
+from storage.interrupts import held_interrupts
 
 __all__ = ["Catalog"]
 
@@ -43,8 +44,10 @@ class Catalog:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction; on SQLite it takes the write lock at BEGIN (waits, never fails fast)."""
-        with self.engine.connect().execution_options(gleaner_write=True) as conn, conn.begin():
+        """A write transaction; on SQLite it takes the write lock at BEGIN (waits, never fails fast). Ctrl-C and
+        SIGTERM wait for its end (storage.interrupts): one raised inside it could leave the lock held. Waiting
+        for a connection (a PostgreSQL restart) stays interruptible."""
+        with self.engine.connect().execution_options(gleaner_write=True) as conn, held_interrupts(), conn.begin():
             yield conn
 
     @contextmanager

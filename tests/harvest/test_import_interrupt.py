@@ -74,7 +74,9 @@ def test_ctrl_c_during_import_prints_no_traceback(photos: Path, tmp_path: Path) 
             raise
         time.sleep(0.3)  # a worker that outlived its parent has had its chance to write
         assert "Traceback" not in err, f"trial {trial} (SIGINT after {delay:.2f} s):\n{err}"
-        assert process.returncode in (0, 130), (trial, delay, process.returncode, err)
+        # -SIGINT: the signal came as the interpreter was exiting, after the work was committed and reported
+        # (Python has put the default action back by then); a shell shows that as 130 too.
+        assert process.returncode in (0, 130, -signal.SIGINT), (trial, delay, process.returncode, err)
         if process.returncode == 130:
             assert "interrupted" in err, err
 
