@@ -22,7 +22,7 @@ from storage.errors import GleanerError
 from storage.intervals import wilson_interval
 from storage.workspace import Workspace
 from train.baseline import BaselineResult, linear_baseline
-from train.blend import choose_blend, fold_baseline
+from train.blend import choose_blend, default_blend, fold_baseline
 from train.checkpoint import LAST
 from train.config import TrainConfig
 from train.defaults import choose_defaults
@@ -439,7 +439,8 @@ def blend_baseline(trainer: Trainer, data: PreparedData, baseline: BaselineResul
     if config.blend is None:
         val = evaluate("val")
         base_val = baseline.val_predictions.probs if baseline.val_predictions is not None else val.probs[:0]
-        weight, info = choose_blend(val.probs, base_val, val.targets)
+        prior = default_blend(len(data.splits["train"]), len(data.labels))
+        weight, info = choose_blend(val.probs, base_val, val.targets, prior)
     else:
         weight, info = config.blend, {"reason": f"--blend {config.blend}"}
     if weight > 0:

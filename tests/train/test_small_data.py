@@ -17,7 +17,14 @@ from harvest.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_idx
 from storage.workspace import Workspace
 from tests.train.conftest import SNAPSHOT, make_workspace
 from train.baseline import linear_baseline
-from train.blend import BLEND_CANDIDATES, DEFAULT_BLEND, choose_blend, fold_baseline
+from train.blend import (
+    BLEND_CANDIDATES,
+    SMALL_SET_BLEND,
+    SMALL_SET_PER_CLASS,
+    choose_blend,
+    default_blend,
+    fold_baseline,
+)
 from train.config import TrainConfig
 from train.crossval import assign_folds
 from train.defaults import DEFAULT_AUGMENT, DataFacts, choose_defaults
@@ -137,7 +144,7 @@ def test_the_folded_baseline_gives_the_baselines_probabilities(channels: int, si
     assert np.abs(probs - result.predictions.probs).max() < 1e-4
 
 
-def test_blend_weight_moves_from_the_default_only_on_evidence() -> None:
+def test_blend_weight_moves_from_the_prior_only_on_evidence() -> None:
     targets = np.array([0, 1] * 10)
     sure = np.eye(2)[targets] * 0.98 + 0.01  # a model that is right and sure
     coin = np.full((20, 2), 0.5)
@@ -147,8 +154,14 @@ def test_blend_weight_moves_from_the_default_only_on_evidence() -> None:
     model, baseline = (np.stack([p, 1 - p], 1) for p in (sure_on_half, sure_on_half[::-1]))
     model[targets == 1], baseline[targets == 1] = model[targets == 1, ::-1], baseline[targets == 1, ::-1]
     weight, info = choose_blend(model, baseline, targets)  # 20 images cannot tell the weights apart
-    assert weight == DEFAULT_BLEND and "default" in info["reason"]
-    assert choose_blend(sure, coin, targets[:0])[0] == DEFAULT_BLEND
+    assert weight == SMALL_SET_BLEND and "prior" in info["reason"]
+    assert choose_blend(model, baseline, targets, prior=0.0)[0] == 0.0  # ...nor move a large set's prior
+    assert choose_blend(sure, coin, targets[:0])[0] == SMALL_SET_BLEND
+
+
+def test_the_prior_blend_is_for_small_training_sets() -> None:
+    assert default_blend(160, 2) == SMALL_SET_BLEND and default_blend(1600, 10) == SMALL_SET_BLEND
+    assert default_blend(8000, 10) == 0.0 and default_blend(SMALL_SET_PER_CLASS * 2 + 1, 2) == 0.0
 
 
 def test_folds_keep_groups_whole_and_balance_labels() -> None:
