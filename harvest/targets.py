@@ -115,8 +115,9 @@ def set_command(
 ) -> None:
     """Set a label's target by hand; it replaces the label's open target until it is met, closed or set again."""
     ws = open_workspace(_workspace(ctx, workspace))
-    with ws.catalog.write() as conn:
-        target = set_target(conn, label, want, reason, sources=sources, create=create)
+    target = ws.catalog.transact(  # run again after a lost connection (a PostgreSQL restart): it replaces
+        lambda conn: set_target(conn, label, want, reason, sources=sources, create=create), what="setting the target"
+    )
     if json_output:
         document = targets_json([target], ws.root)[0] if target else {"label": label, "want": 0, "status": "closed"}
         emit_json({**document, "open": target is not None})
@@ -140,8 +141,7 @@ def close_command(
 ) -> None:
     """Close a label's open target by hand (it stays listed under --all as `closed`)."""
     ws = open_workspace(_workspace(ctx, workspace))
-    with ws.catalog.write() as conn:
-        closed = close_targets(conn, label)
+    closed = ws.catalog.transact(lambda conn: close_targets(conn, label), what="closing the target")
     if json_output:
         emit_json({"label": label, "closed": closed})
         return

@@ -37,7 +37,7 @@ from train.report import Evaluation, build_report, save_evaluation
 from train.run import Callbacks, _evaluate_all, blend_baseline, fit_prepared, plan_run, run_meta
 from train.rundir import BASELINE, write_meta
 
-__all__ = ["assign_folds", "load_in_memory", "run_crossval"]
+__all__ = ["assign_folds", "fold_data", "load_in_memory", "run_crossval"]
 
 
 def assign_folds(samples: Sequence[tuple[str, str, str]], k: int, seed: int = 0) -> dict[str, int]:
@@ -83,7 +83,7 @@ def load_in_memory(
     return whole, everything
 
 
-def _fold_data(base: PreparedData, everything: SnapshotDataset, splits: dict[str, str]) -> PreparedData:
+def fold_data(base: PreparedData, everything: SnapshotDataset, splits: dict[str, str]) -> PreparedData:
     """A PreparedData whose train/val/test are this fold's, indexing the images decoded once."""
     assert everything.images is not None
     datasets = {}
@@ -149,7 +149,7 @@ def run_crossval(
             rest = [SplitItem(s.sha256, s.label, groups[s.sha256]) for s in samples if folds[s.sha256] != fold]
             splits = {**assign_splits(rest, (0.9, 0.1, 0.0), config.seed + fold)}
             splits.update({s.sha256: "test" for s in samples if folds[s.sha256] == fold})
-            data = _fold_data(whole, everything, splits)
+            data = fold_data(whole, everything, splits)
             fold_dir = out / "folds" / f"fold-{fold + 1}"
             meta = run_meta(config, data, run_id, workspace, chosen)
             write_meta(fold_dir, {**meta, "fold": fold + 1, "folds": k})

@@ -43,9 +43,8 @@ def test_ctrl_c_right_after_begin_commits_then_interrupts_and_leaves_no_lock(tmp
         os.kill(os.getpid(), signal.SIGINT)
 
     event.listen(catalog.engine, "begin", ctrl_c_after_begin)  # after the BEGIN IMMEDIATE listener
-    with pytest.raises(KeyboardInterrupt):
-        with catalog.write() as conn:
-            conn.execute(text("INSERT INTO marks VALUES (1)"))
+    with pytest.raises(KeyboardInterrupt), catalog.write() as conn:
+        conn.execute(text("INSERT INTO marks VALUES (1)"))
     event.remove(catalog.engine, "begin", ctrl_c_after_begin)
 
     assert not _locked(db), "the interrupted transaction kept the catalog's write lock"
@@ -59,11 +58,10 @@ def test_a_signal_inside_a_failing_transaction_rolls_back_then_interrupts(tmp_pa
     catalog = Catalog(f"sqlite:///{db}")
     with catalog.write() as conn:
         conn.execute(text("CREATE TABLE marks (n INTEGER)"))
-    with pytest.raises(KeyboardInterrupt):
-        with catalog.write() as conn:
-            conn.execute(text("INSERT INTO marks VALUES (1)"))
-            os.kill(os.getpid(), signal.SIGINT)
-            raise ValueError("the work failed too")
+    with pytest.raises(KeyboardInterrupt), catalog.write() as conn:
+        conn.execute(text("INSERT INTO marks VALUES (1)"))
+        os.kill(os.getpid(), signal.SIGINT)
+        raise ValueError("the work failed too")
     assert not _locked(db)
     with catalog.read() as conn:
         assert conn.execute(text("SELECT count(*) FROM marks")).scalar_one() == 0

@@ -33,7 +33,7 @@ from storage.errors import GleanerError
 from storage.workspace import Workspace
 from train.checkpoint import LAST
 from train.config import TrainConfig
-from train.crossval import _fold_data, assign_folds, load_in_memory
+from train.crossval import assign_folds, fold_data, load_in_memory
 from train.evaluate import predict
 from train.loaders import make_batches
 from train.run import Callbacks, fit_prepared, plan_run, run_meta
@@ -140,7 +140,7 @@ def run_audit(
             rest = [SplitItem(s.sha256, s.label, groups[s.sha256]) for s in samples if folds[s.sha256] != fold]
             splits = assign_splits(rest, (0.9, 0.1, 0.0), config.seed + fold)
             splits.update({everything.samples[i].sha256: "test" for i in index})
-            data = _fold_data(whole, everything, splits)
+            data = fold_data(whole, everything, splits)
             meta = {**run_meta(config, data, run_id, workspace, chosen), "fold": fold, "folds": k, "audit": True}
             again = (fold_dir / "checkpoints" / LAST).is_file()
             write_meta(fold_dir, meta)
