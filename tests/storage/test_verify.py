@@ -99,3 +99,18 @@ def test_two_shirts_of_one_cut_are_two_products_and_their_copies_are_copies() ->
     half = first.resize((first.width // 2, first.height // 2), Image.Resampling.LANCZOS)
     assert _verdict(_jpeg(first, 92), _jpeg(first, 30)).verified
     assert _verdict(_jpeg(first, 92), _jpeg(half, 92)).verified
+
+
+def test_two_pale_garments_of_other_colours_are_two_products_and_a_grey_copy_is_a_copy() -> None:
+    """A pale purple and a pale green top (Fashion-MNIST test items 204 and 191, as the held-out products set
+    draws them) agree in grey; their chroma varies little, but too much for greyscale, so the colour check
+    applies and tells them apart. A greyscale copy has no chroma at all and still matches its colour original."""
+    if not FASHION_MNIST.exists():
+        pytest.skip("dataset-fashion-mnist is not installed (scripts/setup.sh installs it)")
+    items = _fashion_images(205)
+    purple, green = (product_photo(items[index], seed=index) for index in (204, 191))
+    verdict = _verdict(_jpeg(purple, 92), _jpeg(green, 92))
+    assert not verdict.verified and "colours differ" in verdict.reason, verdict.reason
+    assert _verdict(_jpeg(purple, 92), _jpeg(purple.convert("L"), 92)).verified
+    assert _verdict(_jpeg(purple, 92), _jpeg(purple.convert("L").convert("RGB"), 92)).verified
+    assert _verdict(_jpeg(purple, 92), _jpeg(purple, 30)).verified
