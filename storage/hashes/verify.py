@@ -19,7 +19,8 @@ its aligned views agree where they carry information:
    curve inside shared axes) fails it;
 5. when both images are framed (margins or a window around the content), the trimmed contents must agree as
    well, whatever view the hashes matched on: two screenshots in one frame match only if what is inside the
-   frame matches;
+   frame matches (when the whole images agree, the contents of either image's trim box, cut from both, will do:
+   a figure's box moves in its copies);
 6. no block of a 16 x 16 grid may differ by much after one brightness/contrast fit for the whole image:
    correlation forgives one changed object among many similar ones (a coin removed from a figure of 24);
 7. when both images are in colour (pale tints included), their chroma must agree in every block too: a red and
@@ -305,10 +306,60 @@ def verify_pair(
             verdict, aligned = other, alignment
     if verdict.verified and aligned != ("trim", "trim") and is_framed(box_a, a.size) and is_framed(box_b, b.size):
         inside = judged("trim", "trim")
+        if not inside.verified and aligned == ("whole", "whole"):
+            inside = _inside_one_box(a, b, (box_a, turn_a), (box_b, turn_b)) or inside
         verdict = inside if not inside.verified else verdict
     if verdict.verified:
         verdict = _finer_if_drawing(verdict, aligned, (a, box_a, turn_a), (b, box_b, turn_b))
     return verdict
+
+
+def _inside_one_box(
+    a: Image.Image, b: Image.Image, placed_a: tuple[Box, int], placed_b: tuple[Box, int]
+) -> Verdict | None:
+    """The contents inside one trim box, cut from both images of a pair whose whole images verified: each image's
+    box in turn, carried over to the other by that alignment. A trim box is found on each image alone, and on a
+    drawing it is unstable (the thin axes of a plot vanish in its 50% copy, a JPEG's ringing breaks up a plain
+    band), so two copies' own boxes can frame different parts. One box cut from both compares like with like:
+    two screenshots in one shared frame still compare the photos inside it. The first that verifies, else None."""
+    (box_a, turn_a), (box_b, turn_b) = placed_a, placed_b
+    carried_to_b = _carry_box(box_a, a.size, b.size, turn_a, turn_b)
+    carried_to_a = _carry_box(box_b, b.size, a.size, turn_b, turn_a)
+    for in_a, in_b in ((box_a, carried_to_b), (carried_to_a, box_b)):
+        verdict = compare_views(aligned_view(a, "trim", turn_a, in_a), aligned_view(b, "trim", turn_b, in_b))
+        if verdict.verified:
+            return verdict
+    return None
+
+
+def _carry_box(box: Box, size: tuple[int, int], other: tuple[int, int], into: int, out_of: int) -> Box:
+    """`box` of an image of `size` as the same region of the image of size `other` it is aligned with: DIHEDRAL[into]
+    takes the first image into the aligned frame, DIHEDRAL[out_of] the second (one of them is the identity)."""
+    x0, y0, x1, y1 = box[0] / size[0], box[1] / size[1], box[2] / size[0], box[3] / size[1]
+    corners = [_turn_point(x, y, into) for x, y in ((x0, y0), (x1, y1))]
+    corners = [_turn_point(x, y, _INVERSE[out_of]) for x, y in corners]
+    xs, ys = sorted(x for x, _ in corners), sorted(y for _, y in corners)
+    width, height = other
+    return round(xs[0] * width), round(ys[0] * height), round(xs[1] * width), round(ys[1] * height)
+
+
+def _turn_point(x: float, y: float, transform: int) -> tuple[float, float]:
+    """Where DIHEDRAL[transform] takes the point (x, y) of the unit square (PIL's transposes)."""
+    name = DIHEDRAL[transform][0]
+    return {
+        "identity": (x, y),
+        "mirror": (1 - x, y),
+        "flip": (x, 1 - y),
+        "rotate180": (1 - x, 1 - y),
+        "transpose": (y, x),
+        "rotate90": (y, 1 - x),
+        "rotate270": (1 - y, x),
+        "transverse": (1 - y, 1 - x),
+    }[name]
+
+
+_NAMES = [name for name, _ in DIHEDRAL]
+_INVERSE = [_NAMES.index({"rotate90": "rotate270", "rotate270": "rotate90"}.get(name, name)) for name in _NAMES]
 
 
 # A copy keeps its proportions (resized, re-encoded, cropped a little, screenshotted: the photo inside keeps its

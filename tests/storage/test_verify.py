@@ -19,7 +19,7 @@ from tests.support.dedupe_sets import (
     product_photo,
     tuning_photos,
 )
-from tests.support.plots import FAMILIES, _render
+from tests.support.plots import FAMILIES, SIZES, _render
 
 
 def _png(image: Image.Image) -> bytes:
@@ -71,6 +71,22 @@ def test_two_draws_of_a_noisy_curve_are_two_figures_and_a_jpeg_of_one_is_its_cop
     assert _verdict(_png(first), _jpeg(first, 30)).verified
     half = first.resize((first.width // 2, first.height // 2), Image.Resampling.LANCZOS)
     assert _verdict(_png(first), _png(half)).verified
+
+
+@pytest.mark.parametrize(("family", "size"), [("contours", 0), ("histogram", 1), ("thresholds", 0)])
+def test_copies_of_a_figure_whose_trim_box_moves_are_its_copies(family: str, size: int) -> None:
+    """A figure on white is framed (margins on every side), so the contents inside its trim box must agree too;
+    the box is found on each image alone and moves in a copy (thin axes fade in a 50% resize, JPEG ringing
+    breaks up a plain band). One box cut from both images compares like with like; another plot of the family,
+    in the same axes, stays another image."""
+    figure, other = (
+        _render(FAMILIES[family], seed=1000 * size + k, member=6 * size + k, size=SIZES[size]) for k in (0, 1)
+    )
+    half = figure.resize((figure.width // 2, figure.height // 2), Image.Resampling.LANCZOS)
+    for copy in (_png(half), _jpeg(figure, 30)):
+        verdict = _verdict(_png(figure), copy)
+        assert verdict.verified, verdict.reason
+    assert not _verdict(_png(figure), _png(other)).verified
 
 
 def test_two_folder_icons_with_other_emblems_are_two_images() -> None:
