@@ -361,6 +361,12 @@ def audit_command(
     device: str = DeviceOpt,
     workers: int = WorkersOpt,
     resume: bool = typer.Option(False, "--resume", help="Continue the audit in --out with the folds not done."),
+    parallel: int = typer.Option(
+        None,
+        "--parallel",
+        min=1,
+        help="Fold models trained at once on a CPU (default: one per torch thread; 1 on a GPU).",
+    ),
     compare: bool = typer.Option(
         False,
         "--compare",
@@ -406,7 +412,7 @@ def audit_command(
         else:
             report = run_audit(
                 ws, out, TrainConfig(**values), folds, dataset=dataset, resume=resume, rank_by=rank_by,
-                callbacks=callbacks, on_fold=on_fold,
+                callbacks=callbacks, on_fold=on_fold, parallel=parallel,
             )  # fmt: skip
     if json_output:
         emit_json(report)

@@ -182,6 +182,14 @@ class SnapshotDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def __getstate__(self) -> dict[str, object]:
+        """A decoded dataset travels to another process (an audit's fold worker) without its store client, which
+        it never reads again and which may not pickle (an S3 connection)."""
+        state = dict(self.__dict__)
+        if self.images is not None:
+            state["reader"] = None
+        return state
+
     def load(self, index: int) -> np.ndarray:
         sample = self.samples[index]
         try:

@@ -4,7 +4,8 @@ probabilities from a model that saw neither it nor any near-copy of it; then the
 The fold models are trained with `train run`'s defaults chosen from the snapshot (the same engine, early stopping
 on a tenth of each fold's training images), except `--members`: 1 network per fold instead of 3 below 2,000
 images, which would make five folds three times as slow for probabilities that rank the same suspects
-(bench/label_errors.py). No linear baseline is fitted or blended.
+(bench/label_errors.py). No linear baseline is fitted or blended. On a CPU the folds train side by side in
+worker processes (train.audit.folds); this process alone writes the catalog.
 
 OUT holds audit.json (what the audit is: snapshot, class order, fold of every image, config), folds/fold-N/ (a
 run folder per fold with its checkpoints, and oof.npz once the fold is done), and the report: report.json and
@@ -31,12 +32,11 @@ from storage.catalog.audits import AuditPrediction, finish_audit, replace_suspec
 from storage.catalog.runs import mark_run
 from storage.errors import GleanerError
 from storage.workspace import Workspace
+from train.audit.folds import FoldJob, FoldResult, fold_processes, run_folds
 from train.checkpoint import LAST
 from train.config import TrainConfig
 from train.crossval import assign_folds, fold_data, load_in_memory
-from train.evaluate import predict
-from train.loaders import make_batches
-from train.run import Callbacks, fit_prepared, plan_run, run_meta
+from train.run import Callbacks, plan_run, run_meta
 from train.rundir import write_meta
 
 __all__ = ["AUDIT_FILE", "AUDIT_MEMBERS", "run_audit"]
@@ -65,6 +65,7 @@ def run_audit(
     rank_by: str = "self_confidence",
     callbacks: Callbacks | None = None,
     on_fold: Callable[[int, int], None] | None = None,
+    parallel: int | None = None,
 ) -> dict[str, Any]:
     """Audit a snapshot into OUT; returns the audit report (train.audit.report)."""
     from train.audit.report import write_audit_report
@@ -124,9 +125,8 @@ def run_audit(
     probs = np.zeros((len(everything), len(whole.labels)), np.float32)
     fold_rows = []
     try:
+        jobs = []
         for fold in range(1, k + 1):
-            if on_fold:
-                on_fold(fold - 1, k)
             fold_dir = out / "folds" / f"fold-{fold}"
             index = [i for i, s in enumerate(everything.samples) if folds[s.sha256] == fold]
             done = fold_dir / OOF_FILE
@@ -135,8 +135,6 @@ def run_audit(
                 probs[stored["index"]] = stored["probs"]
                 fold_rows.append({**json.loads(str(stored["row"])), "resumed": True})
                 continue
-            callbacks.phase(f"fold {fold}/{k}")
-            fold_started = time.perf_counter()
             rest = [SplitItem(s.sha256, s.label, groups[s.sha256]) for s in samples if folds[s.sha256] != fold]
             splits = assign_splits(rest, (0.9, 0.1, 0.0), config.seed + fold)
             splits.update({everything.samples[i].sha256: "test" for i in index})
@@ -144,24 +142,32 @@ def run_audit(
             meta = {**run_meta(config, data, run_id, workspace, chosen), "fold": fold, "folds": k, "audit": True}
             again = (fold_dir / "checkpoints" / LAST).is_file()
             write_meta(fold_dir, meta)
-            trainer, _ = fit_prepared(fold_dir, config, data, meta, resume=again, callbacks=callbacks)
-            batches = make_batches(data.splits["test"], max(256, config.n_batch), device=trainer.device)
-            test = predict(trainer.net, batches, trainer.device, amp_dtype=trainer.eval_dtype, channels_last=True)
-            probs[index] = test.probs
-            row = {"fold": fold, "test_images": len(index), "accuracy": round(test.accuracy, 4),
-                   "best_epoch": trainer.state.best_epoch, "epochs_done": trainer.state.epochs_done,
-                   "seconds": round(time.perf_counter() - fold_started, 1)}  # fmt: skip
+            jobs.append(FoldJob(fold, k, fold_dir, config, data, meta, index, again))
+
+        def finished(result: FoldResult) -> None:
+            """A fold's probabilities into the catalog, then its oof.npz: the fold counts as done only then."""
+            probs[result.index] = result.probs
             with workspace.catalog.write() as conn:
                 write_audit_predictions(conn, run_id, [
                     AuditPrediction(everything.samples[i].sha256, everything.samples[i].label,
-                                    groups[everything.samples[i].sha256], fold, probs[i].tolist())
-                    for i in index
+                                    groups[everything.samples[i].sha256], result.fold, probs[i].tolist())
+                    for i in result.index
                 ])  # fmt: skip
+            fold_dir = out / "folds" / f"fold-{result.fold}"
             tmp = fold_dir / f".{OOF_FILE}"
             with tmp.open("wb") as handle:
-                np.savez(handle, index=np.asarray(index, np.int64), probs=test.probs, row=json.dumps(row))
-            tmp.replace(done)  # the fold counts as done only once its file is whole
-            fold_rows.append({**row, "resumed": False})
+                np.savez(handle, index=np.asarray(result.index, np.int64), probs=result.probs,
+                         row=json.dumps(result.row))  # fmt: skip
+            tmp.replace(fold_dir / OOF_FILE)
+            fold_rows.append({**result.row, "resumed": False})
+            if on_fold:
+                on_fold(len(fold_rows), k)
+
+        if on_fold:
+            on_fold(len(fold_rows), k)
+        processes, threads = fold_processes(parallel, config.device, len(jobs))
+        run_folds(jobs, processes, threads, finished, callbacks)
+        fold_rows.sort(key=lambda row: int(row["fold"]))
         if on_fold:
             on_fold(k, k)
         callbacks.phase("finding suspects")
