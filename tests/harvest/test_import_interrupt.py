@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.processes import alive
+
 HARVEST = Path(sys.executable).with_name("harvest")
 IMAGES = 400
 TRIALS = 8
@@ -120,12 +122,6 @@ def test_sigterm_during_import_ends_like_ctrl_c(photos: Path, tmp_path: Path) ->
     assert "Traceback" not in err, err
     assert process.returncode == 130 and "interrupted" in err, (process.returncode, err)
     time.sleep(1.0)
-    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and _alive(int(pid))], "a worker outlived it"
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists() and alive(pid)], "a worker outlived it"
     with sqlite3.connect(ws / "catalog.db") as db:
         assert db.execute("SELECT status FROM runs").fetchall() == [("interrupted",)]
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    return False

@@ -18,7 +18,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from harvest.fetch.policy import FetchPolicy
 from harvest.fetch.proxy import REFUSED_HEADER, GuardedProxy
 from harvest.fetch.ssrf import AddressGuard, Resolver
 from harvest.scrape.render import CHROMIUM, Renderer, url_check
+from tests.support.processes import alive, wait_until_gone
 from tests.support.site import (
     LoopbackTarget,
     Request,
@@ -236,23 +236,6 @@ def test_the_proxy_checks_each_request_and_refuses_what_it_cannot_check(site: Si
 
 
 # -- pop-ups and a browser that stops answering (issue 16, item 10) ------------------------------------------------
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_until_gone(pids: list[int], limit: float = 60.0) -> bool:
-    """Whether every pid has exited (or is a zombie) within `limit` seconds: killing is asynchronous."""
-    deadline = time.monotonic() + limit
-    while any(alive(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
 
 
 def test_pop_ups_are_closed_and_a_stuck_browser_is_killed_with_its_processes(site: Site) -> None:

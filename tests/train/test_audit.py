@@ -31,6 +31,7 @@ from curate.snapshot import create_snapshot
 from harvest.importer import import_paths
 from storage.catalog.audits import audit_probabilities, latest_audit
 from storage.workspace import Workspace, init_workspace, open_workspace
+from tests.support.processes import children, wait_until_gone
 from tests.train.conftest import SNAPSHOT, invoke, write_digits
 from train.audit.folds import fold_processes
 from train.cli import app as train_app
@@ -97,27 +98,6 @@ def _sha_by_name(workspace: Workspace) -> dict[str, str]:
         return {Path(uri).name: sha for sha, uris in source_uris(conn).items() for uri in uris}
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if entry.name.isdigit() and int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _audit_process(ws: Workspace, out: Path, *extra: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GLEANER_")}
     env["OMP_NUM_THREADS"] = "1"
@@ -137,14 +117,11 @@ def audited(noisy_ws: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     while not first.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert first.exists() and process.poll() is None, "the audit should be running its second fold"
-    workers = _children(process.pid)
+    workers = children(process.pid)
     assert workers, "--parallel 2 trains the folds in worker processes"
     os.kill(process.pid, signal.SIGKILL)
     _, err = process.communicate()
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(pid) for pid in workers), "fold workers outlived the killed audit"
+    assert wait_until_gone(workers, 10), "fold workers outlived the killed audit"
     assert not (out / "report.json").exists()
     before = first.stat().st_mtime_ns
     with workspace.catalog.read() as conn:
@@ -287,19 +264,16 @@ def test_ctrl_c_stops_the_fold_workers_with_the_audit(noisy_ws: Any, tmp_path: P
     workspace, _, _ = noisy_ws
     process = _audit_process(workspace, tmp_path / "audit", "--parallel", "2")
     deadline = time.monotonic() + 120
-    while len(_children(process.pid)) < 3 and process.poll() is None and time.monotonic() < deadline:
+    while len(children(process.pid)) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # two fold workers and multiprocessing's resource tracker
-    workers = _children(process.pid)
+    workers = children(process.pid)
     assert len(workers) >= 3 and process.poll() is None
     time.sleep(1.0)  # the workers are importing torch or training
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(pid) for pid in workers), "fold workers outlived the interrupted audit"
+    assert wait_until_gone(workers, 10), "fold workers outlived the interrupted audit"
 
 
 def test_fold_processes_share_the_threads_and_stay_one_off_the_cpu() -> None:

@@ -107,7 +107,7 @@ def run_folds(
             callbacks.phase(f"fold {job.fold}/{job.folds} ({processes} at a time)")
 
     context = torch.multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
-    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker, initargs=(threads,))
+    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_worker)
     try:
         futures = [pool.submit(train_fold, job) for job in _with_threads(jobs, processes, threads)]
         for _ in range(processes):
@@ -146,10 +146,10 @@ def _with_threads(jobs: Sequence[FoldJob], processes: int, threads: int) -> list
     return [replace(job, threads=shared if tail and k >= len(jobs) - tail else threads) for k, job in enumerate(jobs)]
 
 
-def _start_worker(threads: int) -> None:
-    """A fold process: its share of the threads. It leaves Ctrl-C to the audit, which records the interruption
-    and exits; the worker ends with it (Linux: the kernel's parent-death signal), and quietly on SIGTERM."""
-    torch.set_num_threads(threads)
+def _start_worker() -> None:
+    """A fold process (each job sets its own share of the threads). It leaves Ctrl-C to the audit, which records
+    the interruption and exits; the worker ends with it (Linux: the kernel's parent-death signal), and quietly on
+    SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the audit too, which stops; this dies with it
     signal.signal(signal.SIGTERM, _exit_quietly)
     if sys.platform.startswith("linux"):
